@@ -1,0 +1,35 @@
+/* cli.h - the subcommands of the one `pollen` binary. Each lives in cli/cmd_<name>.c, parses
+ * its own GNU-style flags with getopt_long, answers --help, and returns an exit status. */
+#ifndef POLLEN_CLI_H
+#define POLLEN_CLI_H
+
+#include <getopt.h>
+
+typedef struct {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *summary;
+} cli_command;
+
+/* Registered in cli/main.c. */
+int cmd_prepare(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
+int cmd_refcheck(int argc, char **argv);
+
+/* `pollen bench ops`: the per-op micro-benchmark (cli/bench_ops.c). */
+int bench_ops(int argc, char **argv);
+
+/* Shared flag helpers: parse a number or die with "--flag: 'x' is not a ..." (exit 2). */
+long cli_parse_long(const char *flag, const char *text, long min, long max);
+double cli_parse_double(const char *flag, const char *text, double min, double max);
+/* Prints "pollen CMD: unknown option; see 'pollen CMD --help'" and returns EXIT_USAGE. */
+int cli_usage_error(const char *cmd);
+/* 1 when stdout is a terminal (human output), 0 when piped (plain/--json output). */
+int cli_is_tty(void);
+
+#endif

@@ -1,0 +1,66 @@
+/* main.c - the `pollen` binary: dispatches `pollen <command> [flags]` to cli/cmd_*.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "ops/core.h"
+
+static const cli_command commands[] = {
+    {"version", NULL, "print the version"},
+};
+static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+static void usage(FILE *to) {
+  fprintf(to,
+          "pollen %s - distributed MobileNetV3 training on CPUs and GPUs\n\n"
+          "usage: pollen <command> [flags]    (pollen <command> --help for its flags)\n\n"
+          "commands:\n",
+          POLLEN_VERSION);
+  for (int i = 0; i < n_commands; i++) fprintf(to, "  %-10s %s\n", commands[i].name, commands[i].summary);
+  fprintf(to, "\n  --version  print the version\n  --help     this text\n");
+}
+
+long cli_parse_long(const char *flag, const char *text, long min, long max) {
+  char *end = NULL;
+  long v = strtol(text, &end, 10);
+  if (!text[0] || *end || v < min || v > max)
+    die_status(EXIT_USAGE, "%s: '%s' is not a whole number in [%ld, %ld]", flag, text, min, max);
+  return v;
+}
+
+double cli_parse_double(const char *flag, const char *text, double min, double max) {
+  char *end = NULL;
+  double v = strtod(text, &end);
+  if (!text[0] || *end || !(v >= min && v <= max))
+    die_status(EXIT_USAGE, "%s: '%s' is not a number in [%g, %g]", flag, text, min, max);
+  return v;
+}
+
+int cli_usage_error(const char *cmd) {
+  fprintf(stderr, "pollen %s: invalid usage; see 'pollen %s --help'\n", cmd, cmd);
+  return EXIT_USAGE;
+}
+
+int cli_is_tty(void) { return isatty(STDOUT_FILENO); }
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return EXIT_USAGE;
+  }
+  const char *name = argv[1];
+  if (!strcmp(name, "--version") || !strcmp(name, "version")) {
+    printf("pollen %s\n", POLLEN_VERSION);
+    return EXIT_OK;
+  }
+  if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+    usage(stdout);
+    return EXIT_OK;
+  }
+  for (int i = 0; i < n_commands; i++)
+    if (commands[i].run && !strcmp(name, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "pollen: unknown command '%s'; see 'pollen --help'\n", name);
+  return EXIT_USAGE;
+}

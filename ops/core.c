@@ -1,0 +1,174 @@
+/* core.c - errors, allocation, logging, time, threads and counter-based RNG. */
+#include "ops/core.h"
+
+#include <errno.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void openblas_set_num_threads(int num_threads);
+
+static void vreport(const char *fmt, va_list ap) {
+  fflush(stdout);
+  fputs("pollen: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  fflush(stderr);
+}
+
+void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(fmt, ap);
+  va_end(ap);
+  exit(EXIT_FAILED);
+}
+
+void die_status(int status, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(fmt, ap);
+  va_end(ap);
+  exit(status);
+}
+
+void pollen_assert_fail(const char *expr, const char *file, int line) {
+  fprintf(stderr, "pollen: internal error: assertion '%s' failed at %s:%d; please report it\n",
+          expr, file, line);
+  abort();
+}
+
+void *xmalloc_at(size_t n, const char *file, int line) {
+  void *p = malloc(n ? n : 1);
+  if (!p) die("out of memory allocating %zu bytes (%s:%d); use a smaller batch or model", n, file, line);
+  return p;
+}
+
+void *xcalloc_at(size_t n, size_t size, const char *file, int line) {
+  void *p = calloc(n ? n : 1, size ? size : 1);
+  if (!p) die("out of memory allocating %zu x %zu bytes (%s:%d); use a smaller batch or model", n, size, file, line);
+  return p;
+}
+
+void *xrealloc_at(void *p, size_t n, const char *file, int line) {
+  void *q = realloc(p, n ? n : 1);
+  if (!q) die("out of memory allocating %zu bytes (%s:%d); use a smaller batch or model", n, file, line);
+  return q;
+}
+
+void *xmalloc_aligned(size_t n) {
+  void *p = NULL;
+  size_t rounded = (n + 63) / 64 * 64;
+  if (posix_memalign(&p, 64, rounded ? rounded : 64) != 0)
+    die("out of memory allocating %zu bytes; use a smaller batch or model", n);
+  return p;
+}
+
+char *xstrdup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = xmalloc(n);
+  memcpy(d, s, n);
+  return d;
+}
+
+FILE *xfopen(const char *path, const char *mode) {
+  FILE *f = fopen(path, mode);
+  if (!f)
+    die("cannot open %s for %s: %s", path, mode[0] == 'r' ? "reading" : "writing", strerror(errno));
+  return f;
+}
+
+static int log_quiet;
+static char log_prefix[64];
+
+void log_set_quiet(int quiet) { log_quiet = quiet; }
+void log_set_prefix(const char *prefix) {
+  snprintf(log_prefix, sizeof log_prefix, "%s", prefix ? prefix : "");
+}
+
+static void vlog(const char *level, const char *fmt, va_list ap) {
+  char stamp[32];
+  time_t t = time(NULL);
+  struct tm tm;
+  localtime_r(&t, &tm);
+  strftime(stamp, sizeof stamp, "%H:%M:%S", &tm);
+  fprintf(stderr, "[%s]%s%s%s %s", stamp, log_prefix[0] ? " " : "", log_prefix, level, "");
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+}
+
+void log_info(const char *fmt, ...) {
+  if (log_quiet) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vlog("", fmt, ap);
+  va_end(ap);
+}
+
+void log_warn(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(" warning:", fmt, ap);
+  va_end(ap);
+}
+
+double time_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int threads_current;
+
+void threads_set(int n) {
+  if (n <= 0) n = omp_get_num_procs();
+  threads_current = n;
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+int threads_get(void) { return threads_current ? threads_current : omp_get_max_threads(); }
+
+/* Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11). */
+philox_ctr philox4x32(philox_ctr c, uint64_t key) {
+  uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+  for (int round = 0; round < 10; round++) {
+    uint64_t p0 = (uint64_t)0xD2511F53u * c.v[0];
+    uint64_t p1 = (uint64_t)0xCD9E8D57u * c.v[2];
+    philox_ctr n;
+    n.v[0] = (uint32_t)(p1 >> 32) ^ c.v[1] ^ k0;
+    n.v[1] = (uint32_t)p1;
+    n.v[2] = (uint32_t)(p0 >> 32) ^ c.v[3] ^ k1;
+    n.v[3] = (uint32_t)p0;
+    c = n;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+  return c;
+}
+
+void philox_uniform4(uint64_t key, uint32_t a, uint32_t b, uint32_t c, float out[4]) {
+  philox_ctr ctr = {{a, b, c, 0}};
+  philox_ctr r = philox4x32(ctr, key);
+  /* 24 high bits -> exactly representable floats in [0,1). */
+  for (int i = 0; i < 4; i++) out[i] = (float)(r.v[i] >> 8) * (1.0f / 16777216.0f);
+}
+
+uint64_t hash_mix(uint64_t a, uint64_t b) {
+  uint64_t z = a + 0x9E3779B97F4A7C15ull * (b + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+uint64_t hash_bytes(const void *data, size_t n, uint64_t seed) {
+  const unsigned char *p = data;
+  uint64_t h = 0xcbf29ce484222325ull ^ seed;
+  for (size_t i = 0; i < n; i++) {
+    h ^= p[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}

@@ -1,0 +1,123 @@
+/* ops.h - pollen's tensor kernels, forward and backward, float32, CPU.
+ *
+ * One layout for the whole engine: activations are NHWC, i.e. a batch of N images of H x W
+ * pixels with C channels stored as [N][H][W][C] (channels fastest). On CPUs this makes the
+ * 1x1 convolutions (most of MobileNet's FLOPs) plain GEMMs over M = N*H*W rows with no
+ * transposes, and lets depthwise convolutions and per-channel ops (BN, SE scale) vectorise
+ * along C. BENCHMARKS.md has the measurement behind the choice.
+ *
+ * Weight layouts (the engine's own; safetensors import/export converts to PyTorch's):
+ *   conv2d (groups = 1)  [Cout][K][K][Cin]  (OHWI: one row of the im2col GEMM per filter)
+ *   pointwise / linear   [Cout][Cin]        (same as PyTorch)
+ *   depthwise            [K][K][C]          (HWC: vectorises along C)
+ *
+ * Conventions:
+ *   - Every X_forward has an X_backward beside it (llm.c style): plain functions, no framework.
+ *   - Backward functions ACCUMULATE (+=) into parameter gradients (dw, dbias, dgamma, ...) and
+ *     OVERWRITE input gradients (din), unless noted. din may be NULL where stated, to skip it.
+ *   - Padding is "same" for odd K: pad = (K - 1) / 2 on every side; output size is
+ *     conv_out_size(H, K, stride) = (H + 2*pad - K) / stride + 1, as PyTorch computes it.
+ *   - Threads: OpenMP inside each op; OpenBLAS (OpenMP build) for GEMMs. Call from one thread.
+ *   - Nothing here allocates in the steady state: ops that need scratch take it as an argument
+ *     and have a *_scratch_floats() function giving the size.
+ */
+#ifndef POLLEN_OPS_H
+#define POLLEN_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+static inline int conv_out_size(int h, int k, int stride) {
+  int pad = (k - 1) / 2;
+  return (h + 2 * pad - k) / stride + 1;
+}
+
+/* ---- full convolution (groups = 1): the 3x3 stride-2 stem. im2col + cblas_sgemm. ----
+ * in [N][H][W][Cin], w [Cout][K][K][Cin], out [N][Ho][Wo][Cout]. No bias (always followed by
+ * batch norm in MobileNet). scratch: conv2d_scratch_floats(...) floats. */
+size_t conv2d_scratch_floats(int H, int W, int Cin, int K, int stride);
+void conv2d_forward(float *out, const float *in, const float *w, int N, int H, int W, int Cin,
+                    int Cout, int K, int stride, float *scratch);
+/* din may be NULL (the stem's input needs no gradient). */
+void conv2d_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
+                     int N, int H, int W, int Cin, int Cout, int K, int stride, float *scratch);
+
+/* ---- linear: out[M][Cout] = in[M][Cin] . w^T + bias. Also the 1x1 convolution in NHWC,
+ * with M = N*H*W. bias may be NULL (no bias); dbias may be NULL when bias is NULL; din may
+ * be NULL. */
+void linear_forward(float *out, const float *in, const float *w, const float *bias, int M,
+                    int Cin, int Cout);
+void linear_backward(float *din, float *dw, float *dbias, const float *dout, const float *in,
+                     const float *w, int M, int Cin, int Cout);
+
+/* ---- depthwise convolution: K in {3, 5}, stride in {1, 2}, same padding, no bias.
+ * in [N][H][W][C], w [K][K][C], out [N][Ho][Wo][C]. */
+void dwconv_forward(float *out, const float *in, const float *w, int N, int H, int W, int C, int K,
+                    int stride);
+void dwconv_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
+                     int N, int H, int W, int C, int K, int stride);
+
+/* ---- batch norm over M rows of C channels (M = N*H*W in NHWC). ----
+ * Training: normalises with the batch mean and biased variance; saves mean and rstd
+ * (1/sqrt(var+eps)) for backward; updates running stats as PyTorch does:
+ *   running_mean = (1-momentum)*running_mean + momentum*mean
+ *   running_var  = (1-momentum)*running_var  + momentum*var*M/(M-1)   (unbiased)
+ * running_mean/running_var may be NULL to skip the update. */
+void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd, float *running_mean,
+                             float *running_var, const float *in, const float *gamma,
+                             const float *beta, int M, int C, float eps, float momentum);
+void batchnorm_forward_eval(float *out, const float *in, const float *gamma, const float *beta,
+                            const float *running_mean, const float *running_var, int M, int C,
+                            float eps);
+/* Backward of the training-mode forward (batch statistics). din may alias dout. */
+void batchnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout,
+                        const float *in, const float *save_mean, const float *save_rstd,
+                        const float *gamma, int M, int C);
+
+/* ---- pointwise activations, PyTorch's exact definitions and gradients:
+ *   relu       max(x,0)                      grad 1 where x > 0
+ *   relu6      min(max(x,0),6)               grad 1 where 0 < x < 6
+ *   hardswish  x*relu6(x+3)/6                grad 0 where x < -3, x/3+0.5 where -3 <= x <= 3,
+ *                                            1 where x > 3
+ *   hardsigmoid relu6(x+3)/6                 grad 1/6 where -3 < x < 3, else 0
+ * out may alias in. din may alias dout. in is the forward INPUT. */
+typedef enum { ACT_NONE = 0, ACT_RELU, ACT_RELU6, ACT_HARDSWISH, ACT_HARDSIGMOID } act_kind;
+void act_forward(float *out, const float *in, size_t n, act_kind act);
+void act_backward(float *din, const float *dout, const float *in, size_t n, act_kind act);
+const char *act_name(act_kind act);
+
+/* ---- global average pool: in [N][HW][C] -> out [N][C]. ---- */
+void avgpool_forward(float *out, const float *in, int N, int HW, int C);
+void avgpool_backward(float *din, const float *dout, int N, int HW, int C);
+
+/* ---- squeeze-and-excite (torchvision's SqueezeExcitation for MobileNetV3):
+ *   s = avgpool(x); h = relu(fc1(s)); g = hardsigmoid(fc2(h)); out = x * g (per channel)
+ * in/out [N][HW][C]; w1 [Cs][C], b1 [Cs], w2 [C][Cs], b2 [C].
+ * save: se_save_floats(N, C, Cs) floats kept from forward for backward. out must not alias in. */
+size_t se_save_floats(int N, int C, int Cs);
+void se_forward(float *out, float *save, const float *in, const float *w1, const float *b1,
+                const float *w2, const float *b2, int N, int HW, int C, int Cs);
+void se_backward(float *din, float *dw1, float *db1, float *dw2, float *db2, const float *dout,
+                 const float *in, const float *save, const float *w1, const float *w2, int N,
+                 int HW, int C, int Cs);
+
+/* ---- residual add: out = a + b. Backward: the gradient flows unchanged to both inputs,
+ * so residual_backward ACCUMULATES dout into da (the skip branch). ---- */
+void residual_forward(float *out, const float *a, const float *b, size_t n);
+void residual_backward(float *da, const float *dout, size_t n);
+
+/* ---- dropout (inverted: kept values scaled by 1/(1-p)). The mask is a pure function of
+ * (seed, index) through Philox, so backward regenerates it instead of storing it, and the
+ * result does not depend on the thread count. out may alias in; din may alias dout. ---- */
+void dropout_forward(float *out, const float *in, size_t n, float p, uint64_t seed);
+void dropout_backward(float *din, const float *dout, size_t n, float p, uint64_t seed);
+
+/* ---- softmax cross-entropy, mean over the batch, optional label smoothing (PyTorch's:
+ * target = (1-s)*onehot + s/K). logits [N][K]; probs [N][K] is written (softmax) for backward
+ * and for accuracy. Returns the mean loss. Labels outside [0,K) are a caller bug. ---- */
+float crossentropy_forward(float *probs, const float *logits, const int *labels, int N, int K,
+                           float smoothing);
+void crossentropy_backward(float *dlogits, const float *probs, const int *labels, int N, int K,
+                           float smoothing);
+
+#endif
