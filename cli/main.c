@@ -8,6 +8,7 @@
 #include "ops/core.h"
 
 static const cli_command commands[] = {
+    {"refcheck", cmd_refcheck, "compare one training step with a PyTorch reference file"},
     {"version", NULL, "print the version"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

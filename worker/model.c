@@ -1,0 +1,587 @@
+/* model.c - the engine's graph: building layers, torchvision's initialisation, and the
+ * forward and backward passes over ops/. Architectures are in mobilenet.c. */
+#include "worker/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/core.h"
+#include "worker/model_build.h"
+
+int model_arch_parse(const char *name) {
+  if (!strcmp(name, "mnv3-small")) return MODEL_MNV3_SMALL;
+  if (!strcmp(name, "mnv3-large")) return MODEL_MNV3_LARGE;
+  if (!strcmp(name, "mnv2")) return MODEL_MNV2;
+  return -1;
+}
+
+const char *model_arch_name(model_arch arch) {
+  switch (arch) {
+  case MODEL_MNV3_SMALL: return "mnv3-small";
+  case MODEL_MNV3_LARGE: return "mnv3-large";
+  case MODEL_MNV2: return "mnv2";
+  }
+  return "?";
+}
+
+/* ---- building ---------------------------------------------------------------------- */
+
+#define GROW(arr, n, cap)                                  \
+  do {                                                     \
+    if ((n) >= (cap)) {                                    \
+      (cap) = (cap) ? 2 * (cap) : 32;                      \
+      (arr) = xrealloc((arr), (size_t)(cap) * sizeof *(arr)); \
+    }                                                      \
+  } while (0)
+
+static int cap_param, cap_bn, cap_layers, cap_tensors; /* only used while building */
+
+static int new_tensor(model *m, int channels) {
+  GROW(m->tensors, m->n_tensors, cap_tensors);
+  tensor *t = &m->tensors[m->n_tensors];
+  memset(t, 0, sizeof *t);
+  t->hw_c[2] = channels;
+  return m->n_tensors++;
+}
+
+int build_channels(const model *m, int t) { return m->tensors[t].hw_c[2]; }
+
+static size_t add_param(model *m, const char *name, int ndim, const int64_t *shape,
+                        param_layout layout, int no_decay) {
+  GROW(m->param, m->n_param, cap_param);
+  param_info *p = &m->param[m->n_param++];
+  memset(p, 0, sizeof *p);
+  snprintf(p->name, sizeof p->name, "%s", name);
+  p->ndim = ndim;
+  p->numel = 1;
+  for (int i = 0; i < ndim; i++) p->shape[i] = shape[i], p->numel *= (size_t)shape[i];
+  p->offset = m->n_params;
+  p->layout = layout;
+  p->no_decay = no_decay;
+  m->n_params += p->numel;
+  return p->offset;
+}
+
+static layer *new_layer(model *m, layer_kind kind, int in) {
+  GROW(m->layers, m->n_layers, cap_layers);
+  layer *l = &m->layers[m->n_layers++];
+  memset(l, 0, sizeof *l);
+  l->kind = kind;
+  l->in = in;
+  l->skip = l->pre = -1;
+  l->bn = -1;
+  return l;
+}
+
+int build_conv_bn_act(model *m, const char *conv_name, const char *bn_prefix, int in, int cin,
+                      int cout, int k, int stride, conv_kind kind, act_kind act) {
+  char name[96];
+  layer *l = new_layer(m, LAYER_CONV, in);
+  l->conv = kind, l->k = k, l->stride = stride, l->cin = cin, l->cout = cout, l->act = act;
+  snprintf(name, sizeof name, "%s.weight", conv_name);
+  if (kind == CONV_DEPTHWISE) {
+    int64_t s[4] = {cout, 1, k, k};
+    l->weight = add_param(m, name, 4, s, PARAM_DW_HWC, 0);
+  } else {
+    int64_t s[4] = {cout, cin, k, k};
+    l->weight = add_param(m, name, 4, s, kind == CONV_FULL ? PARAM_CONV_OHWI : PARAM_PLAIN, 0);
+  }
+  int64_t c[1] = {cout};
+  snprintf(name, sizeof name, "%s.weight", bn_prefix);
+  l->gamma = add_param(m, name, 1, c, PARAM_PLAIN, 1);
+  snprintf(name, sizeof name, "%s.bias", bn_prefix);
+  l->beta = add_param(m, name, 1, c, PARAM_PLAIN, 1);
+  GROW(m->bn, m->n_bn, cap_bn);
+  bn_info *b = &m->bn[m->n_bn];
+  snprintf(b->prefix, sizeof b->prefix, "%s", bn_prefix);
+  b->channels = cout;
+  b->offset = m->n_stats;
+  m->n_stats += 2 * (size_t)cout;
+  l->bn = m->n_bn++;
+  l->pre = new_tensor(m, cout);
+  l->out = new_tensor(m, cout);
+  return l->out;
+}
+
+int build_se(model *m, const char *prefix, int in, int channels, int squeeze) {
+  char name[96];
+  layer *l = new_layer(m, LAYER_SE, in);
+  l->cin = l->cout = channels, l->squeeze = squeeze;
+  int64_t s1[4] = {squeeze, channels, 1, 1}, b1[1] = {squeeze};
+  int64_t s2[4] = {channels, squeeze, 1, 1}, b2[1] = {channels};
+  snprintf(name, sizeof name, "%s.fc1.weight", prefix);
+  l->weight = add_param(m, name, 4, s1, PARAM_PLAIN, 0);
+  snprintf(name, sizeof name, "%s.fc1.bias", prefix);
+  l->bias = add_param(m, name, 1, b1, PARAM_PLAIN, 1);
+  snprintf(name, sizeof name, "%s.fc2.weight", prefix);
+  l->weight2 = add_param(m, name, 4, s2, PARAM_PLAIN, 0);
+  snprintf(name, sizeof name, "%s.fc2.bias", prefix);
+  l->bias2 = add_param(m, name, 1, b2, PARAM_PLAIN, 1);
+  l->out = new_tensor(m, channels);
+  return l->out;
+}
+
+int build_add(model *m, int in, int skip) {
+  layer *l = new_layer(m, LAYER_ADD, in);
+  l->skip = skip;
+  l->cin = l->cout = build_channels(m, in);
+  l->out = new_tensor(m, l->cout);
+  return l->out;
+}
+
+int build_pool(model *m, int in) {
+  layer *l = new_layer(m, LAYER_POOL, in);
+  l->cin = l->cout = build_channels(m, in);
+  l->out = new_tensor(m, l->cout);
+  return l->out;
+}
+
+int build_linear(model *m, const char *prefix, int in, int cin, int cout, act_kind act) {
+  char name[96];
+  layer *l = new_layer(m, LAYER_LINEAR, in);
+  l->cin = cin, l->cout = cout, l->act = act;
+  int64_t s[2] = {cout, cin}, b[1] = {cout};
+  snprintf(name, sizeof name, "%s.weight", prefix);
+  l->weight = add_param(m, name, 2, s, PARAM_PLAIN, 0);
+  snprintf(name, sizeof name, "%s.bias", prefix);
+  l->bias = add_param(m, name, 1, b, PARAM_PLAIN, 1);
+  if (act != ACT_NONE) l->pre = new_tensor(m, cout);
+  l->out = new_tensor(m, cout);
+  return l->out;
+}
+
+int build_dropout(model *m, int in) {
+  layer *l = new_layer(m, LAYER_DROPOUT, in);
+  l->cin = l->cout = build_channels(m, in);
+  l->out = new_tensor(m, l->cout);
+  return l->out;
+}
+
+/* ---- initialisation ---------------------------------------------------------------- */
+
+/* Standard normal from Philox: a pure function of (seed, parameter, element). */
+static float normal_at(uint64_t key, uint32_t param, uint32_t i) {
+  float u[4];
+  philox_uniform4(key, param, i, 0x6e6f726d, u);
+  double u1 = (double)u[0] + 1.0 / 33554432.0; /* (0,1]: log is finite */
+  return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * (double)u[1]));
+}
+
+static int ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && !strcmp(s + n - k, suffix);
+}
+
+/* torchvision: Conv2d kaiming_normal_(mode="fan_out") (gain sqrt(2)), bias 0; BatchNorm
+ * weight 1, bias 0; Linear N(0, 0.01), bias 0. BN running mean 0, var 1. */
+static void init_params(model *m, uint64_t seed) {
+  uint64_t key = hash_mix(seed, 0x696e6974);
+  for (int i = 0; i < m->n_param; i++) {
+    const param_info *p = &m->param[i];
+    float *w = m->params + p->offset;
+    int is_bn = 0;
+    for (int j = 0; j < m->n_layers; j++) {
+      const layer *l = &m->layers[j];
+      if (l->bn >= 0 && (p->offset == l->gamma || p->offset == l->beta)) is_bn = 1;
+    }
+    if (is_bn) {
+      float v = ends_with(p->name, ".weight") ? 1.0f : 0.0f;
+      for (size_t e = 0; e < p->numel; e++) w[e] = v;
+    } else if (p->ndim == 1) {
+      memset(w, 0, p->numel * sizeof *w);
+    } else {
+      /* Draw in torchvision's element order, store in the engine's layout. */
+      float std = 0.01f;
+      if (p->ndim == 4) std = sqrtf(2.0f / (float)(p->shape[0] * p->shape[2] * p->shape[3]));
+      int64_t o = p->shape[0], ci = p->ndim == 4 ? p->shape[1] : p->shape[1];
+      int64_t kk = p->ndim == 4 ? p->shape[2] * p->shape[3] : 1;
+      for (int64_t a = 0; a < o; a++)
+        for (int64_t c = 0; c < ci; c++)
+          for (int64_t s = 0; s < kk; s++) {
+            size_t torch_index = (size_t)((a * ci + c) * kk + s);
+            size_t dst = torch_index;
+            if (p->layout == PARAM_CONV_OHWI) dst = (size_t)((a * kk + s) * ci + c);
+            else if (p->layout == PARAM_DW_HWC) dst = (size_t)(s * o + a);
+            w[dst] = std * normal_at(key, (uint32_t)i, (uint32_t)torch_index);
+          }
+    }
+  }
+  for (int b = 0; b < m->n_bn; b++) {
+    float *mean = m->stats + m->bn[b].offset, *var = mean + m->bn[b].channels;
+    for (int c = 0; c < m->bn[b].channels; c++) mean[c] = 0.0f, var[c] = 1.0f;
+    m->bn_tracked[b] = 0;
+  }
+}
+
+void model_init(model *m, const model_config *cfg, uint64_t seed) {
+  memset(m, 0, sizeof *m);
+  m->cfg = *cfg;
+  if (cfg->num_classes < 2) die("--classes must be at least 2 (got %d)", cfg->num_classes);
+  if (!(cfg->width > 0.0 && cfg->width <= 4.0))
+    die("--width must be in (0, 4] (got %g)", cfg->width);
+  cap_param = cap_bn = cap_layers = cap_tensors = 0;
+  new_tensor(m, 3); /* tensor 0: input images */
+  mobilenet_build(m);
+  m->logits_tensor = m->layers[m->n_layers - 1].out;
+  m->params = xmalloc_aligned(m->n_params * sizeof(float));
+  m->grads = xmalloc_aligned(m->n_params * sizeof(float));
+  memset(m->grads, 0, m->n_params * sizeof(float));
+  m->stats = xmalloc_aligned(m->n_stats * sizeof(float));
+  m->bn_tracked = xcalloc((size_t)m->n_bn, sizeof *m->bn_tracked);
+  m->grad_of = xcalloc((size_t)m->n_tensors, sizeof *m->grad_of);
+  init_params(m, seed);
+}
+
+static void free_activations(model *m) {
+  for (int t = 0; t < m->n_tensors; t++) {
+    free(m->tensors[t].data);
+    m->tensors[t].data = NULL;
+  }
+  for (int i = 0; i < m->n_grad_pool; i++) free(m->grad_pool[i]);
+  free(m->grad_pool);
+  m->grad_pool = NULL;
+  m->n_grad_pool = m->grad_pool_cap = 0;
+  free(m->save), free(m->scratch), free(m->probs), free(m->dlogits);
+  m->save = m->scratch = m->probs = m->dlogits = NULL;
+  m->batch = m->size = 0;
+}
+
+void model_free(model *m) {
+  free_activations(m);
+  free(m->params), free(m->grads), free(m->stats), free(m->bn_tracked);
+  free(m->param), free(m->bn), free(m->layers), free(m->tensors), free(m->grad_of);
+  memset(m, 0, sizeof *m);
+}
+
+/* ---- shapes and memory ------------------------------------------------------------- */
+
+static void set_shape(model *m, int t, int h, int w, int c) {
+  tensor *x = &m->tensors[t];
+  x->hw_c[0] = h, x->hw_c[1] = w, x->hw_c[2] = c;
+  x->per_image = (size_t)h * w * c;
+}
+
+void model_prepare(model *m, int batch, int size) {
+  if (batch == m->batch && size == m->size) return;
+  if (batch < 1) die("--batch must be at least 1 (got %d)", batch);
+  if (size < 32) die("--size must be at least 32 pixels (got %d)", size);
+  free_activations(m);
+  m->batch = batch, m->size = size;
+  set_shape(m, 0, size, size, 3);
+  size_t save = 0, scratch = 0, largest = 0;
+  for (int i = 0; i < m->n_layers; i++) {
+    layer *l = &m->layers[i];
+    const tensor *in = &m->tensors[l->in];
+    l->h = in->hw_c[0], l->w = in->hw_c[1];
+    l->ho = l->h, l->wo = l->w;
+    switch (l->kind) {
+    case LAYER_CONV:
+      l->ho = conv_out_size(l->h, l->k, l->stride), l->wo = conv_out_size(l->w, l->k, l->stride);
+      set_shape(m, l->pre, l->ho, l->wo, l->cout);
+      set_shape(m, l->out, l->ho, l->wo, l->cout);
+      l->save = save;
+      save += 2 * (size_t)l->cout;
+      if (l->conv == CONV_FULL) {
+        size_t s = conv2d_scratch_floats(l->h, l->w, l->cin, l->k, l->stride);
+        if (s > scratch) scratch = s;
+      }
+      break;
+    case LAYER_SE:
+      set_shape(m, l->out, l->h, l->w, l->cout);
+      l->save = save;
+      save += se_save_floats(batch, l->cin, l->squeeze);
+      break;
+    case LAYER_ADD:
+    case LAYER_DROPOUT:
+      set_shape(m, l->out, l->h, l->w, l->cout);
+      break;
+    case LAYER_POOL:
+      l->ho = l->wo = 1;
+      set_shape(m, l->out, 1, 1, l->cout);
+      break;
+    case LAYER_LINEAR:
+      l->ho = l->wo = 1;
+      if (l->pre >= 0) set_shape(m, l->pre, 1, 1, l->cout);
+      set_shape(m, l->out, 1, 1, l->cout);
+      break;
+    }
+  }
+  for (int t = 0; t < m->n_tensors; t++) {
+    size_t n = m->tensors[t].per_image * (size_t)batch;
+    if (n > largest) largest = n;
+    m->tensors[t].data = xmalloc_aligned(n * sizeof(float));
+  }
+  if (largest > scratch) scratch = largest; /* BN output recomputed in backward */
+  m->n_save = save, m->n_scratch = scratch, m->grad_floats = largest;
+  m->save = xmalloc_aligned((save ? save : 1) * sizeof(float));
+  m->scratch = xmalloc_aligned(scratch * sizeof(float));
+  m->probs = xmalloc_aligned((size_t)batch * m->cfg.num_classes * sizeof(float));
+  m->dlogits = xmalloc_aligned((size_t)batch * m->cfg.num_classes * sizeof(float));
+}
+
+size_t model_activation_bytes(const model *m) {
+  size_t floats = m->n_save + m->n_scratch + (size_t)m->n_grad_pool * m->grad_floats;
+  for (int t = 0; t < m->n_tensors; t++) floats += m->tensors[t].per_image * (size_t)m->batch;
+  return floats * sizeof(float);
+}
+
+double model_macs(const model *m, int size) {
+  /* Walk spatial sizes without touching the prepared state. */
+  int *h = xcalloc((size_t)m->n_tensors, sizeof *h);
+  h[0] = size;
+  double macs = 0;
+  for (int i = 0; i < m->n_layers; i++) {
+    const layer *l = &m->layers[i];
+    int hi = h[l->in], ho = hi;
+    switch (l->kind) {
+    case LAYER_CONV:
+      ho = conv_out_size(hi, l->k, l->stride);
+      if (l->conv == CONV_FULL) macs += (double)ho * ho * l->cout * l->k * l->k * l->cin;
+      else if (l->conv == CONV_DEPTHWISE) macs += (double)ho * ho * l->cout * l->k * l->k;
+      else macs += (double)ho * ho * l->cin * l->cout;
+      h[l->pre] = ho;
+      break;
+    case LAYER_SE: macs += 2.0 * l->cin * l->squeeze + (double)hi * hi * l->cin; break;
+    case LAYER_POOL: ho = 1; break;
+    case LAYER_LINEAR:
+      ho = 1;
+      macs += (double)l->cin * l->cout;
+      if (l->pre >= 0) h[l->pre] = 1;
+      break;
+    default: break;
+    }
+    h[l->out] = ho;
+  }
+  free(h);
+  return macs;
+}
+
+const param_info *model_find_param(const model *m, const char *name) {
+  for (int i = 0; i < m->n_param; i++)
+    if (!strcmp(m->param[i].name, name)) return &m->param[i];
+  return NULL;
+}
+
+uint64_t model_hash(const model *m) {
+  uint64_t h = hash_bytes(m->params, m->n_params * sizeof(float), 0);
+  h = hash_bytes(m->stats, m->n_stats * sizeof(float), h);
+  return hash_bytes(m->bn_tracked, (size_t)m->n_bn * sizeof(int64_t), h);
+}
+
+const float *model_logits(const model *m) { return m->tensors[m->logits_tensor].data; }
+
+void model_zero_grads(model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
+
+/* ---- forward ----------------------------------------------------------------------- */
+
+float model_forward(model *m, const float *images, const int *labels, int N, int train,
+                    float smoothing) {
+  POLLEN_ASSERT(m->batch > 0 && N >= 1 && N <= m->batch);
+  memcpy(m->tensors[0].data, images, (size_t)N * m->tensors[0].per_image * sizeof(float));
+  const float *P = m->params;
+  for (int i = 0; i < m->n_layers; i++) {
+    const layer *l = &m->layers[i];
+    const float *in = m->tensors[l->in].data;
+    float *out = m->tensors[l->out].data;
+    switch (l->kind) {
+    case LAYER_CONV: {
+      float *x = m->tensors[l->pre].data;
+      int M = N * l->ho * l->wo;
+      if (l->conv == CONV_FULL)
+        conv2d_forward(x, in, P + l->weight, N, l->h, l->w, l->cin, l->cout, l->k, l->stride,
+                       m->scratch);
+      else if (l->conv == CONV_DEPTHWISE)
+        dwconv_forward(x, in, P + l->weight, N, l->h, l->w, l->cin, l->k, l->stride);
+      else
+        linear_forward(x, in, P + l->weight, NULL, M, l->cin, l->cout);
+      float *stats = m->stats + m->bn[l->bn].offset;
+      if (train) {
+        float *mean = m->save + l->save;
+        batchnorm_forward_train(out, mean, mean + l->cout, stats, stats + l->cout, x,
+                                P + l->gamma, P + l->beta, M, l->cout, m->bn_eps,
+                                m->bn_momentum);
+        m->bn_tracked[l->bn]++;
+      } else {
+        batchnorm_forward_eval(out, x, P + l->gamma, P + l->beta, stats, stats + l->cout, M,
+                               l->cout, m->bn_eps);
+      }
+      act_forward(out, out, (size_t)M * l->cout, l->act);
+      break;
+    }
+    case LAYER_SE:
+      se_forward(out, m->save + l->save, in, P + l->weight, P + l->bias, P + l->weight2,
+                 P + l->bias2, N, l->h * l->w, l->cin, l->squeeze);
+      break;
+    case LAYER_ADD:
+      residual_forward(out, in, m->tensors[l->skip].data,
+                       (size_t)N * m->tensors[l->out].per_image);
+      break;
+    case LAYER_POOL:
+      avgpool_forward(out, in, N, l->h * l->w, l->cin);
+      break;
+    case LAYER_LINEAR:
+      if (l->pre >= 0) {
+        float *x = m->tensors[l->pre].data;
+        linear_forward(x, in, P + l->weight, P + l->bias, N, l->cin, l->cout);
+        act_forward(out, x, (size_t)N * l->cout, l->act);
+      } else {
+        linear_forward(out, in, P + l->weight, P + l->bias, N, l->cin, l->cout);
+      }
+      break;
+    case LAYER_DROPOUT:
+      if (train && m->cfg.dropout > 0.0f)
+        dropout_forward(out, in, (size_t)N * l->cout, m->cfg.dropout, m->dropout_seed);
+      else
+        memcpy(out, in, (size_t)N * l->cout * sizeof(float));
+      break;
+    }
+  }
+  if (!labels) return 0.0f;
+  return crossentropy_forward(m->probs, model_logits(m), labels, N, m->cfg.num_classes,
+                              smoothing);
+}
+
+/* ---- backward ---------------------------------------------------------------------- */
+
+/* Gradient buffers come from a small pool of largest-tensor-sized buffers: a tensor's
+ * gradient lives only from the layer that produces it to the layer that consumes it. The
+ * pool grows during the first backward and is reused afterwards. */
+static float *pool_acquire(model *m) {
+  for (int i = 0; i < m->n_grad_pool; i++) {
+    float *b = m->grad_pool[i];
+    if (b) {
+      m->grad_pool[i] = NULL;
+      return b;
+    }
+  }
+  return xmalloc_aligned(m->grad_floats * sizeof(float));
+}
+
+static void pool_release(model *m, float *b) {
+  for (int i = 0; i < m->n_grad_pool; i++)
+    if (!m->grad_pool[i]) {
+      m->grad_pool[i] = b;
+      return;
+    }
+  if (m->n_grad_pool == m->grad_pool_cap) {
+    m->grad_pool_cap = m->grad_pool_cap ? 2 * m->grad_pool_cap : 8;
+    m->grad_pool = xrealloc(m->grad_pool, (size_t)m->grad_pool_cap * sizeof *m->grad_pool);
+  }
+  m->grad_pool[m->n_grad_pool++] = b;
+}
+
+/* Where a layer writes the gradient of its input t: t's own buffer the first time; a
+ * temporary to be accumulated (grad_finish) when another consumer already gave t one. */
+static float *grad_target(model *m, int t, int *accumulate) {
+  *accumulate = m->grad_of[t] != NULL;
+  float *b = pool_acquire(m);
+  if (!*accumulate) m->grad_of[t] = b;
+  return b;
+}
+
+static void grad_finish(model *m, int t, float *b, int accumulate, int N) {
+  if (!accumulate) return;
+  residual_backward(m->grad_of[t], b, (size_t)N * m->tensors[t].per_image);
+  pool_release(m, b);
+}
+
+/* The output of the last forward's batch norm, from its saved batch statistics. */
+static void bn_recompute(float *y, const float *x, const float *mean, const float *rstd,
+                         const float *gamma, const float *beta, int M, int C) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < M; r++) {
+    const float *xr = x + (size_t)r * C;
+    float *yr = y + (size_t)r * C;
+    for (int c = 0; c < C; c++) yr[c] = (xr[c] - mean[c]) * rstd[c] * gamma[c] + beta[c];
+  }
+}
+
+void model_backward(model *m, const int *labels, int N, float smoothing) {
+  const float *P = m->params;
+  float *G = m->grads;
+  int K = m->cfg.num_classes;
+  float *dlogits = pool_acquire(m);
+  crossentropy_backward(dlogits, m->probs, labels, N, K, smoothing);
+  m->grad_of[m->logits_tensor] = dlogits;
+  for (int i = m->n_layers - 1; i >= 0; i--) {
+    const layer *l = &m->layers[i];
+    float *g = m->grad_of[l->out];
+    POLLEN_ASSERT(g != NULL);
+    m->grad_of[l->out] = NULL;
+    const float *in = m->tensors[l->in].data;
+    int acc = 0;
+    float *d = NULL;
+    switch (l->kind) {
+    case LAYER_CONV: {
+      const float *x = m->tensors[l->pre].data;
+      int M = N * l->ho * l->wo;
+      const float *mean = m->save + l->save, *rstd = mean + l->cout;
+      if (l->act != ACT_NONE) {
+        bn_recompute(m->scratch, x, mean, rstd, P + l->gamma, P + l->beta, M, l->cout);
+        act_backward(g, g, m->scratch, (size_t)M * l->cout, l->act);
+      }
+      batchnorm_backward(g, G + l->gamma, G + l->beta, g, x, mean, rstd, P + l->gamma, M,
+                         l->cout);
+      if (l->in != 0) d = grad_target(m, l->in, &acc);
+      if (l->conv == CONV_FULL)
+        conv2d_backward(d, G + l->weight, g, in, P + l->weight, N, l->h, l->w, l->cin, l->cout,
+                        l->k, l->stride, m->scratch);
+      else if (l->conv == CONV_DEPTHWISE)
+        dwconv_backward(d, G + l->weight, g, in, P + l->weight, N, l->h, l->w, l->cin, l->k,
+                        l->stride);
+      else
+        linear_backward(d, G + l->weight, NULL, g, in, P + l->weight, M, l->cin, l->cout);
+      if (d) grad_finish(m, l->in, d, acc, N);
+      pool_release(m, g);
+      break;
+    }
+    case LAYER_SE:
+      d = grad_target(m, l->in, &acc);
+      se_backward(d, G + l->weight, G + l->bias, G + l->weight2, G + l->bias2, g, in,
+                  m->save + l->save, P + l->weight, P + l->weight2, N, l->h * l->w, l->cin,
+                  l->squeeze);
+      grad_finish(m, l->in, d, acc, N);
+      pool_release(m, g);
+      break;
+    case LAYER_ADD: {
+      size_t n = (size_t)N * m->tensors[l->out].per_image;
+      /* The skip branch gets its own copy; the main branch takes over g. */
+      if (m->grad_of[l->skip]) {
+        residual_backward(m->grad_of[l->skip], g, n);
+      } else {
+        float *s = pool_acquire(m);
+        memcpy(s, g, n * sizeof(float));
+        m->grad_of[l->skip] = s;
+      }
+      if (m->grad_of[l->in]) {
+        residual_backward(m->grad_of[l->in], g, n);
+        pool_release(m, g);
+      } else {
+        m->grad_of[l->in] = g;
+      }
+      break;
+    }
+    case LAYER_POOL:
+      d = grad_target(m, l->in, &acc);
+      avgpool_backward(d, g, N, l->h * l->w, l->cin);
+      grad_finish(m, l->in, d, acc, N);
+      pool_release(m, g);
+      break;
+    case LAYER_LINEAR:
+      if (l->pre >= 0)
+        act_backward(g, g, m->tensors[l->pre].data, (size_t)N * l->cout, l->act);
+      d = grad_target(m, l->in, &acc);
+      linear_backward(d, G + l->weight, G + l->bias, g, in, P + l->weight, N, l->cin, l->cout);
+      grad_finish(m, l->in, d, acc, N);
+      pool_release(m, g);
+      break;
+    case LAYER_DROPOUT:
+      if (m->cfg.dropout > 0.0f)
+        dropout_backward(g, g, (size_t)N * l->cout, m->cfg.dropout, m->dropout_seed);
+      POLLEN_ASSERT(m->grad_of[l->in] == NULL);
+      m->grad_of[l->in] = g;
+      break;
+    }
+  }
+}

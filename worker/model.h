@@ -1,0 +1,151 @@
+/* model.h - MobileNetV3-Small/Large and MobileNetV2 as torchvision 0.14 defines them, on ops/.
+ *
+ * The network is a flat list of layers over numbered activation tensors (NHWC). All
+ * parameters live in one buffer (params) and all gradients in another (grads) of the same
+ * layout, so one all-reduce, one checkpoint section and one hash cover "the model". Each
+ * parameter has its torchvision name and shape; safetensors import/export converts layouts.
+ * Activations are allocated once per (batch, image size) and reused: no allocation happens
+ * inside a training step after the first. Not for: optimizers (optim.h), data (loader.h). */
+#ifndef POLLEN_MODEL_H
+#define POLLEN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ops/ops.h"
+
+typedef enum { MODEL_MNV3_SMALL, MODEL_MNV3_LARGE, MODEL_MNV2 } model_arch;
+
+typedef struct {
+  model_arch arch;
+  double width;     /* width multiplier (double, as torchvision rounds channels in double), e.g. 1.0, 0.75, 0.5 */
+  int num_classes;
+  float dropout;    /* before the last Linear; torchvision's default 0.2 */
+} model_config;
+
+/* "mnv3-small" | "mnv3-large" | "mnv2" -> arch; returns -1 for an unknown name. */
+int model_arch_parse(const char *name);
+const char *model_arch_name(model_arch arch);
+
+/* How the engine stores a weight versus torchvision's layout. */
+typedef enum {
+  PARAM_PLAIN,     /* identical layout: BN, biases, Linear and 1x1 conv [Cout][Cin](x1x1) */
+  PARAM_CONV_OHWI, /* torchvision [Cout][Cin][K][K], engine [Cout][K][K][Cin] */
+  PARAM_DW_HWC,    /* torchvision [C][1][K][K], engine [K][K][C] */
+} param_layout;
+
+typedef struct {
+  char name[128];     /* torchvision state_dict name, e.g. features.0.0.weight */
+  int ndim;
+  int64_t shape[4];   /* torchvision shape */
+  size_t offset;      /* into params / grads, in floats */
+  size_t numel;
+  param_layout layout;
+  int no_decay;       /* BN weights/biases and biases: excluded from weight decay by default */
+} param_info;
+
+/* One batch norm's running statistics (state_dict buffers, not parameters). */
+typedef struct {
+  char prefix[128];   /* e.g. features.0.1 (names are prefix.running_mean, ...) */
+  int channels;
+  size_t offset;      /* running_mean at stats + offset, running_var right after it */
+} bn_info;
+
+typedef enum { LAYER_CONV, LAYER_SE, LAYER_ADD, LAYER_POOL, LAYER_LINEAR, LAYER_DROPOUT } layer_kind;
+typedef enum { CONV_FULL, CONV_DEPTHWISE, CONV_POINTWISE } conv_kind;
+
+/* A layer reads tensor `in` (and `skip` for ADD) and writes tensor `out`. CONV is
+ * conv + batch norm + activation: it keeps its conv output `pre` (before BN) for backward and
+ * recomputes the BN output there, instead of storing a third tensor. LINEAR keeps its
+ * pre-activation in `pre` when it has an activation. */
+typedef struct {
+  layer_kind kind;
+  int in, out, skip, pre;
+  conv_kind conv;
+  int k, stride;
+  int h, w, ho, wo;       /* input and output spatial size, for the allocated image size */
+  int cin, cout, squeeze; /* squeeze: SE hidden width */
+  act_kind act;
+  size_t weight, bias;    /* conv/linear weight and bias; SE fc1 */
+  size_t weight2, bias2;  /* SE fc2 */
+  size_t gamma, beta;     /* batch norm */
+  int bn;                 /* index into bn_info, -1 if none */
+  size_t save;            /* offset into the save arena: BN mean/rstd or SE state */
+} layer;
+
+typedef struct {
+  int hw_c[3];            /* per-image shape: H, W, C (pooled/linear tensors: 1, 1, C) */
+  size_t per_image;       /* floats per image */
+  float *data;
+} tensor;
+
+typedef struct model {
+  model_config cfg;
+  float bn_eps, bn_momentum;
+
+  float *params, *grads;
+  size_t n_params;
+  param_info *param;
+  int n_param;
+
+  float *stats;           /* BN running mean/var, bn_info.offset */
+  size_t n_stats;
+  int64_t *bn_tracked;    /* num_batches_tracked per BN */
+  bn_info *bn;
+  int n_bn;
+
+  layer *layers;
+  int n_layers;
+  tensor *tensors;        /* tensors[0] is the input images */
+  int n_tensors;
+  int logits_tensor;
+
+  /* Allocated by model_prepare for (batch, size). */
+  int batch, size;
+  float *save;            /* BN mean/rstd, SE saved values */
+  size_t n_save;
+  float *scratch;         /* im2col, BN recompute */
+  size_t n_scratch;
+  float *probs;           /* softmax of the logits [batch][classes] */
+  float *dlogits;
+  float **grad_pool;      /* backward's reusable gradient buffers */
+  int n_grad_pool, grad_pool_cap;
+  size_t grad_floats;
+  float **grad_of;        /* per tensor: its gradient buffer during backward, or NULL */
+  uint64_t dropout_seed;  /* set per step by the trainer: dropout masks depend only on it */
+} model;
+
+/* Builds the architecture and initialises parameters as torchvision does (Kaiming normal
+ * fan-out for convs, N(0, 0.01) for Linear, ones/zeros for BN), from `seed`. */
+void model_init(model *m, const model_config *cfg, uint64_t seed);
+void model_free(model *m);
+
+/* Allocates activations for batches of up to `batch` images of size x size. Idempotent for
+ * the same shape; call again to change it. */
+void model_prepare(model *m, int batch, int size);
+
+/* Forward on N <= batch images [N][size][size][3]. train: batch statistics (running stats
+ * updated) and dropout; else running statistics, no dropout. With labels, returns the mean
+ * cross-entropy (label smoothing `smoothing`) and fills m->probs; else returns 0. */
+float model_forward(model *m, const float *images, const int *labels, int N, int train,
+                    float smoothing);
+/* Backward of the last train-mode forward; ACCUMULATES into m->grads (model_zero_grads
+ * first for a fresh step). */
+void model_backward(model *m, const int *labels, int N, float smoothing);
+void model_zero_grads(model *m);
+
+/* Logits of the last forward, [N][num_classes]. */
+const float *model_logits(const model *m);
+
+/* Multiply-adds of one forward pass of one image at size x size (x2 = FLOPs). */
+double model_macs(const model *m, int size);
+/* Bytes of activations + saves + scratch + gradient pool for the prepared shape. */
+size_t model_activation_bytes(const model *m);
+
+/* Number of elements of a torchvision-named tensor (params and BN buffers); -1 if absent. */
+const param_info *model_find_param(const model *m, const char *name);
+
+/* Stable fingerprint of parameters + BN statistics (bit-level). */
+uint64_t model_hash(const model *m);
+
+#endif

@@ -1,0 +1,65 @@
+/* optim.h - optimizers and learning-rate schedules over the model's flat parameter buffer.
+ *
+ * Semantics follow PyTorch's torch.optim unless named otherwise; RMSprop also has the
+ * Keras/TensorFlow form the original flowers tutorial trained with. Weight decay skips
+ * parameters marked no_decay (BN weights/biases and biases) unless decay_all is set. */
+#ifndef POLLEN_OPTIM_H
+#define POLLEN_OPTIM_H
+
+#include <stddef.h>
+
+#include "worker/model.h"
+
+typedef enum { OPT_SGD, OPT_RMSPROP, OPT_ADAM, OPT_ADAMW } opt_kind;
+typedef enum { RMSPROP_TF, RMSPROP_TORCH } rmsprop_variant;
+
+typedef struct {
+  opt_kind kind;
+  float momentum;      /* SGD, RMSprop */
+  int nesterov;        /* SGD */
+  float weight_decay;  /* L2 added to the gradient; decoupled for AdamW */
+  int decay_all;       /* 1: decay BN and biases too */
+  float alpha;         /* RMSprop smoothing (Keras calls it rho) */
+  float eps;
+  rmsprop_variant rmsprop;
+  float beta1, beta2;  /* Adam/AdamW */
+  float clip_norm;     /* clip the global gradient L2 norm to this; 0 = off */
+} optim_config;
+
+/* Defaults per kind: SGD momentum 0.9; RMSprop (TF) alpha 0.9 eps 1e-7, (torch) alpha 0.99
+ * eps 1e-8; Adam/AdamW beta 0.9/0.999 eps 1e-8; AdamW weight decay 0.01. */
+optim_config optim_defaults(opt_kind kind);
+int optim_kind_parse(const char *name); /* "sgd" "rmsprop" "adam" "adamw"; -1 if unknown */
+const char *optim_kind_name(opt_kind kind);
+
+typedef struct {
+  optim_config cfg;
+  size_t n;
+  float *m, *v;        /* moments: SGD/RMSprop momentum in m, square averages in v */
+  float *decay;        /* per-element weight-decay factor (0 or 1): one pass, no branches */
+  long step;           /* updates taken */
+} optimizer;
+
+void optim_init(optimizer *o, const optim_config *cfg, const model *mdl);
+void optim_free(optimizer *o);
+/* One update of params from grads at learning rate lr. Returns the gradient's global L2
+ * norm before clipping (for logging). */
+float optim_step(optimizer *o, float *params, float *grads, float lr);
+/* Bytes of optimizer state (m, v) for checkpoints: state_floats() floats at o->m then o->v. */
+size_t optim_state_floats(const optimizer *o);
+
+typedef enum { LR_CONSTANT, LR_STEP, LR_COSINE } lr_kind;
+typedef struct {
+  lr_kind kind;
+  float base;
+  long warmup_steps;   /* linear warm-up from base/warmup to base (cosine and others) */
+  long step_every;     /* LR_STEP: multiply by gamma every step_every steps */
+  float gamma;
+  float min_lr;        /* LR_COSINE floor */
+} lr_schedule;
+
+int lr_kind_parse(const char *name); /* "constant" "step" "cosine"; -1 if unknown */
+/* Learning rate at update `step` (0-based) of `total` updates. */
+float lr_at(const lr_schedule *s, long step, long total);
+
+#endif

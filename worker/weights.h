@@ -1,0 +1,35 @@
+/* weights.h - the model's weights as safetensors with torchvision's names and layouts, so a
+ * model trained by pollen loads into torchvision with load_state_dict(strict=True) and
+ * torchvision weights load into pollen (fine-tuning). Not for: resumable training state
+ * (checkpoints). */
+#ifndef POLLEN_WEIGHTS_H
+#define POLLEN_WEIGHTS_H
+
+#include "proto/safetensors.h"
+#include "worker/model.h"
+
+/* Copy one parameter between the engine's layout and torchvision's (param_info.layout). */
+void weights_to_torch(const param_info *p, const float *engine, float *torch);
+void weights_from_torch(const param_info *p, const float *torch, float *engine);
+
+/* Adds every parameter, BN running statistic and num_batches_tracked, named as torchvision's
+ * state_dict, plus metadata (model, width, classes, pollen version) to w. */
+void weights_add_state_dict(const model *m, st_writer *w);
+/* Writes weights_add_state_dict's tensors to path (atomically). */
+void weights_export(const model *m, const char *path);
+
+/* Loads a torchvision-named state dict from f into m: every parameter and BN buffer must be
+ * present with the right shape, or it dies naming the tensor. With skip_classifier, the
+ * last Linear layer is left as initialised when its class count differs (fine-tuning
+ * ImageNet weights on 5 classes). Extra tensors in f are ignored when prefix is non-empty
+ * (reference files) and refused otherwise (strict, like load_state_dict). */
+void weights_load_state_dict(model *m, const st_file *f, const char *prefix, int skip_classifier);
+/* Opens path and loads it (prefix ""); the model config must match the file's metadata when
+ * present. */
+void weights_import(model *m, const char *path, int skip_classifier);
+
+/* Reads model, width and classes from a pollen-exported file's metadata into cfg; returns 0,
+ * or -1 when the file has no pollen metadata. */
+int weights_read_config(const st_file *f, model_config *cfg);
+
+#endif
