@@ -8,7 +8,13 @@
 #include "ops/core.h"
 
 static const cli_command commands[] = {
+    {"train", cmd_train, "train a model (mpirun -np N pollen train ... for many ranks)"},
     {"refcheck", cmd_refcheck, "compare one training step with a PyTorch reference file"},
+    {"prepare", cmd_prepare, "turn photos (folders or TFRecord) into shards + manifest"},
+    {"bench", cmd_bench, "throughput and memory of a model; `bench ops`, `bench loader`"},
+    {"checkpoints", cmd_checkpoints, "list a job's checkpoints and whether each verifies"},
+    {"status", cmd_status, "how a job is doing (its status socket), or what its folder shows"},
+    {"ctl", cmd_ctl, "ask a running job to checkpoint or stop"},
     {"version", NULL, "print the version"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

@@ -8,6 +8,7 @@
 #ifndef POLLEN_DATASET_PREPARE_H
 #define POLLEN_DATASET_PREPARE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define DATASET_FORMAT_VERSION 1

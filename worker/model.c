@@ -583,5 +583,7 @@ void model_backward(model *m, const int *labels, int N, float smoothing) {
       m->grad_of[l->in] = g;
       break;
     }
+    if (m->grads_ready && (l->kind == LAYER_CONV || l->kind == LAYER_SE || l->kind == LAYER_LINEAR))
+      m->grads_ready(m->grads_ready_ctx, l->weight);
   }
 }

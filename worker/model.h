@@ -113,6 +113,10 @@ typedef struct model {
   size_t grad_floats;
   float **grad_of;        /* per tensor: its gradient buffer during backward, or NULL */
   uint64_t dropout_seed;  /* set per step by the trainer: dropout masks depend only on it */
+  /* Called during backward after each layer with parameters: every gradient at offset >=
+   * lowest is final (the collectives start all-reducing it). May be NULL. */
+  void (*grads_ready)(void *ctx, size_t lowest);
+  void *grads_ready_ctx;
 } model;
 
 /* Builds the architecture and initialises parameters as torchvision does (Kaiming normal

@@ -1,0 +1,220 @@
+/* cmd_train.c - `pollen train`: one process, or one rank of `mpirun -np N pollen train`. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "ops/core.h"
+#include "proto/job_config.h"
+#include "worker/collective.h"
+#include "worker/dataset_prepare.h"
+#include "worker/model.h"
+#include "worker/optim.h"
+#include "worker/trainer.h"
+
+#ifndef POLLEN_SAMPLE_DIR
+#define POLLEN_SAMPLE_DIR "tests/data/flowers_sample"
+#endif
+
+static void usage(FILE *to) {
+  fprintf(to,
+"usage: pollen train --job DIR [--data DIR] [flags]\n"
+"       mpirun -np N pollen train --job DIR --data DIR [flags]\n\n"
+"Trains a MobileNet on a prepared dataset (pollen prepare). Launched again with the same\n"
+"command, it resumes from the newest valid checkpoint in DIR. Without --data it trains on the\n"
+"bundled sample photos (prepared into JOB/sample-data first).\n\n"
+"job:\n"
+"  --job DIR            job folder: config.json, checkpoints/, metrics.jsonl, weights.safetensors\n"
+"  --data DIR           prepared dataset (manifest.json + shards)\n"
+"  --force-config       adopt changed settings in an existing job folder instead of refusing\n"
+"model and data:\n"
+"  --model M            mnv3-small (default), mnv3-large, mnv2\n"
+"  --width W            width multiplier (default 1.0)\n"
+"  --size S             training image size (default 224)\n"
+"  --batch B            GLOBAL batch, split evenly across ranks (default 32)\n"
+"  --epochs E           (default 10)\n"
+"  --max-steps N        stop after N optimizer steps in total (default: all epochs)\n"
+"  --dropout P          before the last Linear (default 0.2)\n"
+"  --label-smoothing S  (default 0)\n"
+"  --seed N             initial weights, shuffling, augmentation, dropout (default 1)\n"
+"  --init-weights FILE  start from safetensors weights (torchvision names; fine-tuning)\n"
+"optimizer:\n"
+"  --opt O              rmsprop (default; Keras semantics), sgd, adam, adamw\n"
+"  --lr X               peak learning rate (default 0.001)\n"
+"  --momentum X         SGD/RMSprop momentum (default 0.9 for SGD, 0 for RMSprop)\n"
+"  --nesterov           Nesterov momentum (SGD)\n"
+"  --weight-decay X     (default 1e-5; AdamW 0.01); not on BN and biases unless --decay-all\n"
+"  --decay-all          decay every parameter\n"
+"  --rmsprop-variant V  tf (default: eps inside the square root, as Keras) or torch\n"
+"  --alpha X            RMSprop smoothing, Keras' rho (default 0.9)\n"
+"  --eps X              (default 1e-7 RMSprop, 1e-8 Adam)\n"
+"  --clip-norm X        clip the global gradient norm (default off)\n"
+"  --schedule S         cosine (default), constant, step\n"
+"  --warmup-epochs X    linear warm-up (default 0)\n"
+"  --step-epochs N, --step-gamma X, --min-lr X\n"
+"run:\n"
+"  --threads N          compute threads per rank (default: all cores of the rank)\n"
+"  --loader-threads N   JPEG decode threads (default: all cores)\n"
+"  --log-every N        log and record metrics every N steps (default 10)\n"
+"  --ckpt-every N       checkpoint every N steps (default: at epoch ends only)\n"
+"  --ckpt-seconds X     also every X seconds\n"
+"  --keep K             checkpoints kept (default 3)\n"
+"  --no-overlap         all-reduce after backward instead of during it\n"
+"  --bucket-kib N       all-reduce bucket size (default 1024)\n"
+"  --stall-timeout X    seconds before a silent rank ends the job (default 30)\n"
+"  --status-tcp [HOST:]PORT  also serve status on TCP (token in JOB/status.token)\n"
+"  --cache-dir DIR      node-local folder for shards staged from rank 0 (default /tmp/pollen-cache)\n"
+"  --help\n\n"
+"Exit status: 0 finished, 75 stopped cleanly with a checkpoint (SIGTERM, SIGINT, SIGUSR1 or\n"
+"`pollen ctl JOB stop`: run the same command again to resume), 1 failed, 2 bad usage.\n");
+}
+
+enum {
+  O_DATA = 256, O_JOB, O_MODEL, O_WIDTH, O_SIZE, O_BATCH, O_EPOCHS, O_MAX_STEPS, O_DROPOUT,
+  O_SMOOTH, O_SEED, O_INIT, O_OPT, O_LR, O_MOMENTUM, O_NESTEROV, O_WD, O_DECAY_ALL, O_RMSV,
+  O_ALPHA, O_EPS, O_CLIP, O_SCHED, O_WARMUP, O_STEP_EPOCHS, O_STEP_GAMMA, O_MIN_LR, O_THREADS,
+  O_LTHREADS, O_LOG_EVERY, O_CKPT_EVERY, O_CKPT_SECONDS, O_KEEP, O_NO_OVERLAP, O_BUCKET,
+  O_STALL, O_STATUS_TCP, O_CACHE, O_FORCE, O_BETA1, O_BETA2, O_HELP
+};
+
+static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
+  if (strlen(v) >= cap) die_status(EXIT_USAGE, "%s: value too long (%zu characters at most)", flag, cap - 1);
+  memcpy(dst, v, strlen(v) + 1);
+}
+
+/* Prepares the bundled sample into JOB/sample-data once (a no-op afterwards). */
+static void prepare_sample(const char *job_dir, char *out, size_t cap, int is_root) {
+  snprintf(out, cap, "%s/sample-data", job_dir);
+  if (!is_root) return;
+  mkdir(job_dir, 0755);
+  struct stat st;
+  if (stat(POLLEN_SAMPLE_DIR, &st) != 0)
+    die("no --data given and the bundled sample %s is missing; pass --data DIR (see pollen prepare)", POLLEN_SAMPLE_DIR);
+  prepare_opts o = {.src = POLLEN_SAMPLE_DIR, .out = out, .shards = 1, .val_fraction = 0.2, .seed = 1};
+  prepare_result r;
+  dataset_prepare(&o, &r);
+  if (!r.already) log_info("prepared the bundled sample into %s (%lld training, %lld validation images)", out, (long long)r.train, (long long)r.val);
+}
+
+int cmd_train(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"data", required_argument, 0, O_DATA}, {"job", required_argument, 0, O_JOB},
+      {"model", required_argument, 0, O_MODEL}, {"width", required_argument, 0, O_WIDTH},
+      {"size", required_argument, 0, O_SIZE}, {"batch", required_argument, 0, O_BATCH},
+      {"epochs", required_argument, 0, O_EPOCHS}, {"max-steps", required_argument, 0, O_MAX_STEPS},
+      {"dropout", required_argument, 0, O_DROPOUT}, {"label-smoothing", required_argument, 0, O_SMOOTH},
+      {"seed", required_argument, 0, O_SEED}, {"init-weights", required_argument, 0, O_INIT},
+      {"opt", required_argument, 0, O_OPT}, {"lr", required_argument, 0, O_LR},
+      {"momentum", required_argument, 0, O_MOMENTUM}, {"nesterov", no_argument, 0, O_NESTEROV},
+      {"weight-decay", required_argument, 0, O_WD}, {"decay-all", no_argument, 0, O_DECAY_ALL},
+      {"rmsprop-variant", required_argument, 0, O_RMSV}, {"alpha", required_argument, 0, O_ALPHA},
+      {"eps", required_argument, 0, O_EPS}, {"beta1", required_argument, 0, O_BETA1},
+      {"beta2", required_argument, 0, O_BETA2}, {"clip-norm", required_argument, 0, O_CLIP},
+      {"schedule", required_argument, 0, O_SCHED}, {"warmup-epochs", required_argument, 0, O_WARMUP},
+      {"step-epochs", required_argument, 0, O_STEP_EPOCHS}, {"step-gamma", required_argument, 0, O_STEP_GAMMA},
+      {"min-lr", required_argument, 0, O_MIN_LR}, {"threads", required_argument, 0, O_THREADS},
+      {"loader-threads", required_argument, 0, O_LTHREADS}, {"log-every", required_argument, 0, O_LOG_EVERY},
+      {"ckpt-every", required_argument, 0, O_CKPT_EVERY}, {"ckpt-seconds", required_argument, 0, O_CKPT_SECONDS},
+      {"keep", required_argument, 0, O_KEEP}, {"no-overlap", no_argument, 0, O_NO_OVERLAP},
+      {"bucket-kib", required_argument, 0, O_BUCKET}, {"stall-timeout", required_argument, 0, O_STALL},
+      {"status-tcp", required_argument, 0, O_STATUS_TCP}, {"cache-dir", required_argument, 0, O_CACHE},
+      {"force-config", no_argument, 0, O_FORCE}, {"help", no_argument, 0, O_HELP},
+      {0, 0, 0, 0}};
+  job_config cfg;
+  job_config_defaults(&cfg);
+  const char *job_dir = NULL, *data = NULL;
+  int momentum_set = 0, wd_set = 0, eps_set = 0, c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+    case O_DATA: data = optarg; break;
+    case O_JOB: job_dir = optarg; break;
+    case O_MODEL:
+      if (model_arch_parse(optarg) < 0) die_status(EXIT_USAGE, "--model: unknown model '%s'; use mnv3-small, mnv3-large or mnv2", optarg);
+      copy_flag(cfg.model, sizeof cfg.model, "--model", optarg);
+      break;
+    case O_WIDTH: cfg.width = cli_parse_double("--width", optarg, 0.05, 4); break;
+    case O_SIZE: cfg.size = (int)cli_parse_long("--size", optarg, 32, 1024); break;
+    case O_BATCH: cfg.batch = (int)cli_parse_long("--batch", optarg, 1, 65536); break;
+    case O_EPOCHS: cfg.epochs = (int)cli_parse_long("--epochs", optarg, 1, 100000); break;
+    case O_MAX_STEPS: cfg.max_steps = cli_parse_long("--max-steps", optarg, 1, LONG_MAX); break;
+    case O_DROPOUT: cfg.dropout = cli_parse_double("--dropout", optarg, 0, 0.99); break;
+    case O_SMOOTH: cfg.label_smoothing = cli_parse_double("--label-smoothing", optarg, 0, 1); break;
+    case O_SEED: cfg.seed = (uint64_t)cli_parse_long("--seed", optarg, 0, LONG_MAX); break;
+    case O_INIT: copy_flag(cfg.init_weights, sizeof cfg.init_weights, "--init-weights", optarg); break;
+    case O_OPT:
+      if (optim_kind_parse(optarg) < 0) die_status(EXIT_USAGE, "--opt: unknown optimizer '%s'; use sgd, rmsprop, adam or adamw", optarg);
+      copy_flag(cfg.opt, sizeof cfg.opt, "--opt", optarg);
+      break;
+    case O_LR: cfg.lr = cli_parse_double("--lr", optarg, 0, 100); break;
+    case O_MOMENTUM: cfg.momentum = cli_parse_double("--momentum", optarg, 0, 1), momentum_set = 1; break;
+    case O_NESTEROV: cfg.nesterov = 1; break;
+    case O_WD: cfg.weight_decay = cli_parse_double("--weight-decay", optarg, 0, 10), wd_set = 1; break;
+    case O_DECAY_ALL: cfg.decay_all = 1; break;
+    case O_RMSV:
+      if (strcmp(optarg, "tf") && strcmp(optarg, "torch")) die_status(EXIT_USAGE, "--rmsprop-variant: '%s' is not tf or torch", optarg);
+      copy_flag(cfg.rmsprop, sizeof cfg.rmsprop, "--rmsprop-variant", optarg);
+      break;
+    case O_ALPHA: cfg.alpha = cli_parse_double("--alpha", optarg, 0, 1); break;
+    case O_EPS: cfg.eps = cli_parse_double("--eps", optarg, 0, 1), eps_set = 1; break;
+    case O_BETA1: cfg.beta1 = cli_parse_double("--beta1", optarg, 0, 1); break;
+    case O_BETA2: cfg.beta2 = cli_parse_double("--beta2", optarg, 0, 1); break;
+    case O_CLIP: cfg.clip_norm = cli_parse_double("--clip-norm", optarg, 0, 1e9); break;
+    case O_SCHED:
+      if (lr_kind_parse(optarg) < 0) die_status(EXIT_USAGE, "--schedule: '%s' is not cosine, constant or step", optarg);
+      copy_flag(cfg.schedule, sizeof cfg.schedule, "--schedule", optarg);
+      break;
+    case O_WARMUP: cfg.warmup_epochs = cli_parse_double("--warmup-epochs", optarg, 0, 1e6); break;
+    case O_STEP_EPOCHS: cfg.step_epochs = (int)cli_parse_long("--step-epochs", optarg, 1, 1000000); break;
+    case O_STEP_GAMMA: cfg.step_gamma = cli_parse_double("--step-gamma", optarg, 0, 1); break;
+    case O_MIN_LR: cfg.min_lr = cli_parse_double("--min-lr", optarg, 0, 100); break;
+    case O_THREADS: cfg.threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
+    case O_LTHREADS: cfg.loader_threads = (int)cli_parse_long("--loader-threads", optarg, 1, 1024); break;
+    case O_LOG_EVERY: cfg.log_every = (int)cli_parse_long("--log-every", optarg, 1, 1000000); break;
+    case O_CKPT_EVERY: cfg.ckpt_every = (int)cli_parse_long("--ckpt-every", optarg, 0, 100000000); break;
+    case O_CKPT_SECONDS: cfg.ckpt_seconds = cli_parse_double("--ckpt-seconds", optarg, 0, 1e9); break;
+    case O_KEEP: cfg.keep = (int)cli_parse_long("--keep", optarg, 1, 100000); break;
+    case O_NO_OVERLAP: cfg.overlap = 0; break;
+    case O_BUCKET: cfg.bucket_kib = (int)cli_parse_long("--bucket-kib", optarg, 4, 1 << 20); break;
+    case O_STALL: cfg.stall_timeout = cli_parse_double("--stall-timeout", optarg, 1, 1e6); break;
+    case O_STATUS_TCP: copy_flag(cfg.status_tcp, sizeof cfg.status_tcp, "--status-tcp", optarg); break;
+    case O_CACHE: copy_flag(cfg.cache_dir, sizeof cfg.cache_dir, "--cache-dir", optarg); break;
+    case O_FORCE: cfg.force_config = 1; break;
+    case O_HELP: usage(stdout); return EXIT_OK;
+    default: return cli_usage_error("train");
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "pollen train: unexpected argument '%s'; see 'pollen train --help'\n", argv[optind]);
+    return EXIT_USAGE;
+  }
+  if (!job_dir) die_status(EXIT_USAGE, "train: --job DIR is required (the folder for checkpoints, logs and weights)");
+  /* Optimizer-dependent defaults, unless given. */
+  if (!momentum_set) cfg.momentum = !strcmp(cfg.opt, "sgd") ? 0.9 : 0.0;
+  if (!eps_set) cfg.eps = !strcmp(cfg.opt, "rmsprop") ? (!strcmp(cfg.rmsprop, "tf") ? 1e-7 : 1e-8) : 1e-8;
+  if (!wd_set) cfg.weight_decay = !strcmp(cfg.opt, "adamw") ? 0.01 : 1e-5;
+
+  comm cm;
+  comm_init(&cm, &argc, &argv);
+  if (cm.world > 1) {
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "rank %d", cm.rank);
+    log_set_prefix(prefix);
+  }
+  char sample[4200];
+  if (!data) {
+    prepare_sample(job_dir, sample, sizeof sample, cm.rank == 0);
+    data = sample;
+  }
+  /* The frozen config names the data folder by its absolute path (rank 0's view). */
+  char resolved[PATH_MAX];
+  if (cm.rank == 0 && realpath(data, resolved)) data = resolved;
+  else if (cm.rank == 0) die("--data %s: no such folder; prepare one with pollen prepare", data);
+  copy_flag(cfg.data_dir, sizeof cfg.data_dir, "--data", data);
+  int status = trainer_run(&cfg, job_dir, &cm);
+  comm_finalize(&cm);
+  return status;
+}

@@ -1,0 +1,14 @@
+/* signals.h - turns SIGTERM, SIGINT and SIGUSR1 (SLURM's warning before a kill) into a
+ * request to stop cleanly at the next step boundary: checkpoint, then exit 75 ("preempted,
+ * resume me"). A second SIGINT exits at once with 130, like an interrupted shell command.
+ * The handler only sets a flag; the training loop reads it and every rank agrees on the stop
+ * step through the per-step control message (proto/control.h). */
+#ifndef POLLEN_SIGNALS_H
+#define POLLEN_SIGNALS_H
+
+void signals_install(void);
+/* The signal number that asked for a stop, or 0. */
+int signals_stop_requested(void);
+const char *signals_name(int sig);
+
+#endif

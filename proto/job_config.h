@@ -1,0 +1,65 @@
+/* job_config.h - a training job's settings as they cross disks and processes: frozen in
+ * JOB_DIR/config.json at the first launch, compared on every relaunch, broadcast from rank 0
+ * so every rank verifies it runs the same job, and hashed into every checkpoint.
+ *
+ * Two kinds of field: the job's definition (model, data, optimizer, schedule, seed: changing
+ * one changes the results, so a relaunch that differs is refused unless --force-config) and
+ * run-time knobs (threads, logging, checkpoint cadence, status port: free to change). Only
+ * the definition is hashed and frozen. Not for: parsing command-line flags (cli/cmd_train.c). */
+#ifndef POLLEN_JOB_CONFIG_H
+#define POLLEN_JOB_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define JOB_CONFIG_VERSION 1
+
+typedef struct {
+  /* definition */
+  char data_dir[1024];
+  char model[32];        /* mnv3-small | mnv3-large | mnv2 */
+  double width;
+  int size;              /* training image size */
+  int batch;             /* GLOBAL batch, split evenly across ranks */
+  int epochs;
+  char opt[16];          /* sgd | rmsprop | adam | adamw */
+  double lr, momentum, weight_decay, eps, alpha, beta1, beta2, clip_norm;
+  int nesterov, decay_all;
+  char rmsprop[8];       /* tf | torch */
+  char schedule[16];     /* constant | step | cosine */
+  double warmup_epochs, step_gamma, min_lr;
+  int step_epochs;
+  double label_smoothing, dropout;
+  uint64_t seed;
+  char init_weights[1024]; /* safetensors to start from ("" = torchvision init) */
+  /* run-time knobs */
+  int threads, loader_threads, log_every;
+  int64_t max_steps;     /* stop after this many steps (0 = all epochs): for tests and trials */
+  int ckpt_every;        /* steps; 0 = only at epoch ends and on request */
+  double ckpt_seconds;   /* also every this many seconds; 0 = off */
+  int keep;
+  int overlap;           /* 1: all-reduce buckets during backward */
+  int bucket_kib;
+  double stall_timeout;
+  char status_tcp[64];
+  char cache_dir[1024];
+  int force_config;
+} job_config;
+
+/* The defaults `pollen train` starts from. */
+void job_config_defaults(job_config *c);
+
+/* The definition fields as canonical JSON (malloc'd). */
+char *job_config_definition_json(const job_config *c);
+/* Hex digest (16 digits) of the definition JSON. */
+void job_config_hash(const job_config *c, char out[17]);
+
+/* Writes the definition to path atomically. Dies on I/O errors. */
+void job_config_save(const job_config *c, const char *path);
+/* Reads a frozen definition from path into c's definition fields (knobs untouched).
+ * Returns 0, 1 when the file does not exist, or dies naming the file when it is malformed. */
+int job_config_load(job_config *c, const char *path);
+/* Compares definitions; returns 0 when equal, else 1 with "field: frozen X, now Y" in msg. */
+int job_config_diff(const job_config *frozen, const job_config *now, char *msg, size_t cap);
+
+#endif

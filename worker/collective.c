@@ -1,0 +1,222 @@
+/* collective.c - MPI (or a world of one) for the workers; see collective.h. */
+#include "worker/collective.h"
+
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ops/core.h"
+
+static char *hosts; /* world x 64 */
+
+static int launched_by_mpi(void) {
+  return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") ||
+         getenv("PMI_SIZE");
+}
+
+void comm_init(comm *c, int *argc, char ***argv) {
+  memset(c, 0, sizeof *c);
+  c->world = 1;
+  c->stall_timeout = 60.0;
+  gethostname(c->host, sizeof c->host - 1);
+  if (launched_by_mpi()) {
+    int provided = 0;
+    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    if (provided < MPI_THREAD_FUNNELED)
+      die("this Open MPI does not provide MPI_THREAD_FUNNELED; install Debian's openmpi-bin");
+    /* Errors come back to us (and are reported with the rank) instead of aborting blindly. */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    c->mpi = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->world);
+    MPI_Comm node;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &c->local_rank);
+    MPI_Comm_free(&node);
+  }
+  hosts = xcalloc((size_t)c->world, 64);
+  memcpy(hosts + 64 * c->rank, c->host, 63);
+  if (c->mpi) MPI_Allgather(c->host, 64, MPI_CHAR, hosts, 64, MPI_CHAR, MPI_COMM_WORLD);
+}
+
+const char *comm_host_of(const comm *c, int rank) {
+  return (rank >= 0 && rank < c->world) ? hosts + 64 * rank : "?";
+}
+
+void comm_finalize(comm *c) {
+  if (c->mpi) MPI_Finalize();
+  free(hosts);
+  hosts = NULL;
+  c->mpi = 0;
+}
+
+void comm_abort(const comm *c, int status) {
+  fflush(stdout);
+  fflush(stderr);
+  if (c->mpi) MPI_Abort(MPI_COMM_WORLD, status);
+  exit(status);
+}
+
+/* Polls a request until done or the stall deadline; on a stall, names the job as stuck. */
+static void wait_request(const comm *c, MPI_Request *req, const char *what) {
+  double start = time_now();
+  int done = 0, spins = 0;
+  while (!done) {
+    int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+    if (rc != MPI_SUCCESS) {
+      log_warn("rank %d (%s): %s failed: a peer rank died or its link broke", c->rank, c->host, what);
+      comm_abort(c, EXIT_FAILED);
+    }
+    if (done) break;
+    if (++spins > 1000) usleep(50);
+    if (time_now() - start > c->stall_timeout) {
+      log_warn("rank %d (%s): %s made no progress for %.0f s: a rank is dead or hung; ending the job",
+               c->rank, c->host, what, c->stall_timeout);
+      comm_abort(c, EXIT_FAILED);
+    }
+  }
+}
+
+void comm_bcast(const comm *c, void *buf, size_t bytes, int root) {
+  if (!c->mpi) return;
+  MPI_Request r;
+  MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD, &r);
+  wait_request(c, &r, "broadcast");
+}
+
+static void allreduce(const comm *c, void *buf, int n, MPI_Datatype t, MPI_Op op, const char *what) {
+  if (!c->mpi) return;
+  MPI_Request r;
+  MPI_Iallreduce(MPI_IN_PLACE, buf, n, t, op, MPI_COMM_WORLD, &r);
+  wait_request(c, &r, what);
+}
+
+void comm_allreduce_sum_f64(const comm *c, double *buf, int n) {
+  allreduce(c, buf, n, MPI_DOUBLE, MPI_SUM, "all-reduce");
+}
+void comm_allreduce_max_f64(const comm *c, double *buf, int n) {
+  allreduce(c, buf, n, MPI_DOUBLE, MPI_MAX, "all-reduce");
+}
+void comm_allreduce_sum_f32(const comm *c, float *buf, size_t n) {
+  allreduce(c, buf, (int)n, MPI_FLOAT, MPI_SUM, "all-reduce");
+}
+
+void comm_gather(const comm *c, const void *in, size_t bytes, void *out, int root) {
+  if (!c->mpi) {
+    memcpy(out, in, bytes);
+    return;
+  }
+  MPI_Request r;
+  MPI_Igather(in, (int)bytes, MPI_BYTE, out, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD, &r);
+  wait_request(c, &r, "gather");
+}
+
+void comm_barrier(const comm *c) {
+  if (!c->mpi) return;
+  MPI_Request r;
+  MPI_Ibarrier(MPI_COMM_WORLD, &r);
+  wait_request(c, &r, "barrier");
+}
+
+#define PIECE ((size_t)1 << 30)
+
+void comm_send(const comm *c, int to, int tag, const void *buf, size_t bytes) {
+  const char *p = buf;
+  do {
+    size_t n = bytes < PIECE ? bytes : PIECE;
+    MPI_Request r;
+    MPI_Isend(p, (int)n, MPI_BYTE, to, tag, MPI_COMM_WORLD, &r);
+    wait_request(c, &r, "send");
+    p += n, bytes -= n;
+  } while (bytes > 0);
+}
+
+void comm_recv(const comm *c, int from, int tag, void *buf, size_t bytes) {
+  char *p = buf;
+  do {
+    size_t n = bytes < PIECE ? bytes : PIECE;
+    MPI_Request r;
+    MPI_Irecv(p, (int)n, MPI_BYTE, from, tag, MPI_COMM_WORLD, &r);
+    wait_request(c, &r, "receive");
+    p += n, bytes -= n;
+  } while (bytes > 0);
+}
+
+size_t comm_recv_any_len(const comm *c, int from, int tag, void *buf, size_t cap) {
+  MPI_Request r;
+  MPI_Status st;
+  MPI_Irecv(buf, (int)(cap < PIECE ? cap : PIECE), MPI_BYTE, from, tag, MPI_COMM_WORLD, &r);
+  double start = time_now();
+  int done = 0;
+  while (!done) {
+    if (MPI_Test(&r, &done, &st) != MPI_SUCCESS) {
+      log_warn("rank %d (%s): receive from rank %d failed: it died or its link broke", c->rank, c->host, from);
+      comm_abort(c, EXIT_FAILED);
+    }
+    if (!done) usleep(50);
+    if (!done && time_now() - start > c->stall_timeout) {
+      log_warn("rank %d (%s): no message from rank %d (%s) for %.0f s; ending the job", c->rank, c->host,
+               from, comm_host_of(c, from), c->stall_timeout);
+      comm_abort(c, EXIT_FAILED);
+    }
+  }
+  int count = 0;
+  MPI_Get_count(&st, MPI_BYTE, &count);
+  return (size_t)count;
+}
+
+/* ---- buckets ---- */
+
+struct grad_sync {
+  const comm *c;
+  float *grads;
+  size_t n, bucket;
+  int n_buckets, next; /* buckets are started from the last (highest offsets) down */
+  int overlap;
+  MPI_Request *req;
+};
+
+grad_sync *grad_sync_new(const comm *c, float *grads, size_t n, size_t bucket_floats, int overlap) {
+  grad_sync *g = xcalloc(1, sizeof *g);
+  g->c = c, g->grads = grads, g->n = n, g->overlap = overlap;
+  g->bucket = bucket_floats ? bucket_floats : n;
+  g->n_buckets = (int)((n + g->bucket - 1) / g->bucket);
+  g->req = xcalloc((size_t)g->n_buckets, sizeof *g->req);
+  return g;
+}
+
+void grad_sync_free(grad_sync *g) {
+  if (!g) return;
+  free(g->req);
+  free(g);
+}
+
+void grad_sync_begin(grad_sync *g) { g->next = g->n_buckets - 1; }
+
+static void start_bucket(grad_sync *g, int b) {
+  size_t lo = (size_t)b * g->bucket, hi = lo + g->bucket < g->n ? lo + g->bucket : g->n;
+  MPI_Iallreduce(MPI_IN_PLACE, g->grads + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                 &g->req[b]);
+}
+
+void grad_sync_ready(grad_sync *g, size_t lowest) {
+  if (!g->c->mpi || !g->overlap) return;
+  while (g->next >= 0 && (size_t)g->next * g->bucket >= lowest) start_bucket(g, g->next--);
+  /* Open MPI progresses non-blocking collectives only inside MPI calls: nudge it. */
+  if (g->next < g->n_buckets - 1) {
+    int flag;
+    MPI_Testall(g->n_buckets - 1 - g->next, g->req + g->next + 1, &flag, MPI_STATUSES_IGNORE);
+  }
+}
+
+double grad_sync_finish(grad_sync *g) {
+  if (!g->c->mpi) return 0.0;
+  double t0 = time_now();
+  while (g->next >= 0) start_bucket(g, g->next--);
+  for (int b = g->n_buckets - 1; b >= 0; b--) wait_request(g->c, &g->req[b], "gradient all-reduce");
+  float scale = 1.0f / (float)g->c->world;
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < g->n; i++) g->grads[i] *= scale;
+  return time_now() - t0;
+}

@@ -1,0 +1,46 @@
+/* loader.h - reads a prepared split (worker/dataset_prepare.h) as batches of float images for
+ * training or evaluation, decoding on background threads ahead of the training step.
+ *
+ * Preprocessing (output [B][S][S][3] NHWC float32, x/127.5 - 1, i.e. in [-1, 1]):
+ *   train (augment=1): torchvision RandomResizedCrop(S, scale=(0.08, 1), ratio=(3/4, 4/3)),
+ *     including its 10 attempts and the center-crop fallback, bilinear resize to S x S, then
+ *     horizontal flip with p = 0.5.
+ *   eval (augment=0): resize the shorter side to S/0.875 (256 for 224) and take the center
+ *     S x S crop, done in one bilinear step from the matching center region of the photo.
+ * JPEGs far larger than needed are decoded at a reduced DCT scale (1/2, 1/4, ... the smallest
+ * that still covers the crop at S pixels), so the remaining bilinear downscale is under 2x.
+ * Every random choice comes from Philox keyed by (seed, epoch, sample index): the batches are
+ * identical whatever the thread count or timing. Not for: the epoch order (daemon/plan.h). */
+#ifndef POLLEN_LOADER_H
+#define POLLEN_LOADER_H
+
+#include <stdint.h>
+
+typedef struct {
+  const char *data_dir; /* holds manifest.json */
+  const char *split;    /* "train" | "val" */
+  int image_size;       /* S */
+  int batch;
+  int augment;          /* 1 train augmentation, 0 eval preprocessing */
+  uint64_t seed;
+  int threads;          /* decode threads, 0 = all cores */
+} loader_config;
+
+typedef struct loader loader;
+
+/* Dies with a clear message on a bad folder, manifest or shard. */
+loader *loader_open(const loader_config *cfg);
+/* Samples in the split; sample i is record i of the split's shards taken in manifest order. */
+int loader_size(const loader *l);
+int loader_num_classes(const loader *l);
+const char *loader_class_name(const loader *l, int k);
+/* Reads these sample indices (into the split) in this order; copies the array. Cancels what is
+ * left of a previous epoch. */
+void loader_start_epoch(loader *l, int epoch, const int64_t *order, int64_t n);
+/* Fills up to `batch` images and labels; returns the count (0 at the end of the epoch; the
+ * last batch may be short). Dies naming the shard and record if one is damaged. */
+int loader_next(loader *l, float *images, int *labels);
+/* Stops and joins the threads; safe at any point of an epoch. */
+void loader_close(loader *l);
+
+#endif
