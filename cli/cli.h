@@ -20,9 +20,15 @@ int cmd_bench(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_refcheck(int argc, char **argv);
+/* cli/cmd_status.c: clients of a job's status socket; exit 3 = job not running. */
+int cmd_status(int argc, char **argv);
+int cmd_ctl(int argc, char **argv);
+int cmd_checkpoints(int argc, char **argv);
 
 /* `pollen bench ops`: the per-op micro-benchmark (cli/bench_ops.c). */
 int bench_ops(int argc, char **argv);
+/* `pollen bench loader`: loader images/s (cli/bench_loader.c). */
+int bench_loader(int argc, char **argv);
 
 /* Shared flag helpers: parse a number or die with "--flag: 'x' is not a ..." (exit 2). */
 long cli_parse_long(const char *flag, const char *text, long min, long max);

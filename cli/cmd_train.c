@@ -40,6 +40,7 @@ static void usage(FILE *to) {
 "  --dropout P          before the last Linear (default 0.2)\n"
 "  --label-smoothing S  (default 0)\n"
 "  --seed N             initial weights, shuffling, augmentation, dropout (default 1)\n"
+"  --no-augment         train on center crops (no random resized crop or flip)\n"
 "  --init-weights FILE  start from safetensors weights (torchvision names; fine-tuning)\n"
 "optimizer:\n"
 "  --opt O              rmsprop (default; Keras semantics), sgd, adam, adamw\n"
@@ -77,7 +78,7 @@ enum {
   O_SMOOTH, O_SEED, O_INIT, O_OPT, O_LR, O_MOMENTUM, O_NESTEROV, O_WD, O_DECAY_ALL, O_RMSV,
   O_ALPHA, O_EPS, O_CLIP, O_SCHED, O_WARMUP, O_STEP_EPOCHS, O_STEP_GAMMA, O_MIN_LR, O_THREADS,
   O_LTHREADS, O_LOG_EVERY, O_CKPT_EVERY, O_CKPT_SECONDS, O_KEEP, O_NO_OVERLAP, O_BUCKET,
-  O_STALL, O_STATUS_TCP, O_CACHE, O_FORCE, O_BETA1, O_BETA2, O_HELP
+  O_STALL, O_STATUS_TCP, O_CACHE, O_FORCE, O_BETA1, O_BETA2, O_NO_AUGMENT, O_HELP
 };
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
@@ -121,7 +122,8 @@ int cmd_train(int argc, char **argv) {
       {"keep", required_argument, 0, O_KEEP}, {"no-overlap", no_argument, 0, O_NO_OVERLAP},
       {"bucket-kib", required_argument, 0, O_BUCKET}, {"stall-timeout", required_argument, 0, O_STALL},
       {"status-tcp", required_argument, 0, O_STATUS_TCP}, {"cache-dir", required_argument, 0, O_CACHE},
-      {"force-config", no_argument, 0, O_FORCE}, {"help", no_argument, 0, O_HELP},
+      {"force-config", no_argument, 0, O_FORCE}, {"no-augment", no_argument, 0, O_NO_AUGMENT},
+      {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
   job_config cfg;
   job_config_defaults(&cfg);
@@ -183,6 +185,7 @@ int cmd_train(int argc, char **argv) {
     case O_STATUS_TCP: copy_flag(cfg.status_tcp, sizeof cfg.status_tcp, "--status-tcp", optarg); break;
     case O_CACHE: copy_flag(cfg.cache_dir, sizeof cfg.cache_dir, "--cache-dir", optarg); break;
     case O_FORCE: cfg.force_config = 1; break;
+    case O_NO_AUGMENT: cfg.augment = 0; break;
     case O_HELP: usage(stdout); return EXIT_OK;
     default: return cli_usage_error("train");
     }

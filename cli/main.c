@@ -9,6 +9,10 @@
 
 static const cli_command commands[] = {
     {"train", cmd_train, "train a model (mpirun -np N pollen train ... for many ranks)"},
+    {"eval", cmd_eval, "accuracy, per-class precision/recall, confusion matrix"},
+    {"predict", cmd_predict, "top-k classes of photos"},
+    {"export", cmd_export, "a job's newest checkpoint as torchvision-named safetensors"},
+    {"plot", cmd_plot, "loss and accuracy curves of a job as SVG"},
     {"refcheck", cmd_refcheck, "compare one training step with a PyTorch reference file"},
     {"prepare", cmd_prepare, "turn photos (folders or TFRecord) into shards + manifest"},
     {"bench", cmd_bench, "throughput and memory of a model; `bench ops`, `bench loader`"},

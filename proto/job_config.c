@@ -26,6 +26,7 @@ void job_config_defaults(job_config *c) {
   snprintf(c->schedule, sizeof c->schedule, "cosine");
   c->step_gamma = 0.1, c->step_epochs = 30;
   c->dropout = 0.2;
+  c->augment = 1;
   c->seed = 1;
   c->log_every = 10;
   c->keep = 3;
@@ -51,7 +52,7 @@ static const field fields[] = {
     S(opt),      D(lr),     D(momentum), D(weight_decay), D(eps),      D(alpha),
     D(beta1),    D(beta2),  D(clip_norm), I(nesterov), I(decay_all),   S(rmsprop),
     S(schedule), D(warmup_epochs), D(step_gamma), D(min_lr), I(step_epochs),
-    D(label_smoothing), D(dropout), U(seed), S(init_weights),
+    D(label_smoothing), D(dropout), I(augment), U(seed), S(init_weights),
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 

@@ -30,6 +30,7 @@ typedef struct {
   double warmup_epochs, step_gamma, min_lr;
   int step_epochs;
   double label_smoothing, dropout;
+  int augment;           /* 1: random resized crop + flip; 0: eval preprocessing (tests) */
   uint64_t seed;
   char init_weights[1024]; /* safetensors to start from ("" = torchvision init) */
   /* run-time knobs */

@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <turbojpeg.h>
@@ -358,4 +359,34 @@ void loader_close(loader *l) {
   free(l->dir);
   free(l->split);
   free(l);
+}
+
+/* ---------------------------------------------------------------- single images */
+
+int loader_preprocess_jpeg(const unsigned char *jpeg, size_t len, int size, float *out, char *err,
+                           size_t errlen) {
+  worker_scratch ws = {0};
+  int rc = -1, w, h, ss, cs;
+  ws.tj = tjInitDecompress();
+  if (!ws.tj) {
+    snprintf(err, errlen, "cannot start TurboJPEG: %s", tjGetErrorStr2(NULL));
+    return -1;
+  }
+  ws.x0 = xmalloc(sizeof(int) * (size_t)size);
+  ws.x1 = xmalloc(sizeof(int) * (size_t)size);
+  ws.y0 = xmalloc(sizeof(int) * (size_t)size);
+  ws.y1 = xmalloc(sizeof(int) * (size_t)size);
+  ws.wx = xmalloc(sizeof(float) * (size_t)size);
+  ws.wy = xmalloc(sizeof(float) * (size_t)size);
+  if (tjDecompressHeader3(ws.tj, jpeg, len, &w, &h, &ss, &cs) != 0 || w < 1 || h < 1 ||
+      (long long)w * h > MAX_PIXELS) {
+    snprintf(err, errlen, "not a readable JPEG");
+  } else {
+    double side = 0.875 * (w < h ? w : h); /* the same eval crop as load_sample */
+    if (crop_resize(&ws, jpeg, len, w, h, (w - side) / 2, (h - side) / 2, side, side, size, 0, out) == 0) rc = 0;
+    else snprintf(err, errlen, "JPEG does not decode (%s)", tjGetErrorStr2(ws.tj));
+  }
+  tjDestroy(ws.tj);
+  free(ws.rgb), free(ws.x0), free(ws.x1), free(ws.y0), free(ws.y1), free(ws.wx), free(ws.wy);
+  return rc;
 }

@@ -14,6 +14,7 @@
 #ifndef POLLEN_LOADER_H
 #define POLLEN_LOADER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 typedef struct {
@@ -40,6 +41,10 @@ void loader_start_epoch(loader *l, int epoch, const int64_t *order, int64_t n);
 /* Fills up to `batch` images and labels; returns the count (0 at the end of the epoch; the
  * last batch may be short). Dies naming the shard and record if one is damaged. */
 int loader_next(loader *l, float *images, int *labels);
+/* Eval preprocessing of one JPEG in memory into out [size][size][3] (pollen predict): the
+ * same crop and normalisation as the eval loader. Returns 0, or -1 with a reason in err. */
+int loader_preprocess_jpeg(const unsigned char *jpeg, size_t len, int size, float *out, char *err,
+                           size_t errlen);
 /* Stops and joins the threads; safe at any point of an epoch. */
 void loader_close(loader *l);
 

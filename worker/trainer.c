@@ -348,7 +348,10 @@ static void export_weights(trainer *t, const char *name) {
   if (t->c->rank == 0) {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", t->job_dir, name);
-    weights_export(&t->m, path);
+    const char **names = xcalloc((size_t)t->classes, sizeof *names);
+    for (int k = 0; k < t->classes; k++) names[k] = loader_class_name(t->train, k);
+    weights_export(&t->m, path, names);
+    free(names);
     log_info("weights written to %s (weights hash %016llx)", path, (unsigned long long)model_hash(&t->m));
   }
   memcpy(t->m.stats, own, ns * sizeof(float));
@@ -371,7 +374,7 @@ static void publish(trainer *t, const char *state, double loss, double acc, doub
   memset(&j, 0, sizeof j);
   snprintf(j.state, sizeof j.state, "%s", state);
   snprintf(j.model, sizeof j.model, "%s", t->cfg->model);
-  j.epoch = t->epoch + 1, j.epochs = t->cfg->epochs;
+  j.epoch = t->epoch, j.epochs = t->cfg->epochs; /* 0-based on the wire and in metrics */
   j.step = t->step, j.total_steps = t->total_steps;
   j.loss = loss, j.train_acc = acc, j.val_acc = t->last_val;
   j.lr = lr_at(&t->sched, (long)(t->step > 0 ? t->step - 1 : 0), t->total_steps);
@@ -398,7 +401,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
 
   /* Data: staged from rank 0 to ranks that cannot read it. */
   const char *data_dir = staging_prepare(c, cfg->data_dir, cfg->cache_dir);
-  loader_config lc = {data_dir, "train", cfg->size, t->local_batch, 1, cfg->seed, cfg->loader_threads};
+  loader_config lc = {data_dir, "train", cfg->size, t->local_batch, cfg->augment, cfg->seed, cfg->loader_threads};
   t->train = loader_open(&lc);
   loader_config vc = {data_dir, "val", cfg->size, t->local_batch, 0, cfg->seed, cfg->loader_threads};
   t->val = loader_open(&vc);
@@ -515,7 +518,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
           log_info("epoch %d/%d  step %d/%d  loss %.4f  acc %.3f  lr %.3g  %.1f img/s  comm %.1f ms  ETA %s",
                    t->epoch + 1, cfg->epochs, t->step_in_epoch, t->steps_per_epoch, wloss, wacc, lr, ips,
                    1e3 * t->window_comm / t->window_steps, eta);
-          statusp_metric p = {t->step, t->epoch + 1, wloss, wacc, NAN, lr, ips};
+          statusp_metric p = {t->step, t->epoch, wloss, wacc, NAN, lr, ips};
           coord_metric(t->co, &p, elapsed, t->window_comm / t->window_steps);
         }
         publish(t, "training", wloss, wacc, ips);
@@ -557,7 +560,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
       t->epoch++, t->step_in_epoch = 0;
       if (c->rank == 0) {
         log_info("epoch %d/%d done: validation accuracy %.4f (best %.4f)", t->epoch, cfg->epochs, val, t->best_val);
-        statusp_metric p = {t->step, t->epoch, NAN, NAN, val, lr_at(&t->sched, (long)t->step - 1, t->total_steps), 0};
+        statusp_metric p = {t->step, t->epoch - 1, NAN, NAN, val, lr_at(&t->sched, (long)t->step - 1, t->total_steps), 0};
         coord_metric(t->co, &p, time_now() - run_start, 0);
       }
       check_same_weights(t, "at an epoch end");

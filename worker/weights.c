@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "ops/core.h"
 
 /* Index maps between torchvision's order (o, c, s) and the engine's. */
@@ -66,9 +68,17 @@ void weights_add_state_dict(const model *m, st_writer *w) {
   st_writer_meta(w, "pollen_version", POLLEN_VERSION);
 }
 
-void weights_export(const model *m, const char *path) {
+void weights_export(const model *m, const char *path, const char *const *class_names) {
   st_writer *w = st_writer_new();
   weights_add_state_dict(m, w);
+  if (class_names) {
+    cJSON *a = cJSON_CreateArray();
+    for (int k = 0; k < m->cfg.num_classes; k++) cJSON_AddItemToArray(a, cJSON_CreateString(class_names[k]));
+    char *text = cJSON_PrintUnformatted(a);
+    st_writer_meta(w, "class_names", text);
+    free(text);
+    cJSON_Delete(a);
+  }
   st_writer_save_or_die(w, path);
   st_writer_free(w);
 }
@@ -86,7 +96,8 @@ static int shape_equal(const st_tensor *t, const param_info *p) {
   return 1;
 }
 
-void weights_load_state_dict(model *m, const st_file *f, const char *prefix, int skip_classifier) {
+void weights_load_state_dict(model *m, const st_file *f, const char *prefix, int skip_classifier,
+                             int strict) {
   char name[320];
   float *tmp = xmalloc(m->n_params * sizeof(float));
   int used = 0;
@@ -133,7 +144,7 @@ void weights_load_state_dict(model *m, const st_file *f, const char *prefix, int
     }
   }
   free(tmp);
-  if (!prefix[0] && used != f->n_tensors) {
+  if (strict && used != f->n_tensors) {
     for (int i = 0; i < f->n_tensors; i++) {
       const char *n = f->tensors[i].name;
       int known = model_find_param(m, n) != NULL;
@@ -145,6 +156,23 @@ void weights_load_state_dict(model *m, const st_file *f, const char *prefix, int
             model_arch_name(m->cfg.arch));
     }
   }
+}
+
+char **weights_class_names(const st_file *f, int num_classes) {
+  const char *text = st_meta(f, "class_names");
+  if (!text) return NULL;
+  cJSON *a = cJSON_Parse(text);
+  if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) != num_classes) {
+    cJSON_Delete(a);
+    return NULL;
+  }
+  char **names = xcalloc((size_t)num_classes, sizeof *names);
+  for (int k = 0; k < num_classes; k++) {
+    const cJSON *x = cJSON_GetArrayItem(a, k);
+    names[k] = xstrdup(cJSON_IsString(x) ? x->valuestring : "?");
+  }
+  cJSON_Delete(a);
+  return names;
 }
 
 int weights_read_config(const st_file *f, model_config *cfg) {
@@ -168,6 +196,6 @@ void weights_import(model *m, const char *path, int skip_classifier) {
     die("%s: holds a %s width %g with %d classes, not the requested %s width %g with %d classes",
         path, model_arch_name(cfg.arch), (double)cfg.width, cfg.num_classes,
         model_arch_name(m->cfg.arch), (double)m->cfg.width, m->cfg.num_classes);
-  weights_load_state_dict(m, f, "", skip_classifier);
+  weights_load_state_dict(m, f, "", skip_classifier, 1);
   st_close(f);
 }

@@ -15,15 +15,20 @@ void weights_from_torch(const param_info *p, const float *torch, float *engine);
 /* Adds every parameter, BN running statistic and num_batches_tracked, named as torchvision's
  * state_dict, plus metadata (model, width, classes, pollen version) to w. */
 void weights_add_state_dict(const model *m, st_writer *w);
-/* Writes weights_add_state_dict's tensors to path (atomically). */
-void weights_export(const model *m, const char *path);
+/* Writes weights_add_state_dict's tensors to path (atomically), with the class names (may be
+ * NULL) in the metadata as a JSON array, for pollen predict. */
+void weights_export(const model *m, const char *path, const char *const *class_names);
+/* The class names stored by weights_export: a malloc'd array of num_classes malloc'd strings,
+ * or NULL when the file has none. */
+char **weights_class_names(const st_file *f, int num_classes);
 
 /* Loads a torchvision-named state dict from f into m: every parameter and BN buffer must be
  * present with the right shape, or it dies naming the tensor. With skip_classifier, the
  * last Linear layer is left as initialised when its class count differs (fine-tuning
- * ImageNet weights on 5 classes). Extra tensors in f are ignored when prefix is non-empty
- * (reference files) and refused otherwise (strict, like load_state_dict). */
-void weights_load_state_dict(model *m, const st_file *f, const char *prefix, int skip_classifier);
+ * ImageNet weights on 5 classes). With strict, a tensor in f that the model lacks is refused
+ * (like load_state_dict); reference files hold more and load with strict 0. */
+void weights_load_state_dict(model *m, const st_file *f, const char *prefix, int skip_classifier,
+                             int strict);
 /* Opens path and loads it (prefix ""); the model config must match the file's metadata when
  * present. */
 void weights_import(model *m, const char *path, int skip_classifier);

@@ -1,0 +1,150 @@
+/* cmd_eval.c - `pollen eval`: accuracy, per-class precision and recall, and the confusion
+ * matrix of trained weights on a prepared split. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "ops/core.h"
+#include "proto/job_config.h"
+#include "worker/loader.h"
+#include "worker/model.h"
+#include "worker/weights.h"
+
+static void usage(FILE *to) {
+  fprintf(to,
+          "usage: pollen eval (--job DIR | --weights FILE) [--data DIR] [flags]\n\n"
+          "Evaluates weights on a prepared split: accuracy, per-class precision/recall and the\n"
+          "confusion matrix (rows: true class, columns: predicted).\n\n"
+          "  --job DIR        a job folder: its weights.safetensors, data folder and image size\n"
+          "  --weights FILE   safetensors weights exported by pollen (or torchvision-named)\n"
+          "  --data DIR       prepared dataset (default: the job's)\n"
+          "  --split S        val (default) or train\n"
+          "  --size S         image size (default: the job's, else 224)\n"
+          "  --batch B        (default 32)\n"
+          "  --threads N\n"
+          "  --json           machine-readable output\n"
+          "  --help\n");
+}
+
+int cmd_eval(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"job", required_argument, 0, 'j'},   {"weights", required_argument, 0, 'w'},
+      {"data", required_argument, 0, 'd'},  {"split", required_argument, 0, 's'},
+      {"size", required_argument, 0, 'z'},  {"batch", required_argument, 0, 'b'},
+      {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'J'},
+      {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+  const char *job = NULL, *weights = NULL, *data = NULL, *split = "val";
+  int size = 0, batch = 32, threads = 0, json = 0, c;
+  optind = 1;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+    case 'j': job = optarg; break;
+    case 'w': weights = optarg; break;
+    case 'd': data = optarg; break;
+    case 's': split = optarg; break;
+    case 'z': size = (int)cli_parse_long("--size", optarg, 32, 1024); break;
+    case 'b': batch = (int)cli_parse_long("--batch", optarg, 1, 4096); break;
+    case 't': threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
+    case 'J': json = 1; break;
+    case 'h': usage(stdout); return EXIT_OK;
+    default: return cli_usage_error("eval");
+    }
+  }
+  if (optind < argc || (!job && !weights)) {
+    fprintf(stderr, "pollen eval: give --job DIR or --weights FILE; see 'pollen eval --help'\n");
+    return EXIT_USAGE;
+  }
+  if (strcmp(split, "val") && strcmp(split, "train")) die_status(EXIT_USAGE, "--split: '%s' is not val or train", split);
+  threads_set(threads);
+  char path[4200];
+  job_config jc;
+  job_config_defaults(&jc);
+  if (job) {
+    snprintf(path, sizeof path, "%s/config.json", job);
+    if (job_config_load(&jc, path) != 0) die("%s has no config.json: is it a pollen job folder?", job);
+    if (!weights) {
+      snprintf(path, sizeof path, "%s/weights.safetensors", job);
+      weights = path;
+    }
+    if (!data) data = jc.data_dir;
+    if (!size) size = jc.size;
+  }
+  if (!data) die_status(EXIT_USAGE, "eval: --data DIR is required with --weights");
+  if (!size) size = 224;
+
+  st_file *f = st_open_or_die(weights);
+  model_config mc = {MODEL_MNV3_SMALL, 1.0, 5, 0.0};
+  if (weights_read_config(f, &mc) != 0)
+    die("%s has no pollen metadata (model, width, classes); export it with pollen export", weights);
+  mc.dropout = 0;
+  loader_config lc = {data, split, size, batch, 0, 0, 0};
+  loader *l = loader_open(&lc);
+  int classes = loader_num_classes(l), n = loader_size(l);
+  if (classes != mc.num_classes)
+    die("%s has %d classes but %s has %d; evaluate on the dataset it was trained on", weights, mc.num_classes, data, classes);
+  if (n == 0) die("%s: the %s split is empty", data, split);
+  model m;
+  model_init(&m, &mc, 0);
+  weights_load_state_dict(&m, f, "", 0, 1);
+  st_close(f);
+  model_prepare(&m, batch, size);
+
+  int64_t *order = xmalloc((size_t)n * sizeof *order);
+  for (int i = 0; i < n; i++) order[i] = i;
+  loader_start_epoch(l, 0, order, n);
+  float *images = xmalloc_aligned((size_t)batch * size * size * 3 * sizeof(float));
+  int *labels = xmalloc((size_t)batch * sizeof(int));
+  long *confusion = xcalloc((size_t)classes * classes, sizeof *confusion);
+  double loss_sum = 0;
+  int got, seen = 0;
+  float *probs = xmalloc((size_t)batch * classes * sizeof(float));
+  while ((got = loader_next(l, images, labels)) > 0) {
+    loss_sum += (double)model_forward(&m, images, labels, got, 0, 0.0f) * got;
+    memcpy(probs, m.probs, (size_t)got * classes * sizeof(float));
+    for (int b = 0; b < got; b++) {
+      int best = 0;
+      for (int k = 1; k < classes; k++) if (probs[b * classes + k] > probs[b * classes + best]) best = k;
+      confusion[labels[b] * classes + best]++;
+    }
+    seen += got;
+  }
+  long correct = 0;
+  for (int k = 0; k < classes; k++) correct += confusion[k * classes + k];
+  double acc = (double)correct / seen;
+  if (json) {
+    printf("{\"weights\":\"%s\",\"data\":\"%s\",\"split\":\"%s\",\"images\":%d,\"accuracy\":%.6f,\"loss\":%.6f,\"classes\":[",
+           weights, data, split, seen, acc, loss_sum / seen);
+    for (int k = 0; k < classes; k++) {
+      long tp = confusion[k * classes + k], pred = 0, truth = 0;
+      for (int j = 0; j < classes; j++) pred += confusion[j * classes + k], truth += confusion[k * classes + j];
+      printf("%s{\"name\":\"%s\",\"precision\":%.6f,\"recall\":%.6f,\"support\":%ld,\"confusion\":[", k ? "," : "",
+             loader_class_name(l, k), pred ? (double)tp / pred : 0.0, truth ? (double)tp / truth : 0.0, truth);
+      for (int j = 0; j < classes; j++) printf("%s%ld", j ? "," : "", confusion[k * classes + j]);
+      printf("]}");
+    }
+    printf("]}\n");
+  } else {
+    printf("%s on %s (%s, %d images): accuracy %.4f, loss %.4f\n\n", weights, data, split, seen, acc, loss_sum / seen);
+    printf("%-14s %9s %9s %8s\n", "class", "precision", "recall", "support");
+    for (int k = 0; k < classes; k++) {
+      long tp = confusion[k * classes + k], pred = 0, truth = 0;
+      for (int j = 0; j < classes; j++) pred += confusion[j * classes + k], truth += confusion[k * classes + j];
+      printf("%-14s %9.3f %9.3f %8ld\n", loader_class_name(l, k), pred ? (double)tp / pred : 0.0,
+             truth ? (double)tp / truth : 0.0, truth);
+    }
+    printf("\nconfusion (rows true, columns predicted):\n%-14s", "");
+    for (int k = 0; k < classes; k++) printf(" %9.9s", loader_class_name(l, k));
+    printf("\n");
+    for (int k = 0; k < classes; k++) {
+      printf("%-14s", loader_class_name(l, k));
+      for (int j = 0; j < classes; j++) printf(" %9ld", confusion[k * classes + j]);
+      printf("\n");
+    }
+  }
+  free(order), free(images), free(labels), free(confusion), free(probs);
+  loader_close(l);
+  model_free(&m);
+  return EXIT_OK;
+}

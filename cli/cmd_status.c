@@ -1,0 +1,418 @@
+/* cmd_status.c - `pollen status JOB_DIR` and `pollen ctl JOB_DIR checkpoint|stop`: clients
+ * of the job's status socket (daemon/status_server.h, protocol in proto/README.md).
+ *
+ * When no job answers, status says so and shows what the folder still knows: the newest
+ * line of metrics.jsonl and the checkpoint files. Exit statuses: 0 answered, 1 error or
+ * request not accepted, 2 usage, 3 job not running. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "daemon/status_server.h"
+#include "ops/core.h"
+
+#define STATUS_EXIT_NOT_RUNNING 3
+#define REPLY_MAX (16u << 20)
+
+/* ---- talking to the socket ---- */
+
+/* Connects, or returns -1 when no job is serving JOB_DIR; dies on other errors. */
+static int connect_job(const char *dir) {
+  struct stat st;
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+    die("job folder %s: %s", dir, errno ? strerror(errno) : "not a folder");
+  int fd = status_server_connect(dir);
+  if (fd >= 0) return fd;
+  if (errno == ENOENT || errno == ECONNREFUSED) return -1;
+  if (errno == EACCES)
+    die("cannot connect to %s/status.sock: permission denied (only the job's owner may)", dir);
+  die("cannot connect to %s/status.sock: %s", dir, strerror(errno));
+}
+
+/* Sends one request line and reads one reply line (malloc'd). NULL: the job went away. */
+static char *request(int fd, const char *line, int timeout_ms) {
+  size_t n = strlen(line);
+  for (size_t off = 0; off < n;) {
+    ssize_t k = send(fd, line + off, n - off, MSG_NOSIGNAL);
+    if (k <= 0) return NULL;
+    off += (size_t)k;
+  }
+  size_t len = 0, cap = 4096;
+  char *buf = xmalloc(cap);
+  for (;;) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int r = poll(&p, 1, timeout_ms);
+    if (r == 0) die("the job did not answer within %d s; it may be overloaded, try again", timeout_ms / 1000);
+    if (r < 0) continue;
+    if (cap - len < 2048) {
+      if (cap >= REPLY_MAX) die("the job's reply is over %u bytes; is that a pollen job?", REPLY_MAX);
+      cap *= 2;
+      buf = xrealloc(buf, cap);
+    }
+    ssize_t k = recv(fd, buf + len, cap - len - 1, 0);
+    if (k <= 0) {
+      free(buf);
+      return NULL;
+    }
+    char *nl = memchr(buf + len, '\n', (size_t)k);
+    len += (size_t)k;
+    if (nl) {
+      *nl = 0;
+      return buf;
+    }
+  }
+}
+
+static cJSON *parse_reply(const char *line) {
+  cJSON *o = cJSON_Parse(line);
+  if (!cJSON_IsObject(o)) die("the job's reply is not JSON: %.80s", line);
+  return o;
+}
+
+static double num(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+static const char *str(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  return cJSON_IsString(v) ? v->valuestring : "?";
+}
+
+static int reply_ok(const cJSON *o) { return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "ok")); }
+
+/* ---- human output ---- */
+
+static const char *fmt_duration(double s, char *buf, size_t cap) {
+  if (!isfinite(s) || s < 0) return "-";
+  long t = (long)(s + 0.5);
+  if (t >= 86400) snprintf(buf, cap, "%ldd %02ldh", t / 86400, t % 86400 / 3600);
+  else if (t >= 3600) snprintf(buf, cap, "%ldh %02ldm", t / 3600, t % 3600 / 60);
+  else if (t >= 60) snprintf(buf, cap, "%ldm %02lds", t / 60, t % 60);
+  else snprintf(buf, cap, "%lds", t);
+  return buf;
+}
+
+static const char *fmt_pct(double v, char *buf, size_t cap) {
+  if (!isfinite(v)) return "-";
+  snprintf(buf, cap, "%.1f%%", 100 * v);
+  return buf;
+}
+
+static const char *fmt_num(double v, const char *fmt, char *buf, size_t cap) {
+  if (!isfinite(v)) return "-";
+  snprintf(buf, cap, fmt, v);
+  return buf;
+}
+
+static void print_status(const char *dir, const cJSON *o) {
+  char a[32], b[32], c[32];
+  double step = num(o, "step"), total = num(o, "total_steps");
+  printf("job         %s  (%s)\n", dir, str(o, "state"));
+  printf("model       %s, %g worker%s\n", str(o, "model"), num(o, "world_size"),
+         num(o, "world_size") == 1 ? "" : "s");
+  printf("progress    epoch %g/%g, step %.0f/%.0f", num(o, "epoch") + 1, num(o, "epochs"), step, total);
+  if (total > 0) printf(" (%.1f%%)", 100 * step / total);
+  printf("\n");
+  printf("loss        %s   train acc %s   val acc %s\n", fmt_num(num(o, "loss"), "%.4f", a, sizeof a),
+         fmt_pct(num(o, "train_acc"), b, sizeof b), fmt_pct(num(o, "val_acc"), c, sizeof c));
+  printf("lr          %s   %s images/s\n", fmt_num(num(o, "lr"), "%.4g", a, sizeof a),
+         fmt_num(num(o, "images_per_s"), "%.1f", b, sizeof b));
+  printf("eta         %s   uptime %s\n", fmt_duration(num(o, "eta_s"), a, sizeof a),
+         fmt_duration(num(o, "uptime_s"), b, sizeof b));
+  const cJSON *ck = cJSON_GetObjectItemCaseSensitive(o, "last_checkpoint");
+  if (cJSON_IsObject(ck))
+    printf("checkpoint  step %.0f, %s (%s ago)\n", num(ck, "step"), str(ck, "path"),
+           fmt_duration(num(o, "time") - num(ck, "time"), a, sizeof a));
+  else
+    printf("checkpoint  none yet\n");
+}
+
+static void print_workers(const cJSON *o) {
+  const cJSON *ws = cJSON_GetObjectItemCaseSensitive(o, "workers");
+  char a[32], b[32], c[32], d[32];
+  printf("\n%4s  %-20s %8s %9s %9s %10s %9s\n", "rank", "host", "pid", "step s", "images/s",
+         "heartbeat", "comm s");
+  const cJSON *w;
+  cJSON_ArrayForEach(w, ws) {
+    printf("%4.0f  %-20.20s %8.0f %9s %9s %10s %9s\n", num(w, "rank"), str(w, "host"), num(w, "pid"),
+           fmt_num(num(w, "step_time_s"), "%.3f", a, sizeof a),
+           fmt_num(num(w, "images_per_s"), "%.1f", b, sizeof b),
+           fmt_num(num(w, "heartbeat_age_s"), "%.1fs ago", c, sizeof c),
+           fmt_num(num(w, "comm_exposed_s"), "%.3f", d, sizeof d));
+  }
+}
+
+/* ---- job not running: what the folder knows ---- */
+
+/* The newest parseable line of JOB_DIR/metrics.jsonl (a killed job may leave half a line). */
+static cJSON *last_metrics(const char *dir) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  const long tail = 65536;
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  long start = size > tail ? size - tail : 0;
+  fseek(f, start, SEEK_SET);
+  char *buf = xmalloc((size_t)tail + 1);
+  size_t n = fread(buf, 1, (size_t)tail, f);
+  fclose(f);
+  buf[n] = 0;
+  cJSON *found = NULL;
+  while (n > 0 && !found) {
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;
+    char *line = memrchr(buf, '\n', n);
+    line = line ? line + 1 : buf;
+    if (line != buf || start == 0) {
+      cJSON *o = cJSON_Parse(line);
+      if (cJSON_IsObject(o)) found = o;
+      else cJSON_Delete(o);
+    }
+    if (line == buf) break;
+    n = (size_t)(line - buf);
+    buf[n] = 0;
+  }
+  free(buf);
+  return found;
+}
+
+typedef struct {
+  char name[256];
+  double mtime;
+  long long bytes;
+} ckpt_file;
+
+static int by_mtime_desc(const void *a, const void *b) {
+  double x = ((const ckpt_file *)a)->mtime, y = ((const ckpt_file *)b)->mtime;
+  return (x < y) - (x > y);
+}
+
+static int list_checkpoints(const char *dir, ckpt_file **out) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/checkpoints", dir);
+  DIR *d = opendir(path);
+  *out = NULL;
+  if (!d) return 0;
+  int n = 0, cap = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    size_t len = strlen(e->d_name);
+    if (len < 6 || len >= sizeof((*out)->name) || strcmp(e->d_name + len - 5, ".ckpt")) continue;
+    char p[4096 + 256];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+    if (stat(p, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (n == cap) {
+      cap = cap ? 2 * cap : 16;
+      *out = xrealloc(*out, (size_t)cap * sizeof **out);
+    }
+    snprintf((*out)[n].name, sizeof (*out)[n].name, "%s", e->d_name);
+    (*out)[n].mtime = (double)st.st_mtim.tv_sec + 1e-9 * (double)st.st_mtim.tv_nsec;
+    (*out)[n].bytes = (long long)st.st_size;
+    n++;
+  }
+  closedir(d);
+  if (n) qsort(*out, (size_t)n, sizeof **out, by_mtime_desc);
+  return n;
+}
+
+static int show_offline(const char *dir, int json) {
+  cJSON *m = last_metrics(dir);
+  ckpt_file *ck;
+  int n = list_checkpoints(dir, &ck);
+  if (json) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddBoolToObject(o, "ok", 0);
+    cJSON_AddBoolToObject(o, "running", 0);
+    cJSON_AddStringToObject(o, "code", "not_running");
+    cJSON_AddStringToObject(o, "job_dir", dir);
+    if (m) cJSON_AddItemToObject(o, "last_metrics", m);
+    else cJSON_AddNullToObject(o, "last_metrics");
+    cJSON *a = cJSON_AddArrayToObject(o, "checkpoints");
+    for (int i = 0; i < n; i++) {
+      cJSON *c = cJSON_CreateObject();
+      cJSON_AddStringToObject(c, "name", ck[i].name);
+      cJSON_AddNumberToObject(c, "mtime", ck[i].mtime);
+      cJSON_AddNumberToObject(c, "bytes", (double)ck[i].bytes);
+      cJSON_AddItemToArray(a, c);
+    }
+    char *s = cJSON_PrintUnformatted(o);
+    printf("%s\n", s);
+    free(s);
+    cJSON_Delete(o);
+  } else {
+    char a[32], b[32], c[32], d[32], e[32];
+    printf("job not running: nothing answers on %s/status.sock\n", dir);
+    if (m) {
+      printf("last metrics  step %.0f, epoch %.0f, loss %s, train acc %s, val acc %s, lr %s, %s images/s\n",
+             num(m, "step"), num(m, "epoch") + 1, fmt_num(num(m, "loss"), "%.4f", a, sizeof a),
+             fmt_pct(num(m, "train_acc"), b, sizeof b), fmt_pct(num(m, "val_acc"), c, sizeof c),
+             fmt_num(num(m, "lr"), "%.4g", d, sizeof d), fmt_num(num(m, "images_per_s"), "%.1f", e, sizeof e));
+    } else {
+      printf("last metrics  none (no readable %s/metrics.jsonl)\n", dir);
+    }
+    if (n == 0) printf("checkpoints   none in %s/checkpoints/\n", dir);
+    for (int i = 0; i < n && i < 10; i++) {
+      char when[64];
+      time_t t = (time_t)ck[i].mtime;
+      struct tm tm;
+      strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+      printf("%-13s %s  %s  %.1f MB\n", i ? "" : "checkpoints", ck[i].name, when, ck[i].bytes / 1e6);
+    }
+    if (n > 10) printf("              ... and %d older\n", n - 10);
+    cJSON_Delete(m);
+  }
+  free(ck);
+  return STATUS_EXIT_NOT_RUNNING;
+}
+
+/* ---- commands ---- */
+
+static void status_usage(FILE *to) {
+  fprintf(to,
+          "usage: pollen status JOB_DIR [--json] [--workers] [--watch [SECS]] [--count N]\n\n"
+          "Asks the job running in JOB_DIR (through JOB_DIR/status.sock) how it is doing.\n"
+          "If no job runs there, says so and shows the last metrics and checkpoints.\n\n"
+          "  --json         print the job's raw JSON answer (with --workers: the per-rank one)\n"
+          "  --workers      also print the per-rank table\n"
+          "  --watch [SECS] refresh every SECS seconds (default 2) until interrupted\n"
+          "  --count N      with --watch: stop after N refreshes\n"
+          "  --help\n\n"
+          "exit status: 0 answered, 1 error, 2 usage, 3 job not running\n");
+}
+
+/* One look at the job: 0, or STATUS_EXIT_NOT_RUNNING. */
+static int status_once(const char *dir, int json, int workers) {
+  int fd = connect_job(dir);
+  if (fd < 0) return show_offline(dir, json);
+  char *st = request(fd, "{\"cmd\":\"status\"}\n", 5000);
+  char *wk = st && workers ? request(fd, "{\"cmd\":\"workers\"}\n", 5000) : NULL;
+  close(fd);
+  if (!st || (workers && !wk)) {
+    free(st);
+    return show_offline(dir, json); /* it stopped while we asked */
+  }
+  cJSON *o = parse_reply(st), *w = wk ? parse_reply(wk) : NULL;
+  if (!reply_ok(o) || (w && !reply_ok(w)))
+    die("the job answered with an error: %s", reply_ok(o) ? wk : st);
+  if (json) {
+    printf("%s\n", workers ? wk : st);
+  } else {
+    print_status(dir, o);
+    if (w) print_workers(w);
+  }
+  cJSON_Delete(o);
+  cJSON_Delete(w);
+  free(st);
+  free(wk);
+  return EXIT_OK;
+}
+
+int cmd_status(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"json", no_argument, NULL, 'j'},   {"workers", no_argument, NULL, 'w'},
+      {"watch", optional_argument, NULL, 'W'}, {"count", required_argument, NULL, 'n'},
+      {"help", no_argument, NULL, 'h'},   {NULL, 0, NULL, 0},
+  };
+  int json = 0, workers = 0, watch = 0;
+  double every = 2;
+  long count = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+      case 'j': json = 1; break;
+      case 'w': workers = 1; break;
+      case 'W':
+        watch = 1;
+        /* "--watch 5" as well as "--watch=5" */
+        if (!optarg && optind < argc && argv[optind][0] >= '0' && argv[optind][0] <= '9' &&
+            strspn(argv[optind], "0123456789.") == strlen(argv[optind]))
+          optarg = argv[optind++];
+        if (optarg) every = cli_parse_double("--watch", optarg, 0.1, 86400);
+        break;
+      case 'n': count = cli_parse_long("--count", optarg, 1, 1000000000L); break;
+      case 'h': status_usage(stdout); return EXIT_OK;
+      default: return cli_usage_error("status");
+    }
+  }
+  if (optind != argc - 1) {
+    status_usage(stderr);
+    return EXIT_USAGE;
+  }
+  const char *dir = argv[optind];
+  if (!watch) return status_once(dir, json, workers);
+  int tty = cli_is_tty() && !json;
+  for (long i = 0;; i++) {
+    if (tty) printf("\033[H\033[2J");
+    int rc = status_once(dir, json, workers);
+    fflush(stdout);
+    if (rc != EXIT_OK || (count && i + 1 >= count)) return rc;
+    usleep((useconds_t)(every * 1e6));
+  }
+}
+
+static void ctl_usage(FILE *to) {
+  fprintf(to,
+          "usage: pollen ctl JOB_DIR checkpoint|stop [--json]\n\n"
+          "  checkpoint   the job writes a checkpoint at its next step boundary\n"
+          "  stop         the job writes a checkpoint and stops cleanly (exit status 75:\n"
+          "               launch it again to resume)\n"
+          "  --json       print the job's raw JSON answer\n"
+          "  --help\n\n"
+          "exit status: 0 accepted, 1 not accepted or error, 2 usage, 3 job not running\n");
+}
+
+int cmd_ctl(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"json", no_argument, NULL, 'j'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+  int json = 0, c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (c == 'j') json = 1;
+    else if (c == 'h') {
+      ctl_usage(stdout);
+      return EXIT_OK;
+    } else {
+      return cli_usage_error("ctl");
+    }
+  }
+  if (optind != argc - 2 || (strcmp(argv[optind + 1], "checkpoint") && strcmp(argv[optind + 1], "stop"))) {
+    ctl_usage(stderr);
+    return EXIT_USAGE;
+  }
+  const char *dir = argv[optind], *what = argv[optind + 1];
+  int fd = connect_job(dir);
+  char req[64];
+  snprintf(req, sizeof req, "{\"cmd\":\"%s\"}\n", what);
+  char *line = fd >= 0 ? request(fd, req, 5000) : NULL;
+  if (fd >= 0) close(fd);
+  if (!line) {
+    if (json) printf("{\"ok\":false,\"running\":false,\"code\":\"not_running\"}\n");
+    else printf("job not running: nothing answers on %s/status.sock\n", dir);
+    return STATUS_EXIT_NOT_RUNNING;
+  }
+  cJSON *o = parse_reply(line);
+  int accepted = reply_ok(o) && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "accepted"));
+  if (json) printf("%s\n", line);
+  else if (!reply_ok(o)) printf("the job refused: %s\n", str(o, "message"));
+  else if (accepted)
+    printf("%s requested: the job %s at its next step boundary (state now: %s)\n", what,
+           strcmp(what, "stop") ? "writes a checkpoint" : "writes a checkpoint and stops",
+           str(o, "state"));
+  else
+    printf("%s not accepted: the job is %s\n", what, str(o, "state"));
+  cJSON_Delete(o);
+  free(line);
+  return accepted ? EXIT_OK : EXIT_FAILED;
+}

@@ -1,0 +1,27 @@
+/* plan.c - the epoch shuffle and the per-rank slice. */
+#include "daemon/plan.h"
+
+#include "ops/core.h"
+
+void plan_shuffle(uint64_t seed, int epoch, int64_t n, int64_t *order) {
+  /* A separate key stream from the loader's augmentation keys (hash_mix of seed, epoch). */
+  uint64_t key = hash_mix(hash_mix(seed, 0x73687566666c65ull /* "shuffle" */), (uint64_t)(uint32_t)epoch);
+  for (int64_t i = 0; i < n; i++) order[i] = i;
+  for (int64_t i = n - 1; i > 0; i--) {
+    philox_ctr c = {{(uint32_t)i, (uint32_t)((uint64_t)i >> 32), 0, 0}};
+    philox_ctr r = philox4x32(c, key);
+    uint64_t x = (uint64_t)r.v[0] | (uint64_t)r.v[1] << 32;
+    /* Lemire's multiply-shift: j uniform in [0, i] up to a 2^-64 bias. */
+    int64_t j = (int64_t)(((unsigned __int128)x * (uint64_t)(i + 1)) >> 64);
+    int64_t t = order[i];
+    order[i] = order[j];
+    order[j] = t;
+  }
+}
+
+int64_t plan_rank_slice(int64_t n, int rank, int world, int64_t *begin) {
+  POLLEN_ASSERT(world >= 1 && rank >= 0 && rank < world && n >= 0);
+  int64_t count = n / world;
+  *begin = (int64_t)rank * count;
+  return count;
+}

@@ -1,0 +1,820 @@
+/* status_server.c - the status socket's event loop (libuv, own thread) and the snapshot
+ * the training thread publishes into. See status_server.h.
+ *
+ * Threads: the training thread only touches `mu`-guarded fields (job, workers, metrics ring)
+ * and the atomic request bits; everything else belongs to the loop thread. Handlers never
+ * block: they copy the snapshot under the mutex and build the reply outside it.
+ * Defences: bounded lines, an idle timer per client (no complete line within timeout_ms:
+ * error and close), a cap on connections, a cap on bytes queued to a client that does not
+ * read, and TCP clients must authenticate first. */
+#include "daemon/status_server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "ops/core.h"
+
+#define SOCK_NAME "status.sock"
+#define TOKEN_NAME "status.token"
+#define TOKEN_HEX 32
+
+typedef struct conn conn;
+
+struct status_server {
+  /* Shared with the training thread. */
+  pthread_mutex_t mu;
+  job_status job;
+  worker_status *workers;
+  int n_workers, cap_workers;
+  metric_point *ring; /* STATUSP_METRICS_MAX slots */
+  int ring_head, ring_n;
+  atomic_int req_flags;
+
+  /* Set before the thread starts, read-only afterwards. */
+  char *job_dir;
+  int dirfd;
+  status_server_opts opts;
+  char token[TOKEN_HEX + 1];
+  int has_tcp, tcp_port;
+  dev_t sock_dev;
+  ino_t sock_ino;
+  pthread_t thread;
+
+  /* Loop thread only. */
+  uv_loop_t loop;
+  uv_pipe_t unix_srv;
+  uv_tcp_t tcp_srv;
+  uv_async_t wake;
+  conn *conns;
+  int n_conns;
+  worker_status *lw;
+  int cap_lw;
+  metric_point *lm;
+  char readbuf[65536];
+};
+
+struct conn {
+  union {
+    uv_handle_t h;
+    uv_stream_t s;
+    uv_pipe_t pipe;
+    uv_tcp_t tcp;
+  } io;
+  uv_timer_t idle, sub;
+  status_server *srv;
+  conn *prev, *next;
+  char *buf;
+  size_t len, cap;
+  int is_tcp, authed, http, subscribed;
+  int finishing; /* reply queued, shutting down; no more reads */
+  int closing;   /* handles being closed; freed when all three are */
+  int open_handles;
+};
+
+typedef struct {
+  uv_write_t req;
+  char *data;
+} write_req;
+
+static double unix_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* sun_path holds 108 bytes. A longer JOB_DIR is reached through /proc/self/fd/DIRFD, which
+ * names the same directory in a few bytes; dirfd must stay open across bind/connect. */
+static int unix_addr(const char *dir, int dirfd, const char *name, struct sockaddr_un *a) {
+  memset(a, 0, sizeof *a);
+  a->sun_family = AF_UNIX;
+  int n = snprintf(a->sun_path, sizeof a->sun_path, "%s/%s", dir, name);
+  if (n > 0 && (size_t)n < sizeof a->sun_path) return 0;
+  n = snprintf(a->sun_path, sizeof a->sun_path, "/proc/self/fd/%d/%s", dirfd, name);
+  return (n > 0 && (size_t)n < sizeof a->sun_path) ? 0 : -1;
+}
+
+int status_server_connect(const char *job_dir) {
+  int dirfd = open(job_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (dirfd < 0) return -1;
+  struct sockaddr_un a;
+  int fd = -1, err = ENAMETOOLONG;
+  if (unix_addr(job_dir, dirfd, SOCK_NAME, &a) == 0) {
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    err = errno;
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+      err = errno;
+      close(fd);
+      fd = -1;
+    }
+  }
+  close(dirfd);
+  if (fd < 0) errno = err;
+  return fd;
+}
+
+/* ---- snapshot, training side ---- */
+
+void status_server_publish(status_server *srv, const job_status *job, const worker_status *w,
+                           int n) {
+  if (n < 0) n = 0;
+  pthread_mutex_lock(&srv->mu);
+  srv->job = *job;
+  if (n > srv->cap_workers) {
+    srv->workers = xrealloc(srv->workers, (size_t)n * sizeof *w);
+    srv->cap_workers = n;
+  }
+  if (n) memcpy(srv->workers, w, (size_t)n * sizeof *w);
+  srv->n_workers = n;
+  pthread_mutex_unlock(&srv->mu);
+}
+
+void status_server_push_metric(status_server *srv, const metric_point *p) {
+  pthread_mutex_lock(&srv->mu);
+  srv->ring[srv->ring_head] = *p;
+  srv->ring_head = (srv->ring_head + 1) % STATUSP_METRICS_MAX;
+  if (srv->ring_n < STATUSP_METRICS_MAX) srv->ring_n++;
+  pthread_mutex_unlock(&srv->mu);
+}
+
+int status_server_poll_requests(status_server *srv) {
+  if (atomic_load_explicit(&srv->req_flags, memory_order_relaxed) == 0) return 0;
+  return atomic_exchange(&srv->req_flags, 0);
+}
+
+int status_server_tcp_port(const status_server *srv) { return srv->has_tcp ? srv->tcp_port : -1; }
+
+/* ---- snapshot, loop side ---- */
+
+static void snap_job(status_server *srv, job_status *out) {
+  pthread_mutex_lock(&srv->mu);
+  *out = srv->job;
+  pthread_mutex_unlock(&srv->mu);
+}
+
+static int snap_workers(status_server *srv, job_status *job) {
+  pthread_mutex_lock(&srv->mu);
+  int n = srv->n_workers;
+  if (n > srv->cap_lw) {
+    srv->lw = xrealloc(srv->lw, (size_t)n * sizeof *srv->lw);
+    srv->cap_lw = n;
+  }
+  if (n) memcpy(srv->lw, srv->workers, (size_t)n * sizeof *srv->lw);
+  if (job) *job = srv->job;
+  pthread_mutex_unlock(&srv->mu);
+  return n;
+}
+
+static int snap_metrics(status_server *srv, int last) {
+  pthread_mutex_lock(&srv->mu);
+  int n = srv->ring_n < last ? srv->ring_n : last;
+  int start = (srv->ring_head - n + STATUSP_METRICS_MAX) % STATUSP_METRICS_MAX;
+  for (int i = 0; i < n; i++) srv->lm[i] = srv->ring[(start + i) % STATUSP_METRICS_MAX];
+  pthread_mutex_unlock(&srv->mu);
+  return n;
+}
+
+/* ---- connections ---- */
+
+static void on_conn_handle_closed(uv_handle_t *h) {
+  conn *c = h->data;
+  if (--c->open_handles > 0) return;
+  free(c->buf);
+  free(c);
+}
+
+static void conn_close(conn *c) {
+  if (c->closing) return;
+  c->closing = 1;
+  status_server *srv = c->srv;
+  if (c->prev) c->prev->next = c->next;
+  else srv->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  srv->n_conns--;
+  c->open_handles = 3;
+  uv_close(&c->io.h, on_conn_handle_closed);
+  uv_close((uv_handle_t *)&c->idle, on_conn_handle_closed);
+  uv_close((uv_handle_t *)&c->sub, on_conn_handle_closed);
+}
+
+static void on_write(uv_write_t *req, int status) {
+  write_req *w = (write_req *)req;
+  conn *c = req->handle->data; /* still alive: write callbacks run before close callbacks */
+  free(w->data);
+  free(w);
+  if (status < 0) conn_close(c);
+}
+
+/* Queues `data` (malloc'd, taken over) to the client. A client that lets replies pile up
+ * (a subscriber that never reads) is dropped rather than buffered without bound. */
+static void conn_send(conn *c, char *data, size_t n) {
+  if (c->closing || !data) {
+    free(data);
+    if (!data) conn_close(c);
+    return;
+  }
+  if (uv_stream_get_write_queue_size(&c->io.s) > c->srv->opts.max_write_queue) {
+    free(data);
+    conn_close(c);
+    return;
+  }
+  write_req *w = malloc(sizeof *w);
+  if (!w) {
+    free(data);
+    conn_close(c);
+    return;
+  }
+  w->data = data;
+  uv_buf_t b = uv_buf_init(data, (unsigned)n);
+  if (uv_write(&w->req, &c->io.s, &b, 1, on_write) != 0) {
+    free(data);
+    free(w);
+    conn_close(c);
+  }
+}
+
+static void conn_send_line(conn *c, char *line) { conn_send(c, line, line ? strlen(line) : 0); }
+
+static void restart_idle(conn *c);
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  conn *c = req->handle->data;
+  free(req);
+  conn_close(c);
+}
+
+/* After the queued replies go out, close. The idle timer still bounds how long that takes. */
+static void conn_finish(conn *c) {
+  if (c->closing || c->finishing) return;
+  c->finishing = 1;
+  uv_read_stop(&c->io.s);
+  uv_timer_stop(&c->sub);
+  restart_idle(c); /* bounds the shutdown of a client that does not read */
+  uv_shutdown_t *req = malloc(sizeof *req);
+  if (!req || uv_shutdown(req, &c->io.s, on_shutdown) != 0) {
+    free(req);
+    conn_close(c);
+  }
+}
+
+static void conn_error(conn *c, statusp_err e, const char *msg, int close_after) {
+  conn_send_line(c, statusp_reply_error(e, msg));
+  if (close_after) conn_finish(c);
+}
+
+static void on_idle(uv_timer_t *t);
+
+static void restart_idle(conn *c) {
+  uv_timer_start(&c->idle, on_idle, (uint64_t)c->srv->opts.timeout_ms, 0);
+}
+
+static void on_idle(uv_timer_t *t) {
+  conn *c = t->data;
+  if (c->finishing || c->http) {
+    conn_close(c);
+    return;
+  }
+  char msg[96];
+  snprintf(msg, sizeof msg, "no complete request line within %d ms", c->srv->opts.timeout_ms);
+  conn_error(c, STATUSP_E_TIMEOUT, msg, 1);
+}
+
+static void on_sub_tick(uv_timer_t *t) {
+  conn *c = t->data;
+  job_status j;
+  snap_job(c->srv, &j);
+  conn_send_line(c, statusp_reply_status(&j, unix_now(), 1));
+}
+
+static int state_is(const char *state, const char *const *names) {
+  for (; *names; names++)
+    if (!strncmp(state, *names, 16)) return 1;
+  return 0;
+}
+
+static void handle_request(conn *c, const statusp_request *r) {
+  status_server *srv = c->srv;
+  job_status j;
+  switch (r->cmd) {
+    case STATUSP_CMD_STATUS:
+      snap_job(srv, &j);
+      conn_send_line(c, statusp_reply_status(&j, unix_now(), 0));
+      break;
+    case STATUSP_CMD_WORKERS: {
+      int n = snap_workers(srv, NULL);
+      conn_send_line(c, statusp_reply_workers(srv->lw, n, unix_now()));
+      break;
+    }
+    case STATUSP_CMD_METRICS: {
+      int n = snap_metrics(srv, r->last);
+      conn_send_line(c, statusp_reply_metrics(srv->lm, n));
+      break;
+    }
+    case STATUSP_CMD_CHECKPOINT:
+    case STATUSP_CMD_STOP: {
+      static const char *const ended[] = {"finished", "failed", NULL};
+      static const char *const no_ckpt[] = {"finished", "failed", "stopping", NULL};
+      snap_job(srv, &j);
+      int stop = r->cmd == STATUSP_CMD_STOP;
+      int accepted = !state_is(j.state, stop ? ended : no_ckpt);
+      if (accepted) atomic_fetch_or(&srv->req_flags, stop ? STATUS_REQ_STOP : STATUS_REQ_CHECKPOINT);
+      conn_send_line(c, statusp_reply_accepted(r->cmd, accepted, j.state));
+      break;
+    }
+    case STATUSP_CMD_SUBSCRIBE:
+      c->subscribed = 1;
+      uv_timer_stop(&c->idle); /* a subscriber only listens */
+      conn_send_line(c, statusp_reply_ok(r->cmd, r->interval_s));
+      on_sub_tick(&c->sub);
+      uv_timer_start(&c->sub, on_sub_tick, (uint64_t)(r->interval_s * 1000),
+                     (uint64_t)(r->interval_s * 1000));
+      break;
+    case STATUSP_CMD_UNSUBSCRIBE:
+      c->subscribed = 0;
+      uv_timer_stop(&c->sub);
+      restart_idle(c);
+      conn_send_line(c, statusp_reply_ok(r->cmd, 0));
+      break;
+    case STATUSP_CMD_AUTH: /* the Unix socket is already owner-only; TCP handled before */
+      conn_send_line(c, statusp_reply_ok(r->cmd, 0));
+      break;
+    default:
+      conn_error(c, STATUSP_E_INTERNAL, "unhandled command", 0);
+  }
+}
+
+static void handle_line(conn *c, char *line, size_t n) {
+  if (n && line[n - 1] == '\r') n--;
+  if (n == 0) return; /* blank lines are ignored */
+  if (!c->subscribed) restart_idle(c);
+  statusp_request req;
+  char msg[160];
+  statusp_err e = statusp_parse_request(line, n, &req, msg, sizeof msg);
+  if (c->is_tcp && !c->authed) {
+    /* Before auth a TCP client learns nothing but "authenticate". */
+    if (e != STATUSP_OK || req.cmd != STATUSP_CMD_AUTH) {
+      conn_error(c, STATUSP_E_AUTH_REQUIRED,
+                 "send {\"cmd\":\"auth\",\"token\":\"...\"} first (token: the job folder's "
+                 "status.token)", 1);
+      return;
+    }
+    if (!statusp_token_equal(req.token, req.token_len, c->srv->token, TOKEN_HEX)) {
+      conn_error(c, STATUSP_E_AUTH_FAILED, "wrong token", 1);
+      return;
+    }
+    c->authed = 1;
+  }
+  if (e != STATUSP_OK) {
+    conn_error(c, e, msg, e == STATUSP_E_LINE_TOO_LONG);
+    return;
+  }
+  handle_request(c, &req);
+}
+
+static void handle_http(conn *c, size_t head_len) {
+  statusp_http_request hr;
+  int code = statusp_http_parse(c->buf, head_len, &hr);
+  char *body = NULL;
+  if (code == 0) {
+    if (hr.has_token && statusp_token_equal(hr.token, hr.token_len, c->srv->token, TOKEN_HEX)) {
+      job_status j;
+      int n = snap_workers(c->srv, &j);
+      body = statusp_prometheus(&j, c->srv->lw, n, unix_now());
+      code = body ? 200 : 500;
+    } else {
+      code = 401;
+    }
+  }
+  const char *reason = code == 200   ? "OK"
+                       : code == 401 ? "Unauthorized"
+                       : code == 404 ? "Not Found"
+                       : code == 405 ? "Method Not Allowed"
+                       : code == 431 ? "Request Header Fields Too Large"
+                       : code == 500 ? "Internal Server Error"
+                                     : "Bad Request";
+  if (!body) {
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "%d %s%s\n", code, reason,
+             code == 401 ? ": send Authorization: Bearer <JOB_DIR/status.token>" : "");
+    body = strdup(tmp);
+  }
+  size_t bn = body ? strlen(body) : 0;
+  size_t cap = bn + 320;
+  char *resp = malloc(cap);
+  if (resp) {
+    int h = snprintf(resp, cap,
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n%s\r\n",
+                     code, reason, bn, code == 401 ? "WWW-Authenticate: Bearer\r\n" : "");
+    memcpy(resp + h, body, bn);
+    conn_send(c, resp, (size_t)h + bn);
+  }
+  free(body);
+  conn_finish(c);
+}
+
+static void process(conn *c) {
+  if (c->is_tcp && !c->authed && !c->http && c->len > 0) {
+    size_t k = c->len < 4 ? c->len : 4;
+    if (!memcmp(c->buf, "GET ", k)) {
+      if (c->len < 4) return; /* may yet be HTTP */
+      c->http = 1;
+    }
+  }
+  if (c->http) {
+    for (size_t i = 0; i < c->len; i++) {
+      if (c->buf[i] != '\n') continue;
+      if ((i >= 1 && c->buf[i - 1] == '\n') || (i >= 2 && c->buf[i - 1] == '\r' && c->buf[i - 2] == '\n')) {
+        handle_http(c, i + 1);
+        return;
+      }
+    }
+    if (c->len > STATUSP_HTTP_MAX_HEAD) handle_http(c, c->len);
+    return;
+  }
+  size_t off = 0;
+  while (!c->closing && !c->finishing) {
+    char *nl = memchr(c->buf + off, '\n', c->len - off);
+    if (!nl) break;
+    size_t n = (size_t)(nl - (c->buf + off));
+    handle_line(c, c->buf + off, n);
+    off += n + 1;
+  }
+  if (c->closing || c->finishing) return;
+  memmove(c->buf, c->buf + off, c->len - off);
+  c->len -= off;
+  if (c->len > STATUSP_MAX_LINE) {
+    char msg[64];
+    snprintf(msg, sizeof msg, "request line is over %d bytes", STATUSP_MAX_LINE);
+    conn_error(c, STATUSP_E_LINE_TOO_LONG, msg, 1);
+  } else if (c->len == 0 && c->cap > 4096) {
+    free(c->buf); /* do not keep a large buffer for an idle client */
+    c->buf = NULL;
+    c->cap = 0;
+  }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  /* One buffer for the whole loop: on_read consumes it before the next read. */
+  status_server *srv = ((conn *)h->data)->srv;
+  *buf = uv_buf_init(srv->readbuf, sizeof srv->readbuf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  conn *c = s->data;
+  if (c->closing || c->finishing) return;
+  if (nread == UV_EOF) {
+    /* A client that wrote its request and half-closed still gets its answers. */
+    if (c->len && !c->http) {
+      handle_line(c, c->buf, c->len);
+      c->len = 0;
+    }
+    conn_finish(c);
+    return;
+  }
+  if (nread < 0) {
+    conn_close(c);
+    return;
+  }
+  size_t n = (size_t)nread;
+  if (c->len + n > c->cap) {
+    size_t cap = c->len + n + 1024;
+    char *b = realloc(c->buf, cap);
+    if (!b) {
+      conn_close(c);
+      return;
+    }
+    c->buf = b;
+    c->cap = cap;
+  }
+  memcpy(c->buf + c->len, buf->base, n);
+  c->len += n;
+  process(c);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  status_server *srv = server->data;
+  if (status < 0) return;
+  conn *c = calloc(1, sizeof *c);
+  if (!c) return;
+  c->srv = srv;
+  c->is_tcp = server->type == UV_TCP;
+  int rc = c->is_tcp ? uv_tcp_init(&srv->loop, &c->io.tcp) : uv_pipe_init(&srv->loop, &c->io.pipe, 0);
+  if (rc != 0) {
+    free(c);
+    return;
+  }
+  c->io.h.data = c;
+  uv_timer_init(&srv->loop, &c->idle);
+  uv_timer_init(&srv->loop, &c->sub);
+  c->idle.data = c->sub.data = c;
+  c->next = srv->conns;
+  if (srv->conns) srv->conns->prev = c;
+  srv->conns = c;
+  srv->n_conns++;
+  if (uv_accept(server, &c->io.s) != 0) {
+    conn_close(c);
+    return;
+  }
+  if (!c->is_tcp) {
+    /* Defence in depth behind the 0600 mode (say someone chmods the socket): only the job's
+     * owner (or root) is served on the Unix socket. */
+    uv_os_fd_t fd;
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (uv_fileno(&c->io.h, &fd) != 0 || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+        (cred.uid != geteuid() && cred.uid != 0)) {
+      conn_close(c);
+      return;
+    }
+  }
+  restart_idle(c);
+  if (srv->n_conns > srv->opts.max_conns) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "too many status connections (%d); try again later",
+             srv->opts.max_conns);
+    conn_error(c, STATUSP_E_BUSY, msg, 1);
+    return;
+  }
+  if (uv_read_start(&c->io.s, on_alloc, on_read) != 0) conn_close(c);
+}
+
+/* ---- lifecycle ---- */
+
+static void on_wake(uv_async_t *a) {
+  status_server *srv = a->data;
+  uv_close((uv_handle_t *)&srv->unix_srv, NULL);
+  if (srv->has_tcp) uv_close((uv_handle_t *)&srv->tcp_srv, NULL);
+  uv_close((uv_handle_t *)&srv->wake, NULL);
+  while (srv->conns) conn_close(srv->conns);
+}
+
+static void *loop_main(void *arg) {
+  status_server *srv = arg;
+  uv_run(&srv->loop, UV_RUN_DEFAULT);
+  return NULL;
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void remove_our_socket(status_server *srv) {
+  struct stat st;
+  if (srv->sock_ino && fstatat(srv->dirfd, SOCK_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+      st.st_ino == srv->sock_ino && st.st_dev == srv->sock_dev)
+    unlinkat(srv->dirfd, SOCK_NAME, 0);
+}
+
+static void free_server(status_server *srv) {
+  if (srv->dirfd >= 0) close(srv->dirfd);
+  pthread_mutex_destroy(&srv->mu);
+  free(srv->workers);
+  free(srv->ring);
+  free(srv->lw);
+  free(srv->lm);
+  free(srv->job_dir);
+  free(srv);
+}
+
+/* Checks for an existing status.sock: a live one means another job; a dead one is removed. */
+static int check_existing(status_server *srv, char *err, size_t cap) {
+  struct stat st;
+  if (fstatat(srv->dirfd, SOCK_NAME, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno == ENOENT) return 0;
+    snprintf(err, cap, "%s/%s: %s", srv->job_dir, SOCK_NAME, strerror(errno));
+    return -1;
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    snprintf(err, cap, "%s/%s exists and is not a socket; move it away and start again",
+             srv->job_dir, SOCK_NAME);
+    return -1;
+  }
+  int fd = status_server_connect(srv->job_dir);
+  if (fd >= 0) {
+    close(fd);
+    snprintf(err, cap,
+             "another pollen job is live in %s (its status socket answers); stop it with "
+             "'pollen ctl %s stop' or use another job folder",
+             srv->job_dir, srv->job_dir);
+    return -1;
+  }
+  if (errno != ECONNREFUSED) {
+    snprintf(err, cap, "cannot check %s/%s: %s", srv->job_dir, SOCK_NAME, strerror(errno));
+    return -1;
+  }
+  /* Nobody listens: left by a killed job. */
+  if (unlinkat(srv->dirfd, SOCK_NAME, 0) != 0 && errno != ENOENT) {
+    snprintf(err, cap, "cannot remove stale %s/%s: %s", srv->job_dir, SOCK_NAME, strerror(errno));
+    return -1;
+  }
+  log_info("status: replaced stale socket %s/%s", srv->job_dir, SOCK_NAME);
+  return 0;
+}
+
+static int bind_unix(status_server *srv, char *err, size_t cap) {
+  struct sockaddr_un a;
+  if (unix_addr(srv->job_dir, srv->dirfd, SOCK_NAME, &a) != 0) {
+    snprintf(err, cap, "job folder path too long for a socket: %s", srv->job_dir);
+    return -1;
+  }
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    snprintf(err, cap, "status socket: %s", strerror(errno));
+    return -1;
+  }
+  /* The mode bind() gives the file comes from this inode, so there is no moment when the
+   * socket exists with looser permissions. */
+  if (fchmod(fd, 0600) != 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+    snprintf(err, cap, "cannot create %s/%s: %s%s", srv->job_dir, SOCK_NAME, strerror(errno),
+             errno == EADDRINUSE ? " (another job started at the same moment)" : "");
+    close(fd);
+    return -1;
+  }
+  struct stat st;
+  if (fchmodat(srv->dirfd, SOCK_NAME, 0600, 0) != 0 ||
+      fstatat(srv->dirfd, SOCK_NAME, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+    snprintf(err, cap, "cannot set up %s/%s: %s", srv->job_dir, SOCK_NAME, strerror(errno));
+    close(fd);
+    return -1;
+  }
+  srv->sock_dev = st.st_dev;
+  srv->sock_ino = st.st_ino;
+  int rc = uv_pipe_init(&srv->loop, &srv->unix_srv, 0);
+  if (rc == 0) rc = uv_pipe_open(&srv->unix_srv, fd);
+  else close(fd);
+  srv->unix_srv.data = srv;
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->unix_srv, 1024, on_connection);
+  if (rc != 0) {
+    snprintf(err, cap, "cannot listen on %s/%s: %s", srv->job_dir, SOCK_NAME, uv_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
+
+static int write_token(status_server *srv, char *err, size_t cap) {
+  unsigned char raw[TOKEN_HEX / 2];
+  if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) {
+    snprintf(err, cap, "cannot read random bytes for the status token: %s", strerror(errno));
+    return -1;
+  }
+  for (size_t i = 0; i < sizeof raw; i++) sprintf(srv->token + 2 * i, "%02x", raw[i]);
+  /* A fresh file each start (O_EXCL, no symlinks followed), owner-only from creation. */
+  unlinkat(srv->dirfd, TOKEN_NAME, 0);
+  int fd = openat(srv->dirfd, TOKEN_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  char line[TOKEN_HEX + 2];
+  snprintf(line, sizeof line, "%s\n", srv->token);
+  if (fd < 0 || write(fd, line, TOKEN_HEX + 1) != TOKEN_HEX + 1) {
+    snprintf(err, cap, "cannot write %s/%s: %s", srv->job_dir, TOKEN_NAME, strerror(errno));
+    if (fd >= 0) close(fd);
+    return -1;
+  }
+  close(fd);
+  return 0;
+}
+
+static int listen_tcp(status_server *srv, const char *spec, char *err, size_t cap) {
+  char host[128] = "127.0.0.1";
+  const char *port_s = spec;
+  const char *colon = strrchr(spec, ':');
+  if (colon) {
+    const char *h = spec;
+    size_t hl = (size_t)(colon - spec);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') h++, hl -= 2;
+    if (hl == 0 || hl >= sizeof host) goto bad;
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    port_s = colon + 1;
+  }
+  char *end;
+  long port = strtol(port_s, &end, 10);
+  if (!*port_s || *end || port < 0 || port > 65535) goto bad;
+  struct sockaddr_storage ss;
+  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) != 0)
+    goto bad;
+  int rc = uv_tcp_init(&srv->loop, &srv->tcp_srv);
+  if (rc == 0) {
+    srv->has_tcp = 1;
+    srv->tcp_srv.data = srv;
+    rc = uv_tcp_bind(&srv->tcp_srv, (struct sockaddr *)&ss, 0);
+  }
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->tcp_srv, 1024, on_connection);
+  if (rc != 0) {
+    snprintf(err, cap, "cannot listen for status on TCP %s: %s; pick another port", spec,
+             uv_strerror(rc));
+    return -1;
+  }
+  struct sockaddr_storage got;
+  int len = sizeof got;
+  uv_tcp_getsockname(&srv->tcp_srv, (struct sockaddr *)&got, &len);
+  srv->tcp_port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
+                                                  : ((struct sockaddr_in *)&got)->sin_port);
+  return write_token(srv, err, cap);
+bad:
+  snprintf(err, cap, "status TCP address '%s' is not PORT, IP:PORT or [IPv6]:PORT", spec);
+  return -1;
+}
+
+status_server *status_server_start_opts(const char *job_dir, const char *tcp_spec,
+                                        const status_server_opts *opts, char *err,
+                                        size_t err_cap) {
+  char local_err[2];
+  if (!err || err_cap == 0) {
+    err = local_err;
+    err_cap = sizeof local_err;
+  }
+  err[0] = 0;
+  status_server *srv = xcalloc(1, sizeof *srv);
+  pthread_mutex_init(&srv->mu, NULL);
+  srv->opts = (status_server_opts){10000, 1024, 1 << 20};
+  if (opts) {
+    if (opts->timeout_ms > 0) srv->opts.timeout_ms = opts->timeout_ms;
+    if (opts->max_conns > 0) srv->opts.max_conns = opts->max_conns;
+    if (opts->max_write_queue > 0) srv->opts.max_write_queue = opts->max_write_queue;
+  }
+  srv->job_dir = xstrdup(job_dir);
+  srv->ring = xcalloc(STATUSP_METRICS_MAX, sizeof *srv->ring);
+  srv->lm = xcalloc(STATUSP_METRICS_MAX, sizeof *srv->lm);
+  snprintf(srv->job.state, sizeof srv->job.state, "starting");
+  srv->job.val_acc = NAN;
+  srv->job.eta_s = -1;
+  srv->job.last_ckpt_step = -1;
+  srv->job.start_time = unix_now();
+  srv->dirfd = open(job_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (srv->dirfd < 0) {
+    snprintf(err, err_cap, "job folder %s: %s; create it first", job_dir, strerror(errno));
+    free_server(srv);
+    return NULL;
+  }
+  if (check_existing(srv, err, err_cap) != 0) {
+    free_server(srv);
+    return NULL;
+  }
+  int rc = uv_loop_init(&srv->loop);
+  if (rc != 0) {
+    snprintf(err, err_cap, "status loop: %s", uv_strerror(rc));
+    free_server(srv);
+    return NULL;
+  }
+  if (bind_unix(srv, err, err_cap) != 0 ||
+      (tcp_spec && listen_tcp(srv, tcp_spec, err, err_cap) != 0) ||
+      (rc = uv_async_init(&srv->loop, &srv->wake, on_wake)) != 0)
+    goto fail;
+  srv->wake.data = srv;
+  /* The loop thread takes no signals: SIGINT/SIGTERM stay with training, and a write to a
+   * vanished client gives EPIPE instead of killing the job with SIGPIPE. */
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  rc = pthread_create(&srv->thread, NULL, loop_main, srv);
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (rc != 0) {
+    snprintf(err, err_cap, "cannot start the status thread: %s", strerror(rc));
+    uv_close((uv_handle_t *)&srv->wake, NULL);
+    goto fail;
+  }
+  return srv;
+fail:
+  if (rc != 0 && !err[0]) snprintf(err, err_cap, "status loop: %s", uv_strerror(rc));
+  uv_walk(&srv->loop, close_walk, NULL);
+  uv_run(&srv->loop, UV_RUN_DEFAULT);
+  uv_loop_close(&srv->loop);
+  remove_our_socket(srv);
+  if (srv->has_tcp) unlinkat(srv->dirfd, TOKEN_NAME, 0);
+  free_server(srv);
+  return NULL;
+}
+
+status_server *status_server_start(const char *job_dir, const char *tcp_spec) {
+  char err[512] = "";
+  status_server *srv = status_server_start_opts(job_dir, tcp_spec, NULL, err, sizeof err);
+  if (!srv) die("%s", err);
+  if (srv->has_tcp)
+    log_info("status: TCP port %d (clients need the token in %s/%s)", srv->tcp_port, job_dir,
+             TOKEN_NAME);
+  return srv;
+}
+
+void status_server_stop(status_server *srv) {
+  if (!srv) return;
+  uv_async_send(&srv->wake);
+  pthread_join(srv->thread, NULL);
+  uv_loop_close(&srv->loop);
+  remove_our_socket(srv);
+  if (srv->has_tcp) unlinkat(srv->dirfd, TOKEN_NAME, 0);
+  free_server(srv);
+}

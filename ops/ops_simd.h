@@ -1,0 +1,75 @@
+/* ops_simd.h - private helpers shared by the ops kernels: an 8-wide float vector when the
+ * build targets AVX2+FMA (x86-64-v3, the default here), plain scalars otherwise, and the fixed
+ * row chunking used by every reduction.
+ *
+ * Why fixed chunks: a reduction over M rows is split into ops_nchunks(M) pieces whose bounds
+ * depend on M only, each piece is summed in order into its own partial, and the partials are
+ * added in chunk order. The result is then bit-identical whatever the OpenMP thread count.
+ * Not for: anything public (ops.h is the API). */
+#ifndef POLLEN_OPS_SIMD_H
+#define POLLEN_OPS_SIMD_H
+
+#include <stddef.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "ops/core.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define OPS_VW 8
+typedef __m256 ops_vf;
+#define OPS_VLOAD(p) _mm256_loadu_ps(p)
+#define OPS_VSTORE(p, v) _mm256_storeu_ps((p), (v))
+#define OPS_VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define OPS_VADD(a, b) _mm256_add_ps((a), (b))
+#define OPS_VMUL(a, b) _mm256_mul_ps((a), (b))
+#define OPS_VZERO() _mm256_setzero_ps()
+#define OPS_VSET1(x) _mm256_set1_ps(x)
+#define OPS_FMA(a, b, c) fmaf((a), (b), (c))
+#else
+#define OPS_VW 1
+typedef float ops_vf;
+#define OPS_VLOAD(p) (*(p))
+#define OPS_VSTORE(p, v) (*(p) = (v))
+#define OPS_VFMA(a, b, c) ((a) * (b) + (c))
+#define OPS_VADD(a, b) ((a) + (b))
+#define OPS_VMUL(a, b) ((a) * (b))
+#define OPS_VZERO() 0.0f
+#define OPS_VSET1(x) (x)
+#define OPS_FMA(a, b, c) ((a) * (b) + (c))
+#endif
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define OPS_PAR_MIN 16384
+
+/* Number of reduction chunks for M rows of width C: a function of (M, C) only, so the
+ * summation order never depends on the thread count. Aim for >= ~32K elements per chunk and
+ * at most 64 chunks (enough to balance 2..16 threads). */
+static inline int ops_nchunks(long M, long C) {
+  long per = 32768 / (C > 0 ? C : 1);
+  if (per < 1) per = 1;
+  long n = (M + per - 1) / per;
+  if (n > 64) n = 64;
+  if (n < 1) n = 1;
+  return (int)n;
+}
+static inline long ops_chunk_lo(long M, int nchunk, int i) { return M * i / nchunk; }
+
+/* A per-file scratch buffer grown on demand and kept for the process lifetime: reductions
+ * need nchunk partials, and ops.h promises no allocation in the steady state (after the
+ * first step every call finds the buffer big enough). Ops are called from one thread. */
+typedef struct {
+  void *p;
+  size_t bytes;
+} ops_scratch;
+static inline void *ops_scratch_get(ops_scratch *s, size_t bytes) {
+  if (bytes > s->bytes) {
+    free(s->p);
+    s->p = xmalloc_aligned(bytes);
+    s->bytes = bytes;
+  }
+  return s->p;
+}
+
+#endif

@@ -1,0 +1,126 @@
+/* status_proto.h - the status socket's wire format: newline-delimited JSON, version 1.
+ *
+ * One request per line (at most STATUSP_MAX_LINE bytes before the '\n'), one JSON object
+ * per reply line. Everything a client sends is untrusted: the parser is strict (known fields
+ * only, typed, bounded) and answers anything else with an error code from statusp_err.
+ * Also here: the Prometheus text the TCP port serves on GET /metrics and the small HTTP
+ * request-head parser in front of it. Not here: sockets and threads (daemon/status_server).
+ * proto/README.md "Status protocol" documents every request, reply and error code.
+ * Depends only on libc and cJSON, so the fuzz target builds it alone. */
+#ifndef POLLEN_STATUS_PROTO_H
+#define POLLEN_STATUS_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STATUSP_VERSION 1
+#define STATUSP_MAX_LINE 65536     /* bytes in one request line, '\n' not counted */
+#define STATUSP_MAX_TOKEN 128      /* bytes in an auth token */
+#define STATUSP_METRICS_MAX 1000   /* points of history kept and served */
+#define STATUSP_HTTP_MAX_HEAD 8192 /* bytes of an HTTP request head (GET /metrics) */
+
+typedef enum {
+  STATUSP_CMD_NONE = 0,
+  STATUSP_CMD_STATUS,
+  STATUSP_CMD_WORKERS,
+  STATUSP_CMD_METRICS,
+  STATUSP_CMD_CHECKPOINT,
+  STATUSP_CMD_STOP,
+  STATUSP_CMD_SUBSCRIBE,
+  STATUSP_CMD_UNSUBSCRIBE,
+  STATUSP_CMD_AUTH,
+} statusp_cmd;
+
+/* Error codes; on the wire as the string statusp_err_code() gives. */
+typedef enum {
+  STATUSP_OK = 0,
+  STATUSP_E_LINE_TOO_LONG, /* "line_too_long": over STATUSP_MAX_LINE bytes; connection closed */
+  STATUSP_E_BAD_JSON,      /* "bad_json": not one valid JSON value on the line */
+  STATUSP_E_BAD_REQUEST,   /* "bad_request": valid JSON but not an object with a "cmd" string */
+  STATUSP_E_UNKNOWN_CMD,   /* "unknown_cmd": "cmd" names no command */
+  STATUSP_E_BAD_ARG,       /* "bad_arg": unknown field, wrong type or value out of range */
+  STATUSP_E_VERSION,       /* "unsupported_version": "v" is not STATUSP_VERSION */
+  STATUSP_E_AUTH_REQUIRED, /* "auth_required": TCP client sent something before auth; closed */
+  STATUSP_E_AUTH_FAILED,   /* "auth_failed": wrong token; connection closed */
+  STATUSP_E_BUSY,          /* "busy": too many connections; connection closed */
+  STATUSP_E_TIMEOUT,       /* "timeout": no complete line in time; connection closed */
+  STATUSP_E_INTERNAL,      /* "internal": out of memory building a reply */
+  STATUSP_E_COUNT_,
+} statusp_err;
+
+const char *statusp_err_code(statusp_err e);
+const char *statusp_cmd_name(statusp_cmd c);
+
+typedef struct {
+  statusp_cmd cmd;
+  double interval_s;            /* subscribe: seconds between pushes, [0.1, 3600], default 1 */
+  int last;                     /* metrics: newest points wanted, [1, STATUSP_METRICS_MAX] */
+  char token[STATUSP_MAX_TOKEN + 1]; /* auth */
+  size_t token_len;
+} statusp_request;
+
+/* Parses one request line (without its '\n'; a trailing '\r' is allowed). Returns STATUSP_OK
+ * and fills *req, or an error code with a one-line reason in msg (always NUL-terminated). */
+statusp_err statusp_parse_request(const char *line, size_t len, statusp_request *req, char *msg,
+                                  size_t msg_cap);
+
+/* What the training thread publishes; the replies are built from copies of these. */
+typedef struct {
+  char state[16]; /* starting training evaluating checkpointing stopping finished failed */
+  char model[64];
+  int epoch, epochs;               /* epoch is 0-based: 0 .. epochs-1 */
+  int64_t step, total_steps;
+  double loss, train_acc, val_acc; /* val_acc NaN when no evaluation yet */
+  double lr, images_per_s, eta_s;  /* eta_s < 0 or NaN: unknown */
+  int64_t last_ckpt_step;          /* < 0: no checkpoint yet */
+  char last_ckpt_path[256];
+  double last_ckpt_time;           /* unix seconds */
+  int world_size;
+  double start_time;               /* unix seconds */
+} statusp_job;
+
+typedef struct {
+  int rank;
+  char host[64];
+  int pid;
+  double step_time_s, images_per_s;
+  double last_heartbeat; /* unix seconds */
+  double comm_exposed_s; /* communication time not hidden behind compute, per step */
+} statusp_worker;
+
+typedef struct {
+  int64_t step;
+  int epoch;
+  double loss, train_acc, val_acc, lr, images_per_s;
+} statusp_metric;
+
+/* Reply builders: a malloc'd line ending in '\n' (free() it), NULL when out of memory.
+ * now: unix seconds, for uptime and heartbeat ages. Non-finite numbers become null. */
+char *statusp_reply_error(statusp_err e, const char *msg);
+char *statusp_reply_status(const statusp_job *job, double now, int push);
+char *statusp_reply_workers(const statusp_worker *w, int n, double now);
+char *statusp_reply_metrics(const statusp_metric *m, int n);
+/* checkpoint / stop: accepted says whether the job will act on it. */
+char *statusp_reply_accepted(statusp_cmd cmd, int accepted, const char *state);
+/* auth, unsubscribe; subscribe with its interval. */
+char *statusp_reply_ok(statusp_cmd cmd, double interval_s);
+
+/* Prometheus text exposition format 0.0.4 (HELP and TYPE for every metric). */
+char *statusp_prometheus(const statusp_job *job, const statusp_worker *w, int n, double now);
+
+/* An HTTP request head (through the blank line). Only GET /metrics is served. */
+typedef struct {
+  int is_metrics;                    /* GET /metrics */
+  int has_token;                     /* an "Authorization: Bearer X" header was present */
+  char token[STATUSP_MAX_TOKEN + 1];
+  size_t token_len;
+} statusp_http_request;
+/* Returns 0 when the head is a well-formed GET /metrics, else the HTTP status to answer
+ * (400 malformed, 404 other path, 405 other method, 431 head too large). */
+int statusp_http_parse(const char *head, size_t len, statusp_http_request *req);
+
+/* Token comparison whose time depends only on the expected token's length. */
+int statusp_token_equal(const char *given, size_t given_len, const char *expected,
+                        size_t expected_len);
+
+#endif

@@ -1,0 +1,978 @@
+/* test_status_server.c - drives the real status socket (daemon/status_server.c) with fake
+ * published state: every request, subscribe pushes, stop through the socket, malformed and
+ * oversized input, half-open clients, 500 concurrent clients, the connection cap, TCP
+ * auth and GET /metrics, stale and live sockets, file modes, and another user's access.
+ *
+ * Also two helper modes (not run by ctest):
+ *   test_status_server --serve JOB_DIR SECS   serve a fake training job (tests/test_status_cli.sh)
+ *   test_status_server --bench N              status request latency over N requests */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon/status_server.h"
+#include "ops/core.h"
+
+#define CHECK(c, ...)                                                     \
+  do {                                                                    \
+    if (!(c)) {                                                           \
+      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c);        \
+      fprintf(stderr, __VA_ARGS__);                                       \
+      fprintf(stderr, "\n");                                              \
+      exit(1);                                                            \
+    }                                                                     \
+  } while (0)
+
+static double wall(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void fake_job(job_status *j, int64_t step, const char *state) {
+  memset(j, 0, sizeof *j);
+  snprintf(j->state, sizeof j->state, "%s", state);
+  snprintf(j->model, sizeof j->model, "mobilenet_v3_small");
+  j->epoch = 2;
+  j->epochs = 10;
+  j->step = step;
+  j->total_steps = 1000;
+  j->loss = 0.5;
+  j->train_acc = 0.8;
+  j->val_acc = NAN;
+  j->lr = 0.01;
+  j->images_per_s = 512.5;
+  j->eta_s = 60;
+  j->last_ckpt_step = 100;
+  snprintf(j->last_ckpt_path, sizeof j->last_ckpt_path, "checkpoints/step100.ckpt");
+  j->last_ckpt_time = wall() - 5;
+  j->world_size = 2;
+  j->start_time = wall() - 30;
+}
+
+static void fake_workers(worker_status w[2]) {
+  memset(w, 0, 2 * sizeof *w);
+  for (int r = 0; r < 2; r++) {
+    w[r].rank = r;
+    snprintf(w[r].host, sizeof w[r].host, r ? "node\"1" : "node0");
+    w[r].pid = 1000 + r;
+    w[r].step_time_s = 0.25 + r;
+    w[r].images_per_s = 256;
+    w[r].last_heartbeat = wall() - 1;
+    w[r].comm_exposed_s = 0.01;
+  }
+}
+
+static void publish_fake(status_server *s, int64_t step, const char *state) {
+  job_status j;
+  worker_status w[2];
+  fake_job(&j, step, state);
+  fake_workers(w);
+  status_server_publish(s, &j, w, 2);
+}
+
+/* ---- a small blocking client with a line buffer ---- */
+
+typedef struct {
+  int fd;
+  char *buf;
+  size_t len, cap;
+  int eof;
+} client;
+
+static void cl_init(client *c, int fd) {
+  memset(c, 0, sizeof *c);
+  c->fd = fd;
+}
+
+static void cl_close(client *c) {
+  if (c->fd >= 0) close(c->fd);
+  free(c->buf);
+  memset(c, 0, sizeof *c);
+  c->fd = -1;
+}
+
+static client cl_unix(const char *dir) {
+  client c;
+  int fd = status_server_connect(dir);
+  CHECK(fd >= 0, "connect to %s/status.sock: %s", dir, strerror(errno));
+  cl_init(&c, fd);
+  return c;
+}
+
+static client cl_tcp(int port) {
+  client c;
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "tcp connect: %s",
+        strerror(errno));
+  cl_init(&c, fd);
+  return c;
+}
+
+static void cl_send(client *c, const char *data, size_t n) {
+  while (n) {
+    ssize_t k = send(c->fd, data, n, MSG_NOSIGNAL);
+    CHECK(k > 0, "send: %s", strerror(errno));
+    data += k;
+    n -= (size_t)k;
+  }
+}
+
+static void cl_sends(client *c, const char *s) { cl_send(c, s, strlen(s)); }
+
+/* Next line (malloc'd, no '\n'), or NULL on EOF or after timeout_ms. */
+static char *cl_line(client *c, int timeout_ms) {
+  double deadline = wall() + timeout_ms / 1000.0;
+  for (;;) {
+    char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
+    if (nl) {
+      size_t n = (size_t)(nl - c->buf);
+      char *line = xmalloc(n + 1);
+      memcpy(line, c->buf, n);
+      line[n] = 0;
+      memmove(c->buf, nl + 1, c->len - n - 1);
+      c->len -= n + 1;
+      return line;
+    }
+    if (c->eof) return NULL;
+    int left = (int)((deadline - wall()) * 1000);
+    if (left <= 0) return NULL;
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    if (poll(&p, 1, left) <= 0) continue;
+    if (c->cap - c->len < 65536) {
+      c->cap = c->cap * 2 + 65536;
+      c->buf = xrealloc(c->buf, c->cap);
+    }
+    ssize_t k = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+    if (k <= 0) c->eof = 1;
+    else c->len += (size_t)k;
+  }
+}
+
+/* Reads everything until EOF (or timeout); returns it. For HTTP answers. */
+static char *cl_all(client *c, int timeout_ms) {
+  double deadline = wall() + timeout_ms / 1000.0;
+  while (!c->eof && wall() < deadline) {
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    if (poll(&p, 1, 100) <= 0) continue;
+    if (c->cap - c->len < 65536) {
+      c->cap = c->cap * 2 + 65536;
+      c->buf = xrealloc(c->buf, c->cap);
+    }
+    ssize_t k = recv(c->fd, c->buf + c->len, c->cap - c->len - 1, 0);
+    if (k <= 0) c->eof = 1;
+    else c->len += (size_t)k;
+  }
+  CHECK(c->eof, "server did not close the HTTP connection");
+  char *s = xmalloc(c->len + 1);
+  memcpy(s, c->buf, c->len);
+  s[c->len] = 0;
+  return s;
+}
+
+/* True when the server has closed the connection (after whatever lines it sent). */
+static int cl_closed_by_server(client *c, int timeout_ms) {
+  char *l;
+  while ((l = cl_line(c, timeout_ms))) free(l);
+  return c->eof;
+}
+
+/* Sends one request, returns the parsed reply (caller frees). */
+static cJSON *ask(client *c, const char *req) {
+  cl_sends(c, req);
+  char *line = cl_line(c, 5000);
+  CHECK(line, "no reply to %s", req);
+  cJSON *o = cJSON_Parse(line);
+  CHECK(cJSON_IsObject(o), "reply to %s is not a JSON object: %s", req, line);
+  free(line);
+  return o;
+}
+
+static double num(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  CHECK(cJSON_IsNumber(v), "field %s missing or not a number", k);
+  return v->valuedouble;
+}
+
+static const char *str(const cJSON *o, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+  CHECK(cJSON_IsString(v), "field %s missing or not a string", k);
+  return v->valuestring;
+}
+
+static int is_true(const cJSON *o, const char *k) {
+  return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, k));
+}
+
+/* Expects an error reply with this code. */
+static void expect_error(client *c, const char *req, const char *code) {
+  cJSON *o = ask(c, req);
+  CHECK(!is_true(o, "ok"), "request %.60s should fail", req);
+  CHECK(!strcmp(str(o, "code"), code), "request %.60s: code %s, wanted %s", req, str(o, "code"),
+        code);
+  CHECK(strlen(str(o, "message")) > 0, "error without a message");
+  cJSON_Delete(o);
+}
+
+static char *mkjob(void) {
+  char *d = xstrdup("/tmp/pollen-status-test-XXXXXX");
+  CHECK(mkdtemp(d), "mkdtemp: %s", strerror(errno));
+  return d;
+}
+
+static void rmjob(const char *d) {
+  char cmd[600];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", d);
+  if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", d);
+}
+
+static status_server *start(const char *dir, const char *tcp, int timeout_ms, int max_conns) {
+  status_server_opts o = {timeout_ms, max_conns, 0};
+  char err[512];
+  status_server *s = status_server_start_opts(dir, tcp, &o, err, sizeof err);
+  CHECK(s, "start in %s: %s", dir, err);
+  return s;
+}
+
+/* ---- tests ---- */
+
+static void test_requests(const char *dir, status_server *s) {
+  for (int i = 0; i < 1500; i++) {
+    metric_point p = {.step = i, .epoch = i / 300, .loss = 2.0 / (i + 1), .train_acc = 0.5,
+                      .val_acc = NAN, .lr = 0.01, .images_per_s = 400};
+    status_server_push_metric(s, &p);
+  }
+  client c = cl_unix(dir);
+  cJSON *o = ask(&c, "{\"cmd\":\"status\"}\n");
+  CHECK(is_true(o, "ok") && num(o, "v") == 1, "status not ok");
+  CHECK(!strcmp(str(o, "state"), "training"), "state %s", str(o, "state"));
+  CHECK(!strcmp(str(o, "model"), "mobilenet_v3_small"), "model");
+  CHECK(num(o, "step") == 123 && num(o, "total_steps") == 1000, "step");
+  CHECK(num(o, "epoch") == 2 && num(o, "epochs") == 10, "epoch");
+  CHECK(fabs(num(o, "loss") - 0.5) < 1e-12 && fabs(num(o, "lr") - 0.01) < 1e-12, "loss/lr");
+  CHECK(cJSON_IsNull(cJSON_GetObjectItem(o, "val_acc")), "val_acc NaN must be null");
+  CHECK(num(o, "uptime_s") >= 29 && num(o, "uptime_s") < 120, "uptime %g", num(o, "uptime_s"));
+  CHECK(num(o, "world_size") == 2 && num(o, "eta_s") == 60, "world/eta");
+  const cJSON *ck = cJSON_GetObjectItem(o, "last_checkpoint");
+  CHECK(cJSON_IsObject(ck) && num(ck, "step") == 100 &&
+            !strcmp(str(ck, "path"), "checkpoints/step100.ckpt"), "last_checkpoint");
+  cJSON_Delete(o);
+
+  o = ask(&c, "{\"cmd\":\"workers\",\"v\":1}\n");
+  const cJSON *w = cJSON_GetObjectItem(o, "workers");
+  CHECK(cJSON_GetArraySize(w) == 2, "2 workers");
+  const cJSON *w1 = cJSON_GetArrayItem(w, 1);
+  CHECK(num(w1, "rank") == 1 && !strcmp(str(w1, "host"), "node\"1") && num(w1, "pid") == 1001,
+        "worker 1");
+  CHECK(num(w1, "heartbeat_age_s") >= 0.9 && num(w1, "step_time_s") == 1.25, "worker 1 timings");
+  cJSON_Delete(o);
+
+  /* 1500 points pushed: the newest 1000 are kept, oldest first. */
+  o = ask(&c, "{\"cmd\":\"metrics\"}\n");
+  const cJSON *pts = cJSON_GetObjectItem(o, "points");
+  CHECK(cJSON_GetArraySize(pts) == STATUSP_METRICS_MAX, "metrics size %d", cJSON_GetArraySize(pts));
+  CHECK(num(cJSON_GetArrayItem(pts, 0), "step") == 500, "oldest kept point");
+  CHECK(num(cJSON_GetArrayItem(pts, 999), "step") == 1499, "newest point");
+  cJSON_Delete(o);
+  o = ask(&c, "{\"cmd\":\"metrics\",\"last\":5}\n");
+  pts = cJSON_GetObjectItem(o, "points");
+  CHECK(cJSON_GetArraySize(pts) == 5 && num(cJSON_GetArrayItem(pts, 4), "step") == 1499 &&
+            num(cJSON_GetArrayItem(pts, 0), "step") == 1495, "metrics last 5");
+  cJSON_Delete(o);
+
+  /* A client that asks for 40 x ~100 KB and reads nothing is dropped once over 1 MiB is
+   * queued for it, instead of the job buffering without bound. */
+  client slow = cl_unix(dir);
+  for (int i = 0; i < 40; i++) cl_sends(&slow, "{\"cmd\":\"metrics\"}\n");
+  usleep(300000);
+  int got = 0;
+  char *sl;
+  while ((sl = cl_line(&slow, 3000))) {
+    got++;
+    free(sl);
+  }
+  CHECK(slow.eof && got < 40, "slow reader dropped (got %d of 40 replies)", got);
+  cl_close(&slow);
+  o = ask(&c, "{\"cmd\":\"status\"}\n");
+  CHECK(is_true(o, "ok"), "others still served after dropping a slow reader");
+  cJSON_Delete(o);
+
+  /* checkpoint / stop only set bits the training thread polls. */
+  CHECK(status_server_poll_requests(s) == 0, "no request yet");
+  o = ask(&c, "{\"cmd\":\"checkpoint\"}\n");
+  CHECK(is_true(o, "ok") && is_true(o, "accepted") && !strcmp(str(o, "cmd"), "checkpoint"),
+        "checkpoint accepted");
+  cJSON_Delete(o);
+  CHECK(status_server_poll_requests(s) == STATUS_REQ_CHECKPOINT, "checkpoint bit");
+  CHECK(status_server_poll_requests(s) == 0, "bits cleared by poll");
+  publish_fake(s, 123, "finished");
+  o = ask(&c, "{\"cmd\":\"checkpoint\"}\n");
+  CHECK(is_true(o, "ok") && !is_true(o, "accepted"), "checkpoint of a finished job refused");
+  cJSON_Delete(o);
+  CHECK(status_server_poll_requests(s) == 0, "refused request sets no bit");
+  publish_fake(s, 123, "training");
+
+  /* Errors keep the connection usable. */
+  expect_error(&c, "{bad json\n", "bad_json");
+  expect_error(&c, "{\"cmd\":\"status\"} trailing\n", "bad_json");
+  expect_error(&c, "[1,2]\n", "bad_request");
+  expect_error(&c, "{\"command\":\"status\"}\n", "bad_request");
+  expect_error(&c, "{\"cmd\":\"launch_missiles\"}\n", "unknown_cmd");
+  expect_error(&c, "{\"cmd\":\"status\",\"x\":1}\n", "bad_arg");
+  expect_error(&c, "{\"cmd\":\"status\",\"cmd\":\"stop\"}\n", "bad_arg");
+  expect_error(&c, "{\"cmd\":\"subscribe\",\"interval\":0}\n", "bad_arg");
+  expect_error(&c, "{\"cmd\":\"metrics\",\"last\":2.5}\n", "bad_arg");
+  expect_error(&c, "{\"cmd\":\"status\",\"v\":2}\n", "unsupported_version");
+  expect_error(&c, "   \n", "bad_json");
+  static const char with_nul[] = "{\"cmd\":\0\"status\"}\n";
+  cl_send(&c, with_nul, sizeof with_nul - 1);
+  char *l = cl_line(&c, 5000);
+  CHECK(l && strstr(l, "\"bad_json\""), "NUL byte: %s", l ? l : "(none)");
+  free(l);
+  /* Two requests in one write, CRLF endings: two replies in order. */
+  cl_sends(&c, "{\"cmd\":\"status\"}\r\n{\"cmd\":\"workers\"}\r\n");
+  char *a = cl_line(&c, 5000), *b = cl_line(&c, 5000);
+  CHECK(a && b && strstr(a, "\"cmd\":\"status\"") && strstr(b, "\"cmd\":\"workers\""),
+        "pipelined replies");
+  free(a);
+  free(b);
+  o = ask(&c, "{\"cmd\":\"status\"}\n");
+  CHECK(is_true(o, "ok"), "connection usable after errors");
+  cJSON_Delete(o);
+  cl_close(&c);
+
+  /* A line of exactly the limit is served; one byte more is refused and closed. */
+  size_t max = STATUSP_MAX_LINE;
+  char *big = xmalloc(max + 2);
+  memset(big, ' ', max + 1);
+  memcpy(big, "{\"cmd\":\"status\"}", 16);
+  big[max] = '\n';
+  c = cl_unix(dir);
+  cl_send(&c, big, max + 1);
+  o = NULL;
+  l = cl_line(&c, 5000);
+  CHECK(l && strstr(l, "\"ok\":true"), "line of exactly %zu bytes", max);
+  free(l);
+  big[max] = ' ';
+  big[max + 1] = '\n';
+  cl_send(&c, big, max + 2);
+  l = cl_line(&c, 5000);
+  CHECK(l && strstr(l, "\"line_too_long\""), "64 KiB + 1 line: %s", l ? l : "(none)");
+  free(l);
+  CHECK(cl_closed_by_server(&c, 5000), "connection closed after an oversized line");
+  cl_close(&c);
+  /* The same without any newline at all. */
+  c = cl_unix(dir);
+  memset(big, 'x', max + 2);
+  cl_send(&c, big, max + 2);
+  l = cl_line(&c, 5000);
+  CHECK(l && strstr(l, "\"line_too_long\""), "unterminated oversized line");
+  free(l);
+  cl_close(&c);
+  free(big);
+  printf("ok: every request, errors, line limit\n");
+}
+
+static void test_subscribe(const char *dir, status_server *s) {
+  client c = cl_unix(dir);
+  cJSON *o = ask(&c, "{\"cmd\":\"subscribe\",\"interval\":0.2}\n");
+  CHECK(is_true(o, "ok") && num(o, "interval") == 0.2, "subscribe ok");
+  cJSON_Delete(o);
+  double t0 = wall();
+  int pushes = 0, saw_new = 0;
+  while (pushes < 4) {
+    char *l = cl_line(&c, 3000);
+    CHECK(l, "subscription push %d missing", pushes);
+    o = cJSON_Parse(l);
+    free(l);
+    CHECK(o && is_true(o, "push") && !strcmp(str(o, "cmd"), "status"), "push format");
+    if (num(o, "step") == 124) saw_new = 1;
+    cJSON_Delete(o);
+    if (++pushes == 2) publish_fake(s, 124, "training");
+  }
+  double dt = wall() - t0;
+  CHECK(saw_new, "pushes follow newly published state");
+  CHECK(dt > 0.45 && dt < 3, "4 pushes at 0.2 s took %.2f s", dt);
+  o = ask(&c, "{\"cmd\":\"unsubscribe\"}\n");
+  /* A push may have been in flight; skip it. */
+  while (o && is_true(o, "push")) {
+    cJSON_Delete(o);
+    char *l = cl_line(&c, 3000);
+    CHECK(l, "unsubscribe reply");
+    o = cJSON_Parse(l);
+    free(l);
+  }
+  CHECK(o && !strcmp(str(o, "cmd"), "unsubscribe"), "unsubscribe ok");
+  cJSON_Delete(o);
+  char *l = cl_line(&c, 600);
+  CHECK(!l, "no push after unsubscribe: %s", l);
+  cl_close(&c);
+  publish_fake(s, 123, "training");
+  printf("ok: subscribe pushes\n");
+}
+
+static void test_half_open(void) {
+  char *dir = mkjob();
+  status_server *s = start(dir, NULL, 600, 0);
+  publish_fake(s, 123, "training");
+  client silent = cl_unix(dir), half = cl_unix(dir);
+  cl_sends(&half, "{\"cmd\":\"sta");
+  double t0 = wall();
+  int served = 0;
+  while (wall() - t0 < 1.0) {
+    client c = cl_unix(dir);
+    double r0 = wall();
+    cJSON *o = ask(&c, "{\"cmd\":\"status\"}\n");
+    CHECK(is_true(o, "ok") && wall() - r0 < 0.5, "others are served while clients hang");
+    cJSON_Delete(o);
+    cl_close(&c);
+    served++;
+    usleep(20000);
+  }
+  for (int k = 0; k < 2; k++) {
+    client *c = k ? &half : &silent;
+    char *l = cl_line(c, 3000);
+    CHECK(l && strstr(l, "\"timeout\""), "%s client gets a timeout error: %s",
+          k ? "half-line" : "silent", l ? l : "(none)");
+    free(l);
+    CHECK(cl_closed_by_server(c, 3000), "timed-out client is closed");
+    cl_close(c);
+  }
+  status_server_stop(s);
+  rmjob(dir);
+  free(dir);
+  printf("ok: half-open clients time out; %d requests served meanwhile\n", served);
+}
+
+static void test_many(const char *dir, int n) {
+  struct rlimit rl;
+  getrlimit(RLIMIT_NOFILE, &rl);
+  if (rl.rlim_cur < (rlim_t)(2 * n + 64) && rl.rlim_max >= (rlim_t)(2 * n + 64)) {
+    rl.rlim_cur = (rlim_t)(2 * n + 64);
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  getrlimit(RLIMIT_NOFILE, &rl);
+  CHECK(rl.rlim_cur >= (rlim_t)(2 * n + 64), "need %d open files (ulimit -n)", 2 * n + 64);
+  client *cs = xcalloc((size_t)n, sizeof *cs);
+  double t0 = wall();
+  for (int i = 0; i < n; i++) cs[i] = cl_unix(dir);
+  for (int i = 0; i < n; i++) cl_sends(&cs[i], "{\"cmd\":\"status\"}\n");
+  int ok = 0;
+  for (int i = 0; i < n; i++) {
+    char *l = cl_line(&cs[i], 10000);
+    if (l && strstr(l, "\"ok\":true") && strstr(l, "\"step\":123")) ok++;
+    free(l);
+  }
+  double dt = wall() - t0;
+  for (int i = 0; i < n; i++) cl_close(&cs[i]);
+  free(cs);
+  CHECK(ok == n, "%d of %d concurrent clients answered", ok, n);
+  printf("ok: %d concurrent clients answered in %.3f s\n", n, dt);
+}
+
+static void test_cap(void) {
+  char *dir = mkjob();
+  status_server *s = start(dir, NULL, 5000, 3);
+  publish_fake(s, 123, "training");
+  client cs[3];
+  for (int i = 0; i < 3; i++) {
+    cs[i] = cl_unix(dir);
+    cJSON_Delete(ask(&cs[i], "{\"cmd\":\"status\"}\n"));
+  }
+  client extra = cl_unix(dir);
+  char *l = cl_line(&extra, 5000);
+  CHECK(l && strstr(l, "\"busy\""), "connection over the cap gets busy: %s", l ? l : "(none)");
+  free(l);
+  CHECK(cl_closed_by_server(&extra, 3000), "busy connection closed");
+  cl_close(&extra);
+  cl_close(&cs[0]);
+  usleep(100000);
+  client again = cl_unix(dir);
+  cJSON *o = ask(&again, "{\"cmd\":\"status\"}\n");
+  CHECK(is_true(o, "ok"), "a slot frees when a client leaves");
+  cJSON_Delete(o);
+  cl_close(&again);
+  for (int i = 1; i < 3; i++) cl_close(&cs[i]);
+  status_server_stop(s);
+  rmjob(dir);
+  free(dir);
+  printf("ok: connection cap\n");
+}
+
+static char *read_token(const char *dir) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/status.token", dir);
+  struct stat st;
+  CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "%s mode 0600", path);
+  FILE *f = fopen(path, "r");
+  CHECK(f, "open token");
+  char tok[128] = "";
+  CHECK(fgets(tok, sizeof tok, f), "read token");
+  fclose(f);
+  tok[strcspn(tok, "\n")] = 0;
+  CHECK(strlen(tok) == 32 && strspn(tok, "0123456789abcdef") == 32, "token is 32 hex: %s", tok);
+  return xstrdup(tok);
+}
+
+static char *http_get(int port, const char *path, const char *auth) {
+  client c = cl_tcp(port);
+  char req[512];
+  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: localhost\r\n%s%s%s\r\n", path,
+           auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "");
+  cl_sends(&c, req);
+  char *r = cl_all(&c, 5000);
+  cl_close(&c);
+  return r;
+}
+
+static void check_prometheus(const char *body) {
+  /* Every sample's metric has HELP and TYPE lines before it. */
+  char *copy = xstrdup(body), *save = NULL;
+  char typed[64][64];
+  int n_typed = 0, samples = 0;
+  for (char *ln = strtok_r(copy, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
+    char name[64];
+    if (!strncmp(ln, "# TYPE ", 7)) {
+      CHECK(sscanf(ln + 7, "%63s", name) == 1 && strstr(ln, " gauge"), "TYPE line %s", ln);
+      CHECK(n_typed < 64, "too many metrics");
+      snprintf(typed[n_typed++], 64, "%s", name);
+      continue;
+    }
+    if (!strncmp(ln, "# HELP ", 7)) continue;
+    CHECK(ln[0] != '#', "unknown comment %s", ln);
+    size_t k = strcspn(ln, "{ ");
+    CHECK(k > 0 && k < 64, "sample line %s", ln);
+    memcpy(name, ln, k);
+    name[k] = 0;
+    int found = 0;
+    for (int i = 0; i < n_typed; i++) found |= !strcmp(typed[i], name);
+    CHECK(found, "sample %s without TYPE", name);
+    const char *val = strrchr(ln, ' ');
+    char *end;
+    double v = strtod(val + 1, &end);
+    CHECK(*end == 0 && (isfinite(v) || isnan(v)), "value of %s", ln);
+    samples++;
+  }
+  free(copy);
+  CHECK(samples >= 15, "only %d samples", samples);
+}
+
+static void test_tcp(void) {
+  char *dir = mkjob();
+  status_server *s = start(dir, "127.0.0.1:0", 5000, 0);
+  publish_fake(s, 123, "training");
+  int port = status_server_tcp_port(s);
+  CHECK(port > 0, "tcp port");
+  char *tok = read_token(dir);
+
+  client c = cl_tcp(port);
+  char *l;
+  cl_sends(&c, "{\"cmd\":\"status\"}\n");
+  l = cl_line(&c, 5000);
+  CHECK(l && strstr(l, "\"auth_required\"") && !strstr(l, "\"step\""), "no auth: %s", l ? l : "-");
+  free(l);
+  CHECK(cl_closed_by_server(&c, 3000), "closed without auth");
+  cl_close(&c);
+
+  char wrong[100];
+  snprintf(wrong, sizeof wrong, "{\"cmd\":\"auth\",\"token\":\"%.31s%c\"}\n", tok,
+           tok[31] == '0' ? '1' : '0');
+  c = cl_tcp(port);
+  cl_sends(&c, wrong);
+  l = cl_line(&c, 5000);
+  CHECK(l && strstr(l, "\"auth_failed\""), "wrong token: %s", l ? l : "-");
+  free(l);
+  CHECK(cl_closed_by_server(&c, 3000), "closed after a wrong token");
+  cl_close(&c);
+
+  char right[100];
+  snprintf(right, sizeof right, "{\"cmd\":\"auth\",\"token\":\"%s\"}\n", tok);
+  c = cl_tcp(port);
+  cJSON *o = ask(&c, right);
+  CHECK(is_true(o, "ok") && !strcmp(str(o, "cmd"), "auth"), "right token accepted");
+  cJSON_Delete(o);
+  o = ask(&c, "{\"cmd\":\"status\"}\n");
+  CHECK(is_true(o, "ok") && num(o, "step") == 123, "status over TCP");
+  cJSON_Delete(o);
+  cl_close(&c);
+
+  char *r = http_get(port, "/metrics", NULL);
+  CHECK(!strncmp(r, "HTTP/1.1 401", 12) && !strstr(r, "pollen_step"), "GET without token: %.40s", r);
+  free(r);
+  r = http_get(port, "/metrics", "0123456789abcdef0123456789abcdef");
+  CHECK(!strncmp(r, "HTTP/1.1 401", 12), "GET with a wrong token: %.40s", r);
+  free(r);
+  r = http_get(port, "/other", tok);
+  CHECK(!strncmp(r, "HTTP/1.1 404", 12), "GET /other: %.40s", r);
+  free(r);
+  r = http_get(port, "/metrics", tok);
+  CHECK(!strncmp(r, "HTTP/1.1 200", 12), "GET /metrics: %.60s", r);
+  CHECK(strstr(r, "Content-Type: text/plain; version=0.0.4"), "content type");
+  char *body = strstr(r, "\r\n\r\n");
+  CHECK(body, "HTTP head end");
+  body += 4;
+  const char *cl = strstr(r, "Content-Length: ");
+  CHECK(cl && (size_t)atol(cl + 16) == strlen(body), "content length");
+  CHECK(strstr(body, "# HELP pollen_step ") && strstr(body, "# TYPE pollen_step gauge\n") &&
+            strstr(body, "\npollen_step 123\n"), "pollen_step sample");
+  CHECK(strstr(body, "pollen_val_accuracy NaN\n"), "NaN value");
+  CHECK(strstr(body, "pollen_worker_step_time_seconds{rank=\"1\",host=\"node\\\"1\"} 1.25\n"),
+        "escaped label");
+  check_prometheus(body);
+  free(r);
+  /* HTTP to the Unix socket is just bad JSON there. */
+  c = cl_unix(dir);
+  expect_error(&c, "GET /metrics HTTP/1.1\r\n", "bad_json");
+  cl_close(&c);
+
+  status_server_stop(s);
+  char path[512];
+  snprintf(path, sizeof path, "%s/status.token", dir);
+  CHECK(access(path, F_OK) != 0, "token removed at stop");
+  free(tok);
+  rmjob(dir);
+  free(dir);
+  printf("ok: TCP auth and GET /metrics\n");
+}
+
+/* A stand-in training loop: publishes each "step", polls, obeys stop. */
+typedef struct {
+  status_server *s;
+  atomic_int done;
+  int64_t steps;
+  int saw_stop, saw_ckpt;
+  double max_publish_s;
+} trainer;
+
+static void *train_main(void *arg) {
+  trainer *t = arg;
+  for (int64_t step = 0; step < 200000; step++) {
+    double t0 = time_now();
+    publish_fake(t->s, step, "training");
+    double dt = time_now() - t0;
+    if (dt > t->max_publish_s) t->max_publish_s = dt;
+    int req = status_server_poll_requests(t->s);
+    if (req & STATUS_REQ_CHECKPOINT) t->saw_ckpt = 1;
+    if (req & STATUS_REQ_STOP) {
+      t->saw_stop = 1;
+      publish_fake(t->s, step, "stopping");
+      usleep(50000); /* the final checkpoint */
+      publish_fake(t->s, step, "finished");
+      t->steps = step;
+      break;
+    }
+    usleep(1000);
+  }
+  atomic_store(&t->done, 1);
+  return NULL;
+}
+
+static void test_stop_through_socket(const char *dir, status_server *s) {
+  trainer t = {.s = s};
+  pthread_t th;
+  pthread_create(&th, NULL, train_main, &t);
+  usleep(100000);
+  client c = cl_unix(dir);
+  cJSON *o = ask(&c, "{\"cmd\":\"checkpoint\"}\n");
+  CHECK(is_true(o, "accepted"), "checkpoint accepted");
+  cJSON_Delete(o);
+  o = ask(&c, "{\"cmd\":\"stop\"}\n");
+  CHECK(is_true(o, "accepted") && !strcmp(str(o, "state"), "training"), "stop accepted");
+  cJSON_Delete(o);
+  double t0 = wall();
+  while (!atomic_load(&t.done) && wall() - t0 < 5) usleep(10000);
+  CHECK(atomic_load(&t.done) && t.saw_stop && t.saw_ckpt, "trainer saw checkpoint and stop");
+  pthread_join(th, NULL);
+  o = ask(&c, "{\"cmd\":\"status\"}\n");
+  CHECK(!strcmp(str(o, "state"), "finished") && num(o, "step") == (double)t.steps,
+        "status after stop");
+  cJSON_Delete(o);
+  o = ask(&c, "{\"cmd\":\"stop\"}\n");
+  CHECK(is_true(o, "ok") && !is_true(o, "accepted"), "stop of a finished job not accepted");
+  cJSON_Delete(o);
+  status_server_poll_requests(s);
+  cl_close(&c);
+  publish_fake(s, 123, "training");
+  printf("ok: stop through the socket (after %lld steps, publish max %.1f us)\n",
+         (long long)t.steps, t.max_publish_s * 1e6);
+}
+
+static void test_sockets_on_disk(void) {
+  char err[512];
+  /* Live socket: a second server in the same folder is refused. */
+  char *dir = mkjob();
+  status_server *s = start(dir, NULL, 5000, 0);
+  char path[600];
+  snprintf(path, sizeof path, "%s/status.sock", dir);
+  struct stat st;
+  CHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600,
+        "socket mode %o", st.st_mode & 0777);
+  status_server *s2 = status_server_start_opts(dir, NULL, NULL, err, sizeof err);
+  CHECK(!s2 && strstr(err, "another pollen job is live"), "live socket refused: %s", err);
+  CHECK(stat(path, &st) == 0, "the live job's socket is left alone");
+  client c = cl_unix(dir);
+  cJSON_Delete(ask(&c, "{\"cmd\":\"status\"}\n"));
+  cl_close(&c);
+  status_server_stop(s);
+  CHECK(stat(path, &st) != 0, "socket removed at stop");
+
+  /* Stale socket: bound, never listened, process gone: replaced. */
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  CHECK(strlen(path) < sizeof a.sun_path, "temp path too long");
+  memcpy(a.sun_path, path, strlen(path) + 1);
+  CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0, "bind stale: %s", strerror(errno));
+  close(fd);
+  s = start(dir, NULL, 5000, 0);
+  c = cl_unix(dir);
+  cJSON *o = ask(&c, "{\"cmd\":\"status\"}\n");
+  CHECK(is_true(o, "ok"), "served after replacing a stale socket");
+  cJSON_Delete(o);
+  cl_close(&c);
+  status_server_stop(s);
+
+  /* Not a socket: refused, file untouched. */
+  FILE *f = fopen(path, "w");
+  fputs("precious\n", f);
+  fclose(f);
+  s2 = status_server_start_opts(dir, NULL, NULL, err, sizeof err);
+  CHECK(!s2 && strstr(err, "not a socket"), "regular file refused: %s", err);
+  CHECK(stat(path, &st) == 0 && S_ISREG(st.st_mode), "regular file kept");
+  unlink(path);
+  /* Missing folder. */
+  s2 = status_server_start_opts("/nonexistent/pollen-job", NULL, NULL, err, sizeof err);
+  CHECK(!s2 && strstr(err, "/nonexistent/pollen-job"), "missing folder named: %s", err);
+  s2 = status_server_start_opts(dir, "127.0.0.1:99999", NULL, err, sizeof err);
+  CHECK(!s2 && strstr(err, "99999"), "bad TCP spec named: %s", err);
+  CHECK(stat(path, &st) != 0, "failed start leaves no socket");
+  rmjob(dir);
+  free(dir);
+
+  /* A job folder too long for sun_path (108 bytes) still works. */
+  dir = mkjob();
+  char longdir[400];
+  snprintf(longdir, sizeof longdir, "%s/%0150d", dir, 7);
+  CHECK(mkdir(longdir, 0700) == 0, "mkdir long");
+  s = start(longdir, NULL, 5000, 0);
+  c = cl_unix(longdir);
+  o = ask(&c, "{\"cmd\":\"status\"}\n");
+  CHECK(is_true(o, "ok"), "long path served");
+  cJSON_Delete(o);
+  cl_close(&c);
+  status_server_stop(s);
+  rmjob(dir);
+  free(dir);
+  printf("ok: live socket refused, stale replaced, mode 0600, long path\n");
+}
+
+static void test_other_user(const char *dir) {
+  if (geteuid() != 0) {
+    printf("SKIP part: another user's access needs root to switch user (running as uid %d)\n",
+           (int)geteuid());
+    return;
+  }
+  /* Open the folder to everyone so that only the socket's own mode keeps them out. */
+  CHECK(chmod(dir, 0755) == 0, "chmod job dir");
+  pid_t pid = fork();
+  CHECK(pid >= 0, "fork");
+  if (pid == 0) {
+    if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+    int fd = status_server_connect(dir);
+    _exit(fd >= 0 ? 1 : errno == EACCES ? 0 : 2);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+        "uid 65534 must get EACCES connecting (child exit %d)", WEXITSTATUS(st));
+  /* Even with the socket opened up by hand, the server drops another user unanswered. */
+  char sock[600];
+  snprintf(sock, sizeof sock, "%s/status.sock", dir);
+  CHECK(chmod(sock, 0666) == 0, "chmod socket");
+  pid = fork();
+  CHECK(pid >= 0, "fork");
+  if (pid == 0) {
+    if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+    int fd = status_server_connect(dir);
+    if (fd < 0) _exit(4);
+    client c;
+    cl_init(&c, fd);
+    if (send(fd, "{\"cmd\":\"status\"}\n", 17, MSG_NOSIGNAL) < 0) { /* may race the close */ }
+    char *l = cl_line(&c, 3000);
+    _exit(l ? 1 : c.eof ? 0 : 2);
+  }
+  waitpid(pid, &st, 0);
+  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+        "another user must be dropped unanswered (child exit %d)", WEXITSTATUS(st));
+  chmod(sock, 0600);
+  chmod(dir, 0700);
+  printf("ok: another user (uid 65534) cannot connect\n");
+}
+
+/* ---- helper modes ---- */
+
+static volatile sig_atomic_t got_term;
+static void on_term(int sig) { got_term = 1; }
+
+static int serve(const char *dir, double secs) {
+  log_set_quiet(1);
+  signal(SIGTERM, on_term);
+  signal(SIGINT, on_term);
+  status_server *s = status_server_start(dir, NULL);
+  for (int i = 0; i < 50; i++) {
+    metric_point p = {.step = i * 10, .epoch = 0, .loss = 2.0 - i * 0.02, .train_acc = i / 60.0,
+                      .val_acc = NAN, .lr = 0.01, .images_per_s = 500};
+    status_server_push_metric(s, &p);
+  }
+  double t0 = wall();
+  int64_t step = 490;
+  int rc = 0;
+  while (!got_term && wall() - t0 < secs) {
+    publish_fake(s, step++, "training");
+    int req = status_server_poll_requests(s);
+    if (req & STATUS_REQ_STOP) {
+      publish_fake(s, step, "stopping");
+      usleep(200000);
+      rc = 75;
+      break;
+    }
+    usleep(10000);
+  }
+  status_server_stop(s);
+  return rc;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* 100 clients each asking for status 10 times a second, until *stop. */
+typedef struct {
+  const char *dir;
+  atomic_int stop;
+  long answered;
+} pollers;
+
+static void *poll_main(void *arg) {
+  pollers *p = arg;
+  enum { N = 100 };
+  client *cs = xcalloc(N, sizeof *cs);
+  for (int i = 0; i < N; i++) cs[i] = cl_unix(p->dir);
+  while (!atomic_load(&p->stop)) {
+    double t0 = time_now();
+    for (int i = 0; i < N; i++) cl_sends(&cs[i], "{\"cmd\":\"status\"}\n");
+    for (int i = 0; i < N; i++) {
+      char *l = cl_line(&cs[i], 5000);
+      CHECK(l, "poller reply");
+      free(l);
+      p->answered++;
+    }
+    double left = 0.1 - (time_now() - t0);
+    if (left > 0) usleep((useconds_t)(left * 1e6));
+  }
+  for (int i = 0; i < N; i++) cl_close(&cs[i]);
+  free(cs);
+  return NULL;
+}
+
+/* Cost of status_server_publish() (what training pays each step), over 2 s. */
+static void time_publish(status_server *s, const char *label) {
+  enum { M = 20000 };
+  double *t = xmalloc(M * sizeof *t);
+  job_status j;
+  worker_status w[2];
+  fake_job(&j, 1, "training");
+  fake_workers(w);
+  for (int i = 0; i < M; i++) {
+    j.step = i;
+    double t0 = time_now();
+    status_server_publish(s, &j, w, 2);
+    t[i] = time_now() - t0;
+    usleep(100);
+  }
+  qsort(t, M, sizeof *t, cmp_double);
+  printf("publish() %s: median %.2f us, p99 %.2f us, max %.1f us\n", label, t[M / 2] * 1e6,
+         t[(int)(M * 0.99)] * 1e6, t[M - 1] * 1e6);
+  free(t);
+}
+
+static int bench(int n) {
+  log_set_quiet(1);
+  char *dir = mkjob();
+  status_server *s = start(dir, NULL, 10000, 0);
+  publish_fake(s, 123, "training");
+  client c = cl_unix(dir);
+  double *lat = xmalloc((size_t)n * sizeof *lat);
+  for (int i = 0; i < 200; i++) cJSON_Delete(ask(&c, "{\"cmd\":\"status\"}\n"));
+  for (int i = 0; i < n; i++) {
+    double t0 = time_now();
+    cl_sends(&c, "{\"cmd\":\"status\"}\n");
+    char *l = cl_line(&c, 5000);
+    lat[i] = time_now() - t0;
+    CHECK(l && strstr(l, "\"ok\":true"), "bench reply");
+    free(l);
+  }
+  qsort(lat, (size_t)n, sizeof *lat, cmp_double);
+  printf("status request latency over %d requests (Unix socket, one client): median %.1f us, "
+         "p99 %.1f us, max %.1f us\n",
+         n, lat[n / 2] * 1e6, lat[(size_t)(n * 0.99)] * 1e6, lat[n - 1] * 1e6);
+  cl_close(&c);
+  free(lat);
+  time_publish(s, "with no clients");
+  pollers p = {.dir = dir};
+  pthread_t th;
+  pthread_create(&th, NULL, poll_main, &p);
+  usleep(200000);
+  time_publish(s, "with 100 clients polling at 10 Hz");
+  atomic_store(&p.stop, 1);
+  pthread_join(th, NULL);
+  printf("(pollers got %ld answers)\n", p.answered);
+  status_server_stop(s);
+  rmjob(dir);
+  free(dir);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  if (argc == 4 && !strcmp(argv[1], "--serve")) return serve(argv[2], atof(argv[3]));
+  if (argc == 3 && !strcmp(argv[1], "--bench")) return bench(atoi(argv[2]) > 0 ? atoi(argv[2]) : 10000);
+  log_set_quiet(1);
+  char *dir = mkjob();
+  status_server *s = start(dir, NULL, 5000, 0);
+  publish_fake(s, 123, "training");
+  test_requests(dir, s);
+  test_subscribe(dir, s);
+  test_half_open();
+  test_many(dir, 500);
+  test_stop_through_socket(dir, s);
+  test_other_user(dir);
+  status_server_stop(s);
+  rmjob(dir);
+  free(dir);
+  test_cap();
+  test_tcp();
+  test_sockets_on_disk();
+  printf("all status server tests passed\n");
+  return 0;
+}

@@ -1,0 +1,98 @@
+#!/bin/bash
+# bench_vs_torch.sh - pollen against PyTorch on this CPU, for BENCHMARKS.md "Engine versus
+# PyTorch". MobileNetV3-Small (width 1.0, 5 classes), batch 32, 2 threads:
+#   training (forward + backward + SGD step) at 224 and 128, inference at 224;
+#   PyTorch default (NCHW), channels_last, and channels_last with jemalloc (LD_PRELOAD),
+#   and `pollen bench ... --json` when the binary has it (skipped if it fails).
+# Each variant runs REPEATS times, interleaved so machine noise hits all alike; the table
+# shows the median over runs of each run's median step, the best run (on a shared machine
+# other load only ever slows a run down, so the best is the least disturbed), and ratios of
+# medians to PyTorch default.
+#
+#   tools/bench_vs_torch.sh                # POLLEN=path/to/pollen, default build/pollen
+#   REPEATS=5 TORCH_ONLY=1 tools/bench_vs_torch.sh   (also TRAIN_STEPS, INFER_STEPS, THREADS, BATCH)
+# Raw results (one JSON per run) go to $BENCH_OUT (default /tmp/bench_vs_torch.jsonl).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=/usr/bin/python3
+REPEATS=${REPEATS:-3}
+THREADS=${THREADS:-2}
+BATCH=${BATCH:-32}
+POLLEN=${POLLEN:-build/pollen}
+OUTF=${BENCH_OUT:-/tmp/bench_vs_torch.jsonl}
+JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
+: > "$OUTF"
+
+if ! $PY -c 'import torch, torchvision' 2>/dev/null; then
+  echo "bench_vs_torch: /usr/bin/python3 lacks torch/torchvision (apt-get install python3-torchvision)" >&2
+  exit 1
+fi
+have_jemalloc=1
+[ -f "$JEMALLOC" ] || { have_jemalloc=0; echo "note: $JEMALLOC missing (apt-get install libjemalloc2); skipping that variant" >&2; }
+
+# Tag each JSON line with config + variant so the summary can group them.
+record() { # config variant json
+  $PY -c 'import json,sys; d=json.loads(sys.argv[3]); d["config"]=sys.argv[1]; d["variant"]=sys.argv[2]; print(json.dumps(d))' "$1" "$2" "$3" >> "$OUTF"
+}
+
+pollen_ok=0
+if [ -z "${TORCH_ONLY:-}" ] && [ -x "$POLLEN" ]; then pollen_ok=1; fi
+[ "$pollen_ok" = 1 ] || echo "note: pollen not run (POLLEN=$POLLEN not executable or TORCH_ONLY set)" >&2
+
+run_pollen() { # config mode size
+  local out
+  local extra=()
+  [ "$2" = infer ] && extra=(--mode infer)
+  if out=$("$POLLEN" bench --model mnv3-small --size "$3" --batch "$BATCH" --threads "$THREADS" "${extra[@]}" --json 2>/dev/null); then
+    local line
+    line=$(printf '%s\n' "$out" | grep '^{' | tail -1)
+    if [ -n "$line" ] && $PY -c 'import json,sys; json.loads(sys.argv[1])' "$line" 2>/dev/null; then
+      record "$1" pollen "$line"
+      return
+    fi
+  fi
+  echo "note: 'pollen bench' failed or printed no JSON for $1; pollen skipped there" >&2
+}
+
+for rep in $(seq 1 "$REPEATS"); do
+  for cfg in train-224 train-128 infer-224; do
+    mode=${cfg%-*}
+    size=${cfg#*-}
+    if [ "$mode" = train ]; then steps=${TRAIN_STEPS:-6}; warm=2; else steps=${INFER_STEPS:-10}; warm=3; fi
+    common=(tools/bench_torch.py --model mnv3-small --size "$size" --batch "$BATCH" --threads "$THREADS" --mode "$mode" --steps "$steps" --warmup "$warm")
+    echo "run $rep/$REPEATS: $cfg" >&2
+    record "$cfg" "torch" "$($PY "${common[@]}")"
+    record "$cfg" "torch-cl" "$($PY "${common[@]}" --channels-last)"
+    if [ "$have_jemalloc" = 1 ]; then
+      record "$cfg" "torch-cl-jemalloc" "$(LD_PRELOAD=$JEMALLOC $PY "${common[@]}" --channels-last)"
+    fi
+    if [ "$pollen_ok" = 1 ]; then run_pollen "$cfg" "$mode" "$size"; fi
+  done
+done
+
+$PY - "$OUTF" "$REPEATS" "$THREADS" "$BATCH" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+names = {"torch": "PyTorch (NCHW)", "torch-cl": "PyTorch channels_last",
+         "torch-cl-jemalloc": "PyTorch channels_last + jemalloc", "pollen": "pollen"}
+torch_v = next((r["torch_version"] for r in rows if "torch_version" in r), "?")
+print(f"MobileNetV3-Small 1.0, 5 classes, batch {sys.argv[4]}, {sys.argv[3]} threads, "
+      f"PyTorch {torch_v}; median of {sys.argv[2]} runs (each the median of its timed steps)\n")
+print("| config | engine | images/s (median) | best run | worst run | peak RSS MiB | vs PyTorch NCHW (median / best) |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for cfg in ["train-224", "train-128", "infer-224"]:
+    base = None
+    for v in ["torch", "torch-cl", "torch-cl-jemalloc", "pollen"]:
+        rs = [r for r in rows if r["config"] == cfg and r["variant"] == v]
+        ips = [r.get("images_per_s") or r.get("img_per_s") or r.get("images_per_sec") for r in rs]
+        ips = [x for x in ips if x]
+        if not ips:
+            continue
+        med, best = statistics.median(ips), max(ips)
+        rss = [r.get("peak_rss_mib") for r in rs if r.get("peak_rss_mib")]
+        if v == "torch":
+            base = (med, best)
+        ratio = f"{med / base[0]:.2f}x / {best / base[1]:.2f}x" if base else "-"
+        rss_s = f"{statistics.median(rss):.0f}" if rss else "-"
+        print(f"| {cfg} | {names[v]} | {med:.1f} | {best:.1f} | {min(ips):.1f} | {rss_s} | {ratio} |")
+PY
