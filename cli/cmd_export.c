@@ -48,10 +48,9 @@ int cmd_export(int argc, char **argv) {
   job_config_defaults(&jc);
   snprintf(path, sizeof path, "%s/config.json", job);
   if (job_config_load(&jc, path) != 0) die("%s has no config.json: is it a pollen job folder?", job);
-  char hash[17];
-  job_config_hash(&jc, hash);
+  /* Any config of this model will do: export needs the weights, not the training state. */
   ckpt_loaded l;
-  ckpt_status st = ckpt_load_latest(job, jc.model, hash, &l, err, sizeof err);
+  ckpt_status st = ckpt_load_latest(job, jc.model, NULL, &l, err, sizeof err);
   if (st == CKPT_NONE) die("%s has no checkpoint yet; train first", job);
   if (st != CKPT_LOADED) die("%s", err);
   /* The class count and names live in the data's manifest; when the data is gone, the count

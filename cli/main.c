@@ -56,7 +56,22 @@ int cli_usage_error(const char *cmd) {
 
 int cli_is_tty(void) { return isatty(STDOUT_FILENO); }
 
+/* libgomp reads OMP_WAIT_POLICY when it loads, before main: to change its default we set it
+ * and re-execute ourselves once. Passive waiting makes idle OpenMP threads sleep instead of
+ * spinning; with the many short parallel regions of a training step, spinning threads on a
+ * shared or oversubscribed node (several ranks per node, a loader thread, other jobs) steal
+ * the cores that do the work - measured 3x slower under load (BENCHMARKS.md). A value set by
+ * the user is respected. */
+static void default_wait_policy(char **argv) {
+  if (getenv("OMP_WAIT_POLICY") || getenv("POLLEN_NO_REEXEC")) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  setenv("POLLEN_NO_REEXEC", "1", 1);
+  execv("/proc/self/exe", argv);
+  /* If that fails we simply run with libgomp's default. */
+}
+
 int main(int argc, char **argv) {
+  default_wait_policy(argv);
   if (argc < 2) {
     usage(stderr);
     return EXIT_USAGE;

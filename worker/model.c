@@ -312,10 +312,9 @@ void model_prepare(model *m, int batch, int size) {
     if (n > largest) largest = n;
     m->tensors[t].data = xmalloc_aligned(n * sizeof(float));
   }
-  if (largest > scratch) scratch = largest; /* BN output recomputed in backward */
   m->n_save = save, m->n_scratch = scratch, m->grad_floats = largest;
   m->save = xmalloc_aligned((save ? save : 1) * sizeof(float));
-  m->scratch = xmalloc_aligned(scratch * sizeof(float));
+  m->scratch = xmalloc_aligned((scratch ? scratch : 1) * sizeof(float));
   m->probs = xmalloc_aligned((size_t)batch * m->cfg.num_classes * sizeof(float));
   m->dlogits = xmalloc_aligned((size_t)batch * m->cfg.num_classes * sizeof(float));
 }
@@ -369,6 +368,10 @@ uint64_t model_hash(const model *m) {
   return hash_bytes(m->bn_tracked, (size_t)m->n_bn * sizeof(int64_t), h);
 }
 
+uint64_t model_hash_params(const model *m) {
+  return hash_bytes(m->params, m->n_params * sizeof(float), 0);
+}
+
 const float *model_logits(const model *m) { return m->tensors[m->logits_tensor].data; }
 
 void model_zero_grads(model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
@@ -398,15 +401,14 @@ float model_forward(model *m, const float *images, const int *labels, int N, int
       float *stats = m->stats + m->bn[l->bn].offset;
       if (train) {
         float *mean = m->save + l->save;
-        batchnorm_forward_train(out, mean, mean + l->cout, stats, stats + l->cout, x,
-                                P + l->gamma, P + l->beta, M, l->cout, m->bn_eps,
-                                m->bn_momentum);
+        batchnorm_act_forward_train(out, mean, mean + l->cout, stats, stats + l->cout, x,
+                                    P + l->gamma, P + l->beta, M, l->cout, m->bn_eps,
+                                    m->bn_momentum, l->act);
         m->bn_tracked[l->bn]++;
       } else {
-        batchnorm_forward_eval(out, x, P + l->gamma, P + l->beta, stats, stats + l->cout, M,
-                               l->cout, m->bn_eps);
+        batchnorm_act_forward_eval(out, x, P + l->gamma, P + l->beta, stats, stats + l->cout, M,
+                                   l->cout, m->bn_eps, l->act);
       }
-      act_forward(out, out, (size_t)M * l->cout, l->act);
       break;
     }
     case LAYER_SE:
@@ -486,17 +488,6 @@ static void grad_finish(model *m, int t, float *b, int accumulate, int N) {
   pool_release(m, b);
 }
 
-/* The output of the last forward's batch norm, from its saved batch statistics. */
-static void bn_recompute(float *y, const float *x, const float *mean, const float *rstd,
-                         const float *gamma, const float *beta, int M, int C) {
-#pragma omp parallel for schedule(static)
-  for (int r = 0; r < M; r++) {
-    const float *xr = x + (size_t)r * C;
-    float *yr = y + (size_t)r * C;
-    for (int c = 0; c < C; c++) yr[c] = (xr[c] - mean[c]) * rstd[c] * gamma[c] + beta[c];
-  }
-}
-
 void model_backward(model *m, const int *labels, int N, float smoothing) {
   const float *P = m->params;
   float *G = m->grads;
@@ -517,12 +508,8 @@ void model_backward(model *m, const int *labels, int N, float smoothing) {
       const float *x = m->tensors[l->pre].data;
       int M = N * l->ho * l->wo;
       const float *mean = m->save + l->save, *rstd = mean + l->cout;
-      if (l->act != ACT_NONE) {
-        bn_recompute(m->scratch, x, mean, rstd, P + l->gamma, P + l->beta, M, l->cout);
-        act_backward(g, g, m->scratch, (size_t)M * l->cout, l->act);
-      }
-      batchnorm_backward(g, G + l->gamma, G + l->beta, g, x, mean, rstd, P + l->gamma, M,
-                         l->cout);
+      batchnorm_act_backward(g, G + l->gamma, G + l->beta, g, x, mean, rstd, P + l->gamma,
+                             P + l->beta, M, l->cout, l->act);
       if (l->in != 0) d = grad_target(m, l->in, &acc);
       if (l->conv == CONV_FULL)
         conv2d_backward(d, G + l->weight, g, in, P + l->weight, N, l->h, l->w, l->cin, l->cout,

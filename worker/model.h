@@ -55,9 +55,9 @@ typedef enum { LAYER_CONV, LAYER_SE, LAYER_ADD, LAYER_POOL, LAYER_LINEAR, LAYER_
 typedef enum { CONV_FULL, CONV_DEPTHWISE, CONV_POINTWISE } conv_kind;
 
 /* A layer reads tensor `in` (and `skip` for ADD) and writes tensor `out`. CONV is
- * conv + batch norm + activation: it keeps its conv output `pre` (before BN) for backward and
- * recomputes the BN output there, instead of storing a third tensor. LINEAR keeps its
- * pre-activation in `pre` when it has an activation. */
+ * conv + batch norm + activation: it keeps its conv output `pre` (before BN) for backward,
+ * whose fused BN+act kernel recomputes the BN output on the fly instead of storing it.
+ * LINEAR keeps its pre-activation in `pre` when it has an activation. */
 typedef struct {
   layer_kind kind;
   int in, out, skip, pre;
@@ -104,7 +104,7 @@ typedef struct model {
   int batch, size;
   float *save;            /* BN mean/rstd, SE saved values */
   size_t n_save;
-  float *scratch;         /* im2col, BN recompute */
+  float *scratch;         /* im2col */
   size_t n_scratch;
   float *probs;           /* softmax of the logits [batch][classes] */
   float *dlogits;
@@ -151,5 +151,7 @@ const param_info *model_find_param(const model *m, const char *name);
 
 /* Stable fingerprint of parameters + BN statistics (bit-level). */
 uint64_t model_hash(const model *m);
+/* Of the parameters alone: what must be identical on every rank (BN statistics are per rank). */
+uint64_t model_hash_params(const model *m);
 
 #endif

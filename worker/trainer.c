@@ -121,7 +121,7 @@ static void settle_config(trainer *t) {
 }
 
 static void check_same_weights(trainer *t, const char *when) {
-  uint64_t h = model_hash(&t->m);
+  uint64_t h = model_hash_params(&t->m);
   uint64_t *all = xmalloc((size_t)t->c->world * sizeof *all);
   comm_gather(t->c, &h, sizeof h, all, 0);
   int bad = -1;
@@ -130,6 +130,8 @@ static void check_same_weights(trainer *t, const char *when) {
       if (all[r] != all[0]) bad = r;
   comm_bcast(t->c, &bad, sizeof bad, 0);
   free(all);
+  if (bad < 0 && t->c->world > 1 && !strcmp(when, "at the end"))
+    rank_log(t, "all %d ranks hold identical weights (parameter hash %016llx)", t->c->world, (unsigned long long)h);
   if (bad >= 0) {
     if (t->c->rank == 0)
       log_warn("rank %d (%s) has different weights than rank 0 %s: the replicas diverged; ending the job",
@@ -227,7 +229,9 @@ static void resume(trainer *t) {
   size_t ns = t->m.n_stats;
   if (t->c->rank == 0) {
     char err[2048];
-    ckpt_status st = ckpt_load_latest(t->job_dir, t->cfg->model, t->config_hash, &l, err, sizeof err);
+    /* --force-config adopts new settings: the checkpoints of the old ones still resume. */
+    ckpt_status st = ckpt_load_latest(t->job_dir, t->cfg->model,
+                                      t->cfg->force_config ? NULL : t->config_hash, &l, err, sizeof err);
     if (st == CKPT_MISMATCH || st == CKPT_ALL_CORRUPT || st == CKPT_IO_ERROR)
       die("%s", err);
     if (st == CKPT_LOADED) {
@@ -464,6 +468,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
     int stop = 0;
     while (t->step_in_epoch < t->steps_per_epoch && t->step < t->total_steps) {
       double t0 = time_now();
+      comm_heartbeat(c, t->step);
       int n = loader_next(t->train, t->images, t->labels);
       POLLEN_ASSERT(n == t->local_batch);
       double t1 = time_now();
@@ -568,6 +573,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
       last_ckpt_time = time_now();
     }
   }
+  check_same_weights(t, "at the end");
   if (status == EXIT_OK) {
     if (t->step_in_epoch != 0) take_checkpoint(t, "max steps");
     export_weights(t, "weights.safetensors");
