@@ -10,38 +10,52 @@
 
 static char *hosts; /* world x 64 */
 
-/* Heartbeats (tag HB_TAG): rank 0's view of the newest step each rank started. */
-#define HB_TAG 7001
-#define HB_RING 8
-static int64_t *hb_step, hb_current;
-static int64_t hb_buf[HB_RING];
-static MPI_Request hb_req[HB_RING];
-static int hb_next;
+/* Liveness probe. When a collective stalls, rank 0 pings every other rank (PING_TAG); a rank
+ * that is alive is necessarily waiting in wait_request (everyone else is stuck on the same
+ * collective) and answers at once (PONG_TAG). Ranks that stay silent for a few seconds are
+ * the dead or hung ones, and are named. */
+#define PING_TAG 7001
+#define PONG_TAG 7002
 
-static void hb_drain(void) {
-  int flag = 1;
-  while (flag) {
-    MPI_Status st;
-    MPI_Iprobe(MPI_ANY_SOURCE, HB_TAG, MPI_COMM_WORLD, &flag, &st);
-    if (!flag) break;
-    int64_t step;
-    MPI_Recv(&step, 1, MPI_INT64_T, st.MPI_SOURCE, HB_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    if (step > hb_step[st.MPI_SOURCE]) hb_step[st.MPI_SOURCE] = step;
-  }
+static void answer_pings(const comm *c) {
+  if (c->rank == 0) return;
+  int flag = 0;
+  MPI_Iprobe(0, PING_TAG, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
+  if (!flag) return;
+  static int64_t ping, pong;
+  MPI_Recv(&ping, 1, MPI_INT64_T, 0, PING_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+  static MPI_Request r = MPI_REQUEST_NULL;
+  if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
+  pong = ping;
+  MPI_Isend(&pong, 1, MPI_INT64_T, 0, PONG_TAG, MPI_COMM_WORLD, &r);
 }
 
-/* On a stall, rank 0 names the ranks whose heartbeat for the current step never came. */
 static void name_stalled(const comm *c) {
-  if (c->rank != 0 || !hb_step) return;
-  hb_drain();
-  int named = 0;
-  for (int r = 1; r < c->world; r++)
-    if (hb_step[r] < hb_current) {
-      log_warn("rank %d on %s never reached step %lld (last heartbeat: step %lld): it is dead, hung or cut off",
-               r, hosts + 64 * r, (long long)hb_current, (long long)hb_step[r]);
-      named++;
+  if (c->rank != 0) return;
+  int n = c->world;
+  char *alive = xcalloc((size_t)n, 1);
+  MPI_Request *req = xcalloc((size_t)n, sizeof *req);
+  int64_t ping = 1, pong;
+  for (int r = 1; r < n; r++) MPI_Isend(&ping, 1, MPI_INT64_T, r, PING_TAG, MPI_COMM_WORLD, &req[r]);
+  double start = time_now();
+  int answered = 0;
+  while (answered < n - 1 && time_now() - start < 3.0) {
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(MPI_ANY_SOURCE, PONG_TAG, MPI_COMM_WORLD, &flag, &st);
+    if (!flag) {
+      usleep(1000);
+      continue;
     }
-  if (!named) log_warn("every rank reached step %lld; the stall is inside the collective itself (network?)", (long long)hb_current);
+    MPI_Recv(&pong, 1, MPI_INT64_T, st.MPI_SOURCE, PONG_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    if (!alive[st.MPI_SOURCE]) alive[st.MPI_SOURCE] = 1, answered++;
+  }
+  for (int r = 1; r < n; r++)
+    if (!alive[r]) log_warn("rank %d on %s does not answer: it is dead, hung or cut off", r, hosts + 64 * r);
+  if (answered == n - 1)
+    log_warn("every rank answers and waits: the collective itself is stuck (network?)");
+  free(alive);
+  free(req); /* the pings to silent ranks are abandoned: the job is ending */
 }
 
 static int launched_by_mpi(void) {
@@ -78,44 +92,7 @@ const char *comm_host_of(const comm *c, int rank) {
   return (rank >= 0 && rank < c->world) ? hosts + 64 * rank : "?";
 }
 
-void comm_heartbeat(comm *c, int64_t step) {
-  if (!c->mpi) return;
-  hb_current = step;
-  if (c->rank == 0) {
-    if (!hb_step) hb_step = xcalloc((size_t)c->world, sizeof *hb_step);
-    hb_step[0] = step;
-    hb_drain();
-    return;
-  }
-  /* A small ring of in-flight sends; the oldest must be done before its buffer is reused. */
-  int k = hb_next++ % HB_RING;
-  if (hb_next > HB_RING) {
-    int done = 0;
-    double start = time_now();
-    while (!done && time_now() - start < c->stall_timeout) {
-      MPI_Test(&hb_req[k], &done, MPI_STATUS_IGNORE);
-      if (!done) usleep(50);
-    }
-  }
-  hb_buf[k] = step;
-  MPI_Isend(&hb_buf[k], 1, MPI_INT64_T, 0, HB_TAG, MPI_COMM_WORLD, &hb_req[k]);
-}
-
 void comm_finalize(comm *c) {
-  if (c->mpi && c->rank != 0)
-    for (int k = 0; k < HB_RING && k < hb_next; k++) {
-      int done = 0;
-      MPI_Test(&hb_req[k], &done, MPI_STATUS_IGNORE);
-      if (!done) MPI_Cancel(&hb_req[k]), MPI_Request_free(&hb_req[k]);
-    }
-  if (c->mpi && c->rank == 0) {
-    comm_barrier(c);
-    hb_drain();
-  } else if (c->mpi) {
-    comm_barrier(c);
-  }
-  free(hb_step);
-  hb_step = NULL;
   if (c->mpi) MPI_Finalize();
   free(hosts);
   hosts = NULL;
@@ -140,7 +117,10 @@ static void wait_request(const comm *c, MPI_Request *req, const char *what) {
       comm_abort(c, EXIT_FAILED);
     }
     if (done) break;
-    if (++spins > 1000) usleep(50);
+    if (++spins > 1000) {
+      usleep(50);
+      if (spins % 256 == 0) answer_pings(c);
+    }
     /* Rank 0 waits a little less than the others, so it is the one that reports. */
     double limit = c->stall_timeout + (c->rank == 0 ? 0.0 : 5.0);
     if (time_now() - start > limit) {

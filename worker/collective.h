@@ -42,9 +42,6 @@ void comm_send(const comm *c, int to, int tag, const void *buf, size_t bytes);
 void comm_recv(const comm *c, int from, int tag, void *buf, size_t bytes);
 /* Receives a message of unknown length (at most cap bytes) and returns its length. */
 size_t comm_recv_any_len(const comm *c, int from, int tag, void *buf, size_t cap);
-/* Liveness: every rank calls this at the start of each step. Rank 0 collects the others'
- * heartbeats, so when a collective stalls it names the ranks that never reached the step. */
-void comm_heartbeat(comm *c, int64_t step);
 /* Hostnames of every rank (world x 64 bytes), for messages naming a rank. */
 const char *comm_host_of(const comm *c, int rank);
 

@@ -378,7 +378,8 @@ static void publish(trainer *t, const char *state, double loss, double acc, doub
   memset(&j, 0, sizeof j);
   snprintf(j.state, sizeof j.state, "%s", state);
   snprintf(j.model, sizeof j.model, "%s", t->cfg->model);
-  j.epoch = t->epoch, j.epochs = t->cfg->epochs; /* 0-based on the wire and in metrics */
+  /* 0-based on the wire and in metrics; after the last epoch t->epoch is one past the end. */
+  j.epoch = t->epoch < t->cfg->epochs ? t->epoch : t->cfg->epochs - 1, j.epochs = t->cfg->epochs;
   j.step = t->step, j.total_steps = t->total_steps;
   j.loss = loss, j.train_acc = acc, j.val_acc = t->last_val;
   j.lr = lr_at(&t->sched, (long)(t->step > 0 ? t->step - 1 : 0), t->total_steps);
@@ -468,7 +469,6 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
     int stop = 0;
     while (t->step_in_epoch < t->steps_per_epoch && t->step < t->total_steps) {
       double t0 = time_now();
-      comm_heartbeat(c, t->step);
       int n = loader_next(t->train, t->images, t->labels);
       POLLEN_ASSERT(n == t->local_batch);
       double t1 = time_now();
