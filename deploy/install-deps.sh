@@ -14,6 +14,7 @@ packages=(
   libprotobuf-c-dev protobuf-c-compiler
   python3                  # small test helpers
   procps iproute2          # tests: process and network-namespace tools
+  slurm-wlm munge yamllint # tests: a private one-node SLURM (requeue test), manifest lint
   clang-14 libclang-rt-14-dev  # tests: libFuzzer target for the status parser (skipped without)
 )
 if [ "${1:-}" = "--with-torch" ]; then

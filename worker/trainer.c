@@ -542,7 +542,10 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
         stop = 1;
         break;
       }
-      if (ctl[CONTROL_CHECKPOINT] > 0) {
+      /* At the last step of an epoch (or of the job) the epoch-end (or final) checkpoint of
+       * this same step follows at once, with the validation result: one write, not two. */
+      int last = t->step_in_epoch == t->steps_per_epoch || t->step == t->total_steps;
+      if (ctl[CONTROL_CHECKPOINT] > 0 && !last) {
         take_checkpoint(t, "periodic");
         last_ckpt_time = time_now();
       }
@@ -578,7 +581,11 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
     if (t->step_in_epoch != 0) take_checkpoint(t, "max steps");
     export_weights(t, "weights.safetensors");
     if (c->rank == 0) {
-      coord_checkpoint_wait(t->co);
+      /* A relaunch would go back to the last checkpoint that did get saved and train again. */
+      if (coord_checkpoint_wait(t->co) != 0)
+        log_warn("the final checkpoint could not be saved (see above): %s/weights.safetensors holds "
+                 "the finished weights, but running this command again would resume from an older "
+                 "checkpoint and overwrite them", t->job_dir);
       publish(t, "finished", NAN, NAN, 0);
       log_info("finished: %lld steps, validation accuracy %.4f (best %.4f)", (long long)t->step, t->last_val, t->best_val);
     }
@@ -587,6 +594,9 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
              (long long)t->step, EXIT_PREEMPTED);
   }
   if (c->rank == 0) coord_stop(t->co);
+  /* No rank leaves before rank 0 has written everything: launchers (mpirun, srun) kill the
+   * remaining ranks soon after one exits. */
+  comm_barrier(c);
   loader_close(t->train);
   loader_close(t->val);
   grad_sync_free(t->sync);

@@ -153,6 +153,8 @@ trap 'on_signal HUP' HUP
 name_lost_ranks() {
   local line node j first ranks
   local -a names
+  # Ctrl-C reaches this filter too; mpirun must keep its stderr until it exits.
+  trap '' INT TERM HUP
   mapfile -t names < <(grep -Ev '^[[:space:]]*(#|$)' "$hostfile" | awk '{sub(/^.*@/, "", $1); print $1}')
   while IFS= read -r line; do
     printf '%s\n' "$line" >&2

@@ -1,4 +1,5 @@
 # tests/slurm/lib.sh - a private, single-node SLURM for tests, started from a temporary folder.
+# shellcheck shell=bash
 #
 # Source it, then: slurm_start DIR (as root; DIR empty and private to this test), run sbatch/
 # squeue/scontrol (SLURM_CONF is exported), and slurm_stop from an EXIT trap. Everything it
@@ -14,6 +15,8 @@
 
 slurm_pids=()
 SLURM_TEST_DIR=""
+# The daemons live in /usr/sbin, which a non-login PATH may lack.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac
 
 # slurm_wait_for SECONDS WHAT CMD...: polls CMD every 0.2 s until it succeeds; on timeout
 # prints what it waited for and returns 1.
@@ -133,9 +136,38 @@ EOF
   fi
 }
 
-# Stops what slurm_start started, by pid, newest first; waits briefly, then kills.
+# The pids of slurmstepd processes of this cluster: they detach from slurmd, so they are
+# found by their open log file under SLURM_TEST_DIR (never by name alone).
+_slurm_stepd_pids() {
+  local p fd
+  [ -n "$SLURM_TEST_DIR" ] || return 0
+  for p in /proc/[0-9]*; do
+    [ "$(cat "$p/comm" 2>/dev/null)" = slurmstepd ] || continue
+    for fd in "$p"/fd/*; do
+      case $(readlink "$fd" 2>/dev/null) in
+        "$SLURM_TEST_DIR"/*) echo "${p#/proc/}"; break ;;
+      esac
+    done
+  done
+}
+
+_slurm_queue_empty() { [ -z "$(squeue -h -o %A 2>/dev/null)" ]; }
+
+# Stops what slurm_start started: cancels the cluster's jobs (a step daemon left without its
+# slurmd waits forever), then the step daemons still there and the daemons, by pid, newest
+# first; each gets TERM, then KILL after 5 s.
 slurm_stop() {
-  local i pid
+  local i pid ids stepds
+  if [ -n "${SLURM_CONF:-}" ] && [ ${#slurm_pids[@]} -gt 0 ]; then
+    ids=$(squeue -h -o %A 2>/dev/null)
+    if [ -n "$ids" ]; then
+      # shellcheck disable=SC2086  # one job id per word
+      scancel $ids 2>/dev/null
+      slurm_wait_for 20 "the jobs to end" _slurm_queue_empty
+    fi
+  fi
+  mapfile -t stepds < <(_slurm_stepd_pids)
+  slurm_pids+=("${stepds[@]}")
   for ((i = ${#slurm_pids[@]} - 1; i >= 0; i--)); do
     pid=${slurm_pids[i]}
     kill -TERM "$pid" 2>/dev/null || continue
