@@ -34,6 +34,14 @@ void die_status(int status, const char *fmt, ...) {
   exit(status);
 }
 
+void err_set(char *err, size_t errlen, const char *fmt, ...) {
+  if (!err || !errlen) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
 void pollen_assert_fail(const char *expr, const char *file, int line) {
   fprintf(stderr, "pollen: internal error: assertion '%s' failed at %s:%d; please report it\n",
           expr, file, line);

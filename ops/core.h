@@ -26,6 +26,9 @@ enum {
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* Same, with a chosen exit status. */
 void die_status(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+/* Formats a one-line error into a caller's buffer (err may be NULL or errlen 0): the way
+ * functions that return an error instead of dying report it. */
+void err_set(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* An internal invariant broken (a pollen bug, not the user's): names file and line, aborts. */
 #define POLLEN_ASSERT(c) \
   do { if (!(c)) pollen_assert_fail(#c, __FILE__, __LINE__); } while (0)

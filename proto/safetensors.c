@@ -31,16 +31,6 @@ int st_dtype_parse(const char *s) {
   return -1;
 }
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 void st_close(st_file *f) {
   if (!f) return;
   for (int i = 0; i < f->n_tensors; i++) free((char *)f->tensors[i].name);
@@ -79,7 +69,7 @@ static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size
                         char *err, size_t errlen) {
   const char *p = f->path;
   if (!cJSON_IsObject(root)) {
-    seterr(err, errlen, "%s: safetensors header is not a JSON object", p);
+    err_set(err, errlen, "%s: safetensors header is not a JSON object", p);
     return -1;
   }
   int count = cJSON_GetArraySize(root);
@@ -87,18 +77,18 @@ static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size
   for (const cJSON *e = root->child; e; e = e->next) {
     const char *name = e->string;
     if (!name || !name[0] || strlen(name) > ST_MAX_NAME) {
-      seterr(err, errlen, "%s: tensor name empty or longer than %d bytes", p, ST_MAX_NAME);
+      err_set(err, errlen, "%s: tensor name empty or longer than %d bytes", p, ST_MAX_NAME);
       return -1;
     }
     /* cJSON keeps duplicate keys; two tensors with one name would make lookups ambiguous. */
     for (const cJSON *o = root->child; o != e; o = o->next)
       if (!strcmp(o->string, name)) {
-        seterr(err, errlen, "%s: name '%.64s' appears twice in the header", p, name);
+        err_set(err, errlen, "%s: name '%.64s' appears twice in the header", p, name);
         return -1;
       }
     if (!strcmp(name, "__metadata__")) {
       if (!cJSON_IsObject(e)) {
-        seterr(err, errlen, "%s: __metadata__ is not a JSON object", p);
+        err_set(err, errlen, "%s: __metadata__ is not a JSON object", p);
         return -1;
       }
       int nm = cJSON_GetArraySize(e);
@@ -106,7 +96,7 @@ static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size
       f->meta_values = xcalloc((size_t)nm + 1, sizeof(char *));
       for (const cJSON *m = e->child; m; m = m->next) {
         if (!cJSON_IsString(m) || !m->valuestring) {
-          seterr(err, errlen, "%s: __metadata__ value '%.64s' is not a string", p, m->string);
+          err_set(err, errlen, "%s: __metadata__ value '%.64s' is not a string", p, m->string);
           return -1;
         }
         f->meta_keys[f->n_meta] = xstrdup(m->string);
@@ -116,7 +106,7 @@ static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size
       continue;
     }
     if (!cJSON_IsObject(e)) {
-      seterr(err, errlen, "%s: entry for tensor '%.64s' is not a JSON object", p, name);
+      err_set(err, errlen, "%s: entry for tensor '%.64s' is not a JSON object", p, name);
       return -1;
     }
     const cJSON *jd = NULL, *js = NULL, *jo = NULL;
@@ -126,14 +116,14 @@ static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size
                            : !strcmp(k->string, "data_offsets") ? &jo
                                                                 : NULL;
       if (!slot || *slot) {
-        seterr(err, errlen, "%s: tensor '%.64s' has %s key '%.32s'", p, name,
+        err_set(err, errlen, "%s: tensor '%.64s' has %s key '%.32s'", p, name,
                slot ? "a duplicate" : "an unknown", k->string);
         return -1;
       }
       *slot = k;
     }
     if (!jd || !js || !jo) {
-      seterr(err, errlen, "%s: tensor '%.64s' lacks %s", p, name,
+      err_set(err, errlen, "%s: tensor '%.64s' lacks %s", p, name,
              !jd ? "dtype" : !js ? "shape" : "data_offsets");
       return -1;
     }
@@ -142,14 +132,14 @@ static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size
     f->n_tensors++; /* counted now so st_close frees the name on any later error */
     int dt = cJSON_IsString(jd) ? st_dtype_parse(jd->valuestring) : -1;
     if (dt < 0) {
-      seterr(err, errlen, "%s: tensor '%.64s' has unsupported dtype %.16s (pollen reads "
+      err_set(err, errlen, "%s: tensor '%.64s' has unsupported dtype %.16s (pollen reads "
              "F32 F64 I64 I32 U8 BF16 F16)", p, name, cJSON_IsString(jd) ? jd->valuestring : "(not a string)");
       return -1;
     }
     t->dtype = (st_dtype)dt;
     int nd = cJSON_IsArray(js) ? cJSON_GetArraySize(js) : -1;
     if (nd < 0 || nd > ST_MAX_RANK) {
-      seterr(err, errlen, "%s: tensor '%.64s' shape is not an array of at most %d dimensions",
+      err_set(err, errlen, "%s: tensor '%.64s' shape is not an array of at most %d dimensions",
              p, name, ST_MAX_RANK);
       return -1;
     }
@@ -159,7 +149,7 @@ static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size
     for (const cJSON *s = js->child; s; s = s->next, d++) {
       uint64_t v;
       if (json_uint(s, INT64_MAX, &v) || __builtin_mul_overflow(numel, v, &numel)) {
-        seterr(err, errlen, "%s: tensor '%.64s' shape has an invalid or overflowing dimension",
+        err_set(err, errlen, "%s: tensor '%.64s' shape has an invalid or overflowing dimension",
                p, name);
         return -1;
       }
@@ -169,16 +159,16 @@ static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size
     uint64_t b = 0, en = 0, want;
     if (!cJSON_IsArray(jo) || cJSON_GetArraySize(jo) != 2 || json_uint(jo->child, size, &b) ||
         json_uint(jo->child->next, size, &en) || en < b) {
-      seterr(err, errlen, "%s: tensor '%.64s' data_offsets are not [begin, end] within the "
+      err_set(err, errlen, "%s: tensor '%.64s' data_offsets are not [begin, end] within the "
              "%zu-byte data section", p, name, size);
       return -1;
     }
     if (__builtin_mul_overflow(numel, (uint64_t)dtype_sizes[dt], &want)) {
-      seterr(err, errlen, "%s: tensor '%.64s' shape is too large", p, name);
+      err_set(err, errlen, "%s: tensor '%.64s' shape is too large", p, name);
       return -1;
     }
     if (want != en - b) {
-      seterr(err, errlen, "%s: tensor '%.64s' holds %llu bytes but %s x %llu elements needs "
+      err_set(err, errlen, "%s: tensor '%.64s' holds %llu bytes but %s x %llu elements needs "
              "%llu", p, name, (unsigned long long)(en - b), dtype_names[dt],
              (unsigned long long)numel, (unsigned long long)want);
       return -1;
@@ -193,7 +183,7 @@ static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size
   for (int i = 0; i < f->n_tensors; i++) {
     const st_tensor *t = &f->tensors[i];
     if ((const uint8_t *)t->data != at) {
-      seterr(err, errlen, "%s: tensor '%.64s' at offset %zu %s the previous tensor (which ends "
+      err_set(err, errlen, "%s: tensor '%.64s' at offset %zu %s the previous tensor (which ends "
              "at %zu)", p, t->name, (size_t)((const uint8_t *)t->data - data),
              (const uint8_t *)t->data < at ? "overlaps" : "leaves a gap after",
              (size_t)(at - data));
@@ -202,7 +192,7 @@ static int parse_header(st_file *f, const cJSON *root, const uint8_t *data, size
     at += t->nbytes;
   }
   if (at != data + size) {
-    seterr(err, errlen, "%s: %zu bytes after the last tensor are not described by the header",
+    err_set(err, errlen, "%s: %zu bytes after the last tensor are not described by the header",
            p, (size_t)(data + size - at));
     return -1;
   }
@@ -221,38 +211,38 @@ static st_file *parse_owned(uint8_t *buf, size_t pad, size_t size, const char *n
   cJSON *root = NULL;
   uint64_t n = 0;
   if (size < 8) {
-    seterr(err, errlen, "%s: only %zu bytes, too short for a safetensors file", name, size);
+    err_set(err, errlen, "%s: only %zu bytes, too short for a safetensors file", name, size);
     goto fail;
   }
   for (int i = 7; i >= 0; i--) n = n << 8 | img[i];
   if (n < 2 || n > ST_MAX_HEADER || n > size - 8) {
-    seterr(err, errlen, "%s: header length %llu is impossible for a %zu-byte file (truncated "
+    err_set(err, errlen, "%s: header length %llu is impossible for a %zu-byte file (truncated "
            "or not a safetensors file)", name, (unsigned long long)n, size);
     goto fail;
   }
   /* cJSON wants a terminated string; an embedded NUL would silently cut the header. */
   if (memchr(img + 8, 0, (size_t)n)) {
-    seterr(err, errlen, "%s: header contains a NUL byte", name);
+    err_set(err, errlen, "%s: header contains a NUL byte", name);
     goto fail;
   }
   hdr = xmalloc((size_t)n + 1);
   memcpy(hdr, img + 8, (size_t)n);
   hdr[n] = 0;
   if (strstr(hdr, "\\u0000")) {
-    seterr(err, errlen, "%s: header contains an escaped NUL character", name);
+    err_set(err, errlen, "%s: header contains an escaped NUL character", name);
     goto fail;
   }
   const char *end = NULL;
   root = cJSON_ParseWithOpts(hdr, &end, 0);
   if (!root) {
     size_t at = end ? (size_t)(end - hdr) : 0;
-    seterr(err, errlen, "%s: header is not valid JSON (error near byte %zu)", name, at);
+    err_set(err, errlen, "%s: header is not valid JSON (error near byte %zu)", name, at);
     goto fail;
   }
   /* The official writer pads the header with spaces; anything else after the JSON is junk. */
   for (; *end; end++)
     if (*end != ' ' && *end != '\t' && *end != '\n' && *end != '\r') {
-      seterr(err, errlen, "%s: junk after the JSON header at byte %zu", name, (size_t)(end - hdr));
+      err_set(err, errlen, "%s: junk after the JSON header at byte %zu", name, (size_t)(end - hdr));
       goto fail;
     }
   if (parse_header(f, root, img + 8 + n, size - 8 - (size_t)n, err, errlen)) goto fail;
@@ -282,12 +272,12 @@ st_file *st_parse(const void *bytes, size_t size, const char *name, char *err, s
 st_file *st_open(const char *path, char *err, size_t errlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    err_set(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     return NULL;
   }
   struct stat sb;
   if (fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
-    seterr(err, errlen, "%s: not a regular file", path);
+    err_set(err, errlen, "%s: not a regular file", path);
     close(fd);
     return NULL;
   }
@@ -303,7 +293,7 @@ st_file *st_open(const char *path, char *err, size_t errlen) {
     ssize_t r = read(fd, buf + pad + got, size - got);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) {
-      seterr(err, errlen, "%s: read failed after %zu of %zu bytes: %s", path, got, size,
+      err_set(err, errlen, "%s: read failed after %zu of %zu bytes: %s", path, got, size,
              r < 0 ? strerror(errno) : "file shrank while reading");
       close(fd);
       free(buf);
@@ -539,7 +529,7 @@ int st_writer_save(st_writer *w, const char *path, char *err, size_t errlen) {
   int rc = -1;
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    seterr(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+    err_set(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
     goto done;
   }
   int bad = write_all(fd, hdr, 8 + hl);
@@ -551,12 +541,12 @@ int st_writer_save(st_writer *w, const char *path, char *err, size_t errlen) {
     saved = errno;
   }
   if (bad) {
-    seterr(err, errlen, "%s: writing failed: %s", path, strerror(saved));
+    err_set(err, errlen, "%s: writing failed: %s", path, strerror(saved));
     unlink(tmp);
     goto done;
   }
   if (rename(tmp, path)) {
-    seterr(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+    err_set(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
     unlink(tmp);
     goto done;
   }

@@ -31,15 +31,6 @@ static uint32_t get_u32(const unsigned char *p) {
 }
 static uint64_t get_u64(const unsigned char *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* ---------------------------------------------------------------- writer */
 
 struct shard_writer {
@@ -177,54 +168,54 @@ shard_reader *shard_open(const char *path, char *err, size_t errlen) {
   r->fd = open(path, O_RDONLY | O_CLOEXEC);
   unsigned char *hdr = NULL, *index = NULL;
   if (r->fd < 0) {
-    seterr(err, errlen, "cannot open shard %s: %s; check the data folder or %s", path, strerror(errno), REGEN);
+    err_set(err, errlen, "cannot open shard %s: %s; check the data folder or %s", path, strerror(errno), REGEN);
     goto fail;
   }
   struct stat st;
   if (fstat(r->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    seterr(err, errlen, "shard %s is not a regular file; %s", path, REGEN);
+    err_set(err, errlen, "shard %s is not a regular file; %s", path, REGEN);
     goto fail;
   }
   r->size = (uint64_t)st.st_size;
   unsigned char fixed[16];
   if (r->size < 16 || pread_all(r->fd, fixed, 16, 0) != 0) {
-    seterr(err, errlen, "shard %s is truncated (%llu bytes, shorter than its header); %s", path,
+    err_set(err, errlen, "shard %s is truncated (%llu bytes, shorter than its header); %s", path,
            (unsigned long long)r->size, REGEN);
     goto fail;
   }
   if (memcmp(fixed, shard_magic, 8) != 0) {
-    seterr(err, errlen, "%s is not a pollen shard file (wrong magic); %s", path, REGEN);
+    err_set(err, errlen, "%s is not a pollen shard file (wrong magic); %s", path, REGEN);
     goto fail;
   }
   uint32_t version = get_u32(fixed + 8);
   if (version != SHARD_VERSION) {
-    seterr(err, errlen, "shard %s has format version %u but this pollen reads version %d; %s", path,
+    err_set(err, errlen, "shard %s has format version %u but this pollen reads version %d; %s", path,
            version, SHARD_VERSION, REGEN);
     goto fail;
   }
   uint32_t body = get_u32(fixed + 12);
   if (body < 12 || body > 4 + SHARD_MAX_CLASSES * (2 + SHARD_MAX_CLASS_NAME) + 8) {
-    seterr(err, errlen, "shard %s has a corrupt header (body length %u); %s", path, body, REGEN);
+    err_set(err, errlen, "shard %s has a corrupt header (body length %u); %s", path, body, REGEN);
     goto fail;
   }
   if (r->size < 16 + (uint64_t)body + 4 + FOOTER_BYTES) {
-    seterr(err, errlen, "shard %s is truncated (%llu bytes); %s", path, (unsigned long long)r->size, REGEN);
+    err_set(err, errlen, "shard %s is truncated (%llu bytes); %s", path, (unsigned long long)r->size, REGEN);
     goto fail;
   }
   hdr = xmalloc(16 + body + 4);
   if (pread_all(r->fd, hdr, 16 + body + 4, 0) != 0) {
-    seterr(err, errlen, "cannot read shard %s: %s; %s", path, strerror(errno), REGEN);
+    err_set(err, errlen, "cannot read shard %s: %s; %s", path, strerror(errno), REGEN);
     goto fail;
   }
   if (crc32c_update(0, hdr, 16 + body) != get_u32(hdr + 16 + body)) {
-    seterr(err, errlen, "shard %s has a corrupt header (checksum mismatch); %s", path, REGEN);
+    err_set(err, errlen, "shard %s has a corrupt header (checksum mismatch); %s", path, REGEN);
     goto fail;
   }
   const unsigned char *p = hdr + 16, *end = hdr + 16 + body;
   uint32_t nc = get_u32(p);
   p += 4;
   if (nc < 1 || nc > SHARD_MAX_CLASSES) {
-    seterr(err, errlen, "shard %s has a corrupt header (%u classes); %s", path, nc, REGEN);
+    err_set(err, errlen, "shard %s has a corrupt header (%u classes); %s", path, nc, REGEN);
     goto fail;
   }
   r->classes = xcalloc(nc, sizeof(char *));
@@ -245,29 +236,29 @@ shard_reader *shard_open(const char *path, char *err, size_t errlen) {
   unsigned char foot[FOOTER_BYTES];
   if (pread_all(r->fd, foot, FOOTER_BYTES, r->size - FOOTER_BYTES) != 0 ||
       memcmp(foot + 24, shard_end_magic, 8) != 0) {
-    seterr(err, errlen, "shard %s is truncated or was not finished (no end marker, %llu bytes); %s", path,
+    err_set(err, errlen, "shard %s is truncated or was not finished (no end marker, %llu bytes); %s", path,
            (unsigned long long)r->size, REGEN);
     goto fail;
   }
   if (crc32c_update(0, foot, 20) != get_u32(foot + 20)) {
-    seterr(err, errlen, "shard %s has a corrupt footer (checksum mismatch); %s", path, REGEN);
+    err_set(err, errlen, "shard %s has a corrupt footer (checksum mismatch); %s", path, REGEN);
     goto fail;
   }
   r->index_offset = get_u64(foot);
   if (get_u64(foot + 8) != count || count >= (uint64_t)SHARD_MAX_RECORDS || r->index_offset < data_start ||
       r->index_offset > r->size - FOOTER_BYTES || (r->size - FOOTER_BYTES - r->index_offset) != 8 * count) {
-    seterr(err, errlen, "shard %s is truncated or corrupt (footer does not match header: %llu records, %llu bytes); %s",
+    err_set(err, errlen, "shard %s is truncated or corrupt (footer does not match header: %llu records, %llu bytes); %s",
            path, (unsigned long long)count, (unsigned long long)r->size, REGEN);
     goto fail;
   }
   r->count = (int64_t)count;
   index = xmalloc(8 * (size_t)(count ? count : 1));
   if (pread_all(r->fd, index, 8 * (size_t)count, r->index_offset) != 0) {
-    seterr(err, errlen, "cannot read the index of shard %s; %s", path, REGEN);
+    err_set(err, errlen, "cannot read the index of shard %s; %s", path, REGEN);
     goto fail;
   }
   if (crc32c_update(0, index, 8 * (size_t)count) != get_u32(foot + 16)) {
-    seterr(err, errlen, "shard %s has a corrupt index (checksum mismatch); %s", path, REGEN);
+    err_set(err, errlen, "shard %s has a corrupt index (checksum mismatch); %s", path, REGEN);
     goto fail;
   }
   r->offsets = xmalloc(sizeof(uint64_t) * (size_t)(count + 1));
@@ -288,10 +279,10 @@ shard_reader *shard_open(const char *path, char *err, size_t errlen) {
   return r;
 
 bad_index:
-  seterr(err, errlen, "shard %s has a corrupt index (record offsets out of order or out of bounds); %s", path, REGEN);
+  err_set(err, errlen, "shard %s has a corrupt index (record offsets out of order or out of bounds); %s", path, REGEN);
   goto fail;
 bad_header:
-  seterr(err, errlen, "shard %s has a corrupt header (class table); %s", path, REGEN);
+  err_set(err, errlen, "shard %s has a corrupt header (class table); %s", path, REGEN);
 fail:
   free(hdr);
   free(index);
@@ -325,7 +316,7 @@ static void printable(char *dst, size_t cap, const char *src, size_t n) {
 
 int shard_read(shard_reader *r, int64_t i, shard_buf *buf, shard_record *rec, char *err, size_t errlen) {
   if (i < 0 || i >= r->count) {
-    seterr(err, errlen, "shard %s: record %lld out of range (it holds %lld)", r->path, (long long)i, (long long)r->count);
+    err_set(err, errlen, "shard %s: record %lld out of range (it holds %lld)", r->path, (long long)i, (long long)r->count);
     return -1;
   }
   uint64_t off = r->offsets[i], n = r->offsets[i + 1] - off; /* bounded in shard_open */
@@ -334,7 +325,7 @@ int shard_read(shard_reader *r, int64_t i, shard_buf *buf, shard_record *rec, ch
     buf->cap = (size_t)n + 1;
   }
   if (pread_all(r->fd, buf->p, (size_t)n, off) != 0) {
-    seterr(err, errlen, "cannot read record %lld of shard %s (truncated?); %s", (long long)i, r->path, REGEN);
+    err_set(err, errlen, "cannot read record %lld of shard %s (truncated?); %s", (long long)i, r->path, REGEN);
     return -1;
   }
   const unsigned char *p = buf->p;
@@ -342,17 +333,17 @@ int shard_read(shard_reader *r, int64_t i, shard_buf *buf, shard_record *rec, ch
   char shown[96] = "";
   if (name_len <= SHARD_MAX_NAME && 12ull + name_len <= n) printable(shown, sizeof shown, (const char *)p + 12, name_len);
   if (name_len > SHARD_MAX_NAME || data_len > SHARD_MAX_DATA || 16ull + name_len + data_len != n) {
-    seterr(err, errlen, "shard %s: record %lld (%s) is corrupt (lengths do not match its extent); %s", r->path,
+    err_set(err, errlen, "shard %s: record %lld (%s) is corrupt (lengths do not match its extent); %s", r->path,
            (long long)i, shown, REGEN);
     return -1;
   }
   if (crc32c_update(0, p, n - 4) != get_u32(p + n - 4)) {
-    seterr(err, errlen, "shard %s: record %lld (%s) is corrupt (checksum mismatch); %s", r->path, (long long)i,
+    err_set(err, errlen, "shard %s: record %lld (%s) is corrupt (checksum mismatch); %s", r->path, (long long)i,
            shown, REGEN);
     return -1;
   }
   if ((int64_t)label >= r->num_classes) {
-    seterr(err, errlen, "shard %s: record %lld (%s) has label %u but the shard has %d classes; %s", r->path,
+    err_set(err, errlen, "shard %s: record %lld (%s) has label %u but the shard has %d classes; %s", r->path,
            (long long)i, shown, label, r->num_classes, REGEN);
     return -1;
   }
@@ -369,7 +360,7 @@ int shard_read(shard_reader *r, int64_t i, shard_buf *buf, shard_record *rec, ch
 int shard_file_checksum(const char *path, uint64_t *bytes, uint32_t *crc, char *err, size_t errlen) {
   int fd = open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    seterr(err, errlen, "cannot open %s: %s", path, strerror(errno));
+    err_set(err, errlen, "cannot open %s: %s", path, strerror(errno));
     return -1;
   }
   size_t cap = 1 << 20;
@@ -380,7 +371,7 @@ int shard_file_checksum(const char *path, uint64_t *bytes, uint32_t *crc, char *
     ssize_t got = read(fd, b, cap);
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) {
-      seterr(err, errlen, "cannot read %s: %s", path, strerror(errno));
+      err_set(err, errlen, "cannot read %s: %s", path, strerror(errno));
       free(b);
       close(fd);
       return -1;

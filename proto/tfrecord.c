@@ -12,15 +12,6 @@
 
 const char *const tfrecord_flowers_classes[5] = {"dandelion", "daisy", "tulips", "sunflowers", "roses"};
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 uint32_t tfrecord_mask_crc(uint32_t crc) { return ((crc >> 15) | (crc << 17)) + 0xa282ead8u; }
 
 static uint32_t le32(const unsigned char *p) {
@@ -38,7 +29,7 @@ struct tfrecord_reader {
 tfrecord_reader *tfrecord_open(const char *path, char *err, size_t errlen) {
   FILE *f = fopen(path, "rb");
   if (!f) {
-    seterr(err, errlen, "cannot open TFRecord file %s: %s", path, strerror(errno));
+    err_set(err, errlen, "cannot open TFRecord file %s: %s", path, strerror(errno));
     return NULL;
   }
   tfrecord_reader *r = xcalloc(1, sizeof *r);
@@ -52,7 +43,7 @@ int tfrecord_next(tfrecord_reader *r, const unsigned char **data, size_t *len, c
   size_t got = fread(head, 1, 12, r->f);
   if (got == 0 && feof(r->f)) return 0;
   if (got != 12) {
-    seterr(err, errlen, "TFRecord file %s is truncated at record %lld (partial length field)", r->path,
+    err_set(err, errlen, "TFRecord file %s is truncated at record %lld (partial length field)", r->path,
            (long long)r->index);
     return -1;
   }
@@ -60,14 +51,14 @@ int tfrecord_next(tfrecord_reader *r, const unsigned char **data, size_t *len, c
   if (tfrecord_mask_crc(crc32c_update(0, head, 8)) != le32(head + 8)) {
     /* GZIP-compressed TFRecord files start with 1f 8b: say so rather than "corrupt". */
     if (r->index == 0 && head[0] == 0x1f && head[1] == 0x8b)
-      seterr(err, errlen, "TFRecord file %s is GZIP-compressed; decompress it first (gunzip)", r->path);
+      err_set(err, errlen, "TFRecord file %s is GZIP-compressed; decompress it first (gunzip)", r->path);
     else
-      seterr(err, errlen, "TFRecord file %s: record %lld has a corrupt length (CRC mismatch); is it a TFRecord file?",
+      err_set(err, errlen, "TFRecord file %s: record %lld has a corrupt length (CRC mismatch); is it a TFRecord file?",
              r->path, (long long)r->index);
     return -1;
   }
   if (n > TFRECORD_MAX_RECORD) {
-    seterr(err, errlen, "TFRecord file %s: record %lld is %llu bytes, more than the %u pollen accepts", r->path,
+    err_set(err, errlen, "TFRecord file %s: record %lld is %llu bytes, more than the %u pollen accepts", r->path,
            (long long)r->index, (unsigned long long)n, TFRECORD_MAX_RECORD);
     return -1;
   }
@@ -76,11 +67,11 @@ int tfrecord_next(tfrecord_reader *r, const unsigned char **data, size_t *len, c
     r->cap = (size_t)n + 4;
   }
   if (fread(r->buf, 1, (size_t)n + 4, r->f) != (size_t)n + 4) {
-    seterr(err, errlen, "TFRecord file %s is truncated in record %lld", r->path, (long long)r->index);
+    err_set(err, errlen, "TFRecord file %s is truncated in record %lld", r->path, (long long)r->index);
     return -1;
   }
   if (tfrecord_mask_crc(crc32c_update(0, r->buf, (size_t)n)) != le32(r->buf + n)) {
-    seterr(err, errlen, "TFRecord file %s: record %lld is corrupt (data CRC mismatch)", r->path, (long long)r->index);
+    err_set(err, errlen, "TFRecord file %s: record %lld is corrupt (data CRC mismatch)", r->path, (long long)r->index);
     return -1;
   }
   r->index++;
@@ -119,13 +110,13 @@ int tfrecord_parse_example(const unsigned char *data, size_t len, tfrecord_examp
   memset(ex, 0, sizeof *ex);
   Tensorflow__Example *e = tensorflow__example__unpack(NULL, len, data);
   if (!e) {
-    seterr(err, errlen, "not a tf.Example (protobuf parse failed)");
+    err_set(err, errlen, "not a tf.Example (protobuf parse failed)");
     return -1;
   }
   int rc = -1;
   const Tensorflow__Features *fs = e->features;
   if (!fs) {
-    seterr(err, errlen, "tf.Example has no features");
+    err_set(err, errlen, "tf.Example has no features");
     goto done;
   }
   const Tensorflow__Feature *img = find_feature(fs, "image/encoded");
@@ -133,12 +124,12 @@ int tfrecord_parse_example(const unsigned char *data, size_t len, tfrecord_examp
   const Tensorflow__Feature *lab = find_feature(fs, "label");
   if (!img || img->kind_case != TENSORFLOW__FEATURE__KIND_BYTES_LIST || !img->bytes_list ||
       img->bytes_list->n_value != 1) {
-    seterr(err, errlen, "tf.Example lacks a bytes feature 'image' or 'image/encoded' with one value");
+    err_set(err, errlen, "tf.Example lacks a bytes feature 'image' or 'image/encoded' with one value");
     goto done;
   }
   if (!lab || lab->kind_case != TENSORFLOW__FEATURE__KIND_INT64_LIST || !lab->int64_list ||
       lab->int64_list->n_value != 1) {
-    seterr(err, errlen, "tf.Example lacks an int64 feature 'label' with one value");
+    err_set(err, errlen, "tf.Example lacks an int64 feature 'label' with one value");
     goto done;
   }
   const ProtobufCBinaryData *b = &img->bytes_list->value[0];
