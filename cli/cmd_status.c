@@ -155,8 +155,11 @@ static void print_workers(const cJSON *o) {
 
 /* ---- job not running: what the folder knows ---- */
 
-/* The newest parseable line of JOB_DIR/metrics.jsonl (a killed job may leave half a line). */
-static cJSON *last_metrics(const char *dir) {
+/* The newest parseable line of JOB_DIR/metrics.jsonl (a killed job may leave half a line),
+ * and in *val the newest one with a validation accuracy (NULL if none in the file's tail):
+ * a job stopped mid-epoch has none on its last line. */
+static cJSON *last_metrics(const char *dir, cJSON **val) {
+  *val = NULL;
   char path[4096];
   snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
   FILE *f = fopen(path, "rb");
@@ -171,14 +174,17 @@ static cJSON *last_metrics(const char *dir) {
   fclose(f);
   buf[n] = 0;
   cJSON *found = NULL;
-  while (n > 0 && !found) {
+  while (n > 0 && !*val) {
     while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;
     char *line = memrchr(buf, '\n', n);
     line = line ? line + 1 : buf;
     if (line != buf || start == 0) {
       cJSON *o = cJSON_Parse(line);
-      if (cJSON_IsObject(o)) found = o;
+      int has_val = cJSON_IsObject(o) && cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, "val_acc"));
+      if (cJSON_IsObject(o) && !found) found = o;
+      else if (has_val) *val = o;
       else cJSON_Delete(o);
+      if (has_val && o == found) break; /* the newest line has it */
     }
     if (line == buf) break;
     n = (size_t)(line - buf);
@@ -229,7 +235,8 @@ static int list_checkpoints(const char *dir, ckpt_file **out) {
 }
 
 static int show_offline(const char *dir, int json) {
-  cJSON *m = last_metrics(dir);
+  cJSON *v;
+  cJSON *m = last_metrics(dir, &v);
   ckpt_file *ck;
   int n = list_checkpoints(dir, &ck);
   if (json) {
@@ -240,6 +247,7 @@ static int show_offline(const char *dir, int json) {
     cJSON_AddStringToObject(o, "job_dir", dir);
     if (m) cJSON_AddItemToObject(o, "last_metrics", m);
     else cJSON_AddNullToObject(o, "last_metrics");
+    if (v) cJSON_AddItemToObject(o, "last_validation", v);
     cJSON *a = cJSON_AddArrayToObject(o, "checkpoints");
     for (int i = 0; i < n; i++) {
       cJSON *c = cJSON_CreateObject();
@@ -260,6 +268,9 @@ static int show_offline(const char *dir, int json) {
              num(m, "step"), num(m, "epoch") + 1, fmt_num(num(m, "loss"), "%.4f", a, sizeof a),
              fmt_pct(num(m, "train_acc"), b, sizeof b), fmt_pct(num(m, "val_acc"), c, sizeof c),
              fmt_num(num(m, "lr"), "%.4g", d, sizeof d), fmt_num(num(m, "images_per_s"), "%.1f", e, sizeof e));
+      if (v)
+        printf("last val acc  %s at step %.0f (end of epoch %.0f)\n", fmt_pct(num(v, "val_acc"), c, sizeof c),
+               num(v, "step"), num(v, "epoch") + 1);
     } else {
       printf("last metrics  none (no readable %s/metrics.jsonl)\n", dir);
     }
@@ -273,6 +284,7 @@ static int show_offline(const char *dir, int json) {
     }
     if (n > 10) printf("              ... and %d older\n", n - 10);
     cJSON_Delete(m);
+    cJSON_Delete(v);
   }
   free(ck);
   return STATUS_EXIT_NOT_RUNNING;

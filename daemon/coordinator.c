@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,7 +22,30 @@ struct coordinator {
   int64_t pending_step, last_step;
   double pending_time, last_time;
   char last_path[4096];
+  /* The last training figures, shown while evaluating, checkpointing or stopping. */
+  double shown_loss, shown_acc, shown_ips, shown_eta;
 };
+
+static double unix_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The writer says nothing until the next submit or wait, which at epoch-end checkpoints is a
+ * whole epoch later: status would name the previous file as the last checkpoint. The final
+ * name appears only after the data is complete and synced (ckpt.c renames last), so its
+ * presence, newer than the submit, means the pending write is done. */
+static void notice_written(coordinator *co) {
+  if (co->pending_step < 0 || co->pending_step == co->last_step) return;
+  char path[4096];
+  struct stat st;
+  ckpt_path(path, sizeof path, co->job_dir, (uint64_t)co->pending_step);
+  if (stat(path, &st) != 0 || (double)st.st_mtime < co->pending_time - 1) return;
+  co->last_step = co->pending_step;
+  co->last_time = co->pending_time;
+  memcpy(co->last_path, path, sizeof path);
+}
 
 coordinator *coord_start(const job_config *cfg, const char *job_dir) {
   coordinator *co = xcalloc(1, sizeof *co);
@@ -30,13 +54,17 @@ coordinator *coord_start(const job_config *cfg, const char *job_dir) {
   co->writer = ckpt_writer_start(job_dir, cfg->keep, err, sizeof err);
   if (!co->writer) die("%s", err);
   co->status = status_server_start(job_dir, cfg->status_tcp[0] ? cfg->status_tcp : NULL);
+  /* The one line that says where to look (with --status-tcp 0 the port is only known here). */
   if (cfg->status_tcp[0])
-    log_info("status: %s/status.sock and TCP port %d (token in %s/status.token)", job_dir,
-             status_server_tcp_port(co->status), job_dir);
+    log_info("status: 'pollen status %s' (%s/status.sock) and TCP port %d (token in %s/status.token)",
+             job_dir, job_dir, status_server_tcp_port(co->status), job_dir);
+  else
+    log_info("status: 'pollen status %s' (%s/status.sock)", job_dir, job_dir);
   snprintf(path, sizeof path, "%s/metrics.jsonl", job_dir);
   co->metrics = fopen(path, "a");
   if (!co->metrics) die("cannot append to %s: %s; check the --job folder", path, strerror(errno));
   co->pending_step = co->last_step = -1;
+  co->shown_loss = co->shown_acc = co->shown_eta = NAN;
   return co;
 }
 
@@ -48,7 +76,7 @@ void coord_publish(coordinator *co, const statusp_job *job, const control_timing
     co->workers = xrealloc(co->workers, (size_t)world * sizeof *co->workers);
     co->n_workers = world;
   }
-  double now = (double)time(NULL);
+  double now = unix_now(); /* whole seconds would age every heartbeat by up to 1 s */
   for (int r = 0; r < world; r++) {
     statusp_worker *w = &co->workers[r];
     memset(w, 0, sizeof *w);
@@ -61,6 +89,14 @@ void coord_publish(coordinator *co, const statusp_job *job, const control_timing
     w->comm_exposed_s = t[r].comm_exposed_s;
   }
   statusp_job j = *job;
+  /* Outside training steps the caller has no fresh window (NaN, 0): keep showing the last
+   * one, so a scrape during evaluation does not read as loss unknown and 0 images/s. */
+  if (isfinite(j.loss)) co->shown_loss = j.loss, co->shown_acc = j.train_acc;
+  else j.loss = co->shown_loss, j.train_acc = co->shown_acc;
+  if (j.images_per_s > 0) co->shown_ips = j.images_per_s, co->shown_eta = j.eta_s;
+  else j.images_per_s = co->shown_ips, j.eta_s = co->shown_eta;
+  if (j.total_steps > 0 && j.step >= j.total_steps) j.eta_s = 0;
+  notice_written(co);
   int64_t step;
   double when;
   const char *p = coord_last_checkpoint(co, &step, &when);

@@ -564,6 +564,7 @@ static void on_wake(uv_async_t *a) {
 
 static void *loop_main(void *arg) {
   status_server *srv = arg;
+  pthread_setname_np(pthread_self(), "pollen-status"); /* for top -H and the benchmark */
   uv_run(&srv->loop, UV_RUN_DEFAULT);
   return NULL;
 }
@@ -803,10 +804,7 @@ status_server *status_server_start(const char *job_dir, const char *tcp_spec) {
   char err[512] = "";
   status_server *srv = status_server_start_opts(job_dir, tcp_spec, NULL, err, sizeof err);
   if (!srv) die("%s", err);
-  if (srv->has_tcp)
-    log_info("status: TCP port %d (clients need the token in %s/%s)", srv->tcp_port, job_dir,
-             TOKEN_NAME);
-  return srv;
+  return srv; /* the caller logs where it listens (status_server_tcp_port) */
 }
 
 void status_server_stop(status_server *srv) {

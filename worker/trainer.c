@@ -48,7 +48,9 @@ typedef struct {
   int64_t step;              /* optimizer steps done */
   int epoch, step_in_epoch;
   double best_val, last_val;
-  double start_time, images_done_time;
+  double start_time;
+  double run_start;          /* monotonic time this launch began training, and its first step: */
+  int64_t first_step;        /* the ETA is the remaining steps at this launch's average rate */
   float *images;
   int *labels;
   int64_t *order, *mine;
@@ -384,7 +386,8 @@ static void publish(trainer *t, const char *state, double loss, double acc, doub
   j.loss = loss, j.train_acc = acc, j.val_acc = t->last_val;
   j.lr = lr_at(&t->sched, (long)(t->step > 0 ? t->step - 1 : 0), t->total_steps);
   j.images_per_s = ips;
-  j.eta_s = ips > 0 ? (double)(t->total_steps - t->step) * t->cfg->batch / ips : NAN;
+  double rate = (double)(t->step - t->first_step) / (time_now() - t->run_start);
+  j.eta_s = rate > 0 ? (double)(t->total_steps - t->step) / rate : NAN;
   j.world_size = t->c->world;
   j.start_time = t->start_time;
   coord_publish(t->co, &j, t->timings, t->c->world, t->hosts);
@@ -457,6 +460,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
   int status = EXIT_OK;
   double last_ckpt_time = time_now(), run_start = time_now();
   int64_t first_step = t->step;
+  t->run_start = run_start, t->first_step = first_step;
   publish(t, "training", NAN, NAN, 0);
   while (t->step < t->total_steps) {
     /* Epoch plan: this rank's slice of every remaining step. */
