@@ -21,6 +21,9 @@ static void usage(FILE *to) {
           "  --size S         image size the model was trained at (default 224)\n"
           "  --threads N\n"
           "  --json           one JSON object per photo\n"
+          "  --tensor FILE    instead of photos: the `input` tensor [N,3,H,W] of a safetensors\n"
+          "                   file, already preprocessed; prints the logits as JSON (to compare an\n"
+          "                   export with another framework, e.g. tools/load_check.py)\n"
           "  --help\n");
 }
 
@@ -42,9 +45,10 @@ int cmd_predict(int argc, char **argv) {
   static const struct option opts[] = {
       {"weights", required_argument, 0, 'w'}, {"top", required_argument, 0, 'k'},
       {"size", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'},
-      {"json", no_argument, 0, 'j'},          {"help", no_argument, 0, 'h'},
+      {"json", no_argument, 0, 'j'},          {"tensor", required_argument, 0, 'T'},
+      {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
-  const char *weights = NULL;
+  const char *weights = NULL, *tensor = NULL;
   int top = 3, size = 224, threads = 0, json = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -54,11 +58,12 @@ int cmd_predict(int argc, char **argv) {
     case 's': size = (int)cli_parse_long("--size", optarg, 32, 1024); break;
     case 't': threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
     case 'j': json = 1; break;
+    case 'T': tensor = optarg; break;
     case 'h': usage(stdout); return EXIT_OK;
     default: return cli_usage_error("predict");
     }
   }
-  if (!weights || optind >= argc) {
+  if (!weights || (optind >= argc && !tensor)) {
     fprintf(stderr, "pollen predict: --weights FILE and at least one image are required; see 'pollen predict --help'\n");
     return EXIT_USAGE;
   }
@@ -73,6 +78,34 @@ int cmd_predict(int argc, char **argv) {
   weights_load_state_dict(&m, f, "", 0, 1);
   char **names = weights_class_names(f, mc.num_classes);
   st_close(f);
+  if (tensor) {
+    st_file *in = st_open_or_die(tensor);
+    const st_tensor *x = st_expect(in, "input", ST_F32, 4, NULL);
+    int n = (int)x->shape[0], c = (int)x->shape[1], h = (int)x->shape[2], w = (int)x->shape[3];
+    if (c != 3 || h != w || n < 1 || h < 32) die("%s: 'input' must be [N,3,S,S] with S >= 32", tensor);
+    float *nchw = xmalloc(x->numel * sizeof(float)), *nhwc = xmalloc(x->numel * sizeof(float));
+    st_copy_f32(x, nchw, x->numel);
+    for (int b = 0; b < n; b++)
+      for (int k = 0; k < 3; k++)
+        for (int p = 0; p < h * w; p++) nhwc[((size_t)b * h * w + p) * 3 + k] = nchw[((size_t)b * 3 + k) * h * w + p];
+    model_prepare(&m, n, h);
+    model_forward(&m, nhwc, NULL, n, 0, 0.0f);
+    printf("{\"logits\":[");
+    for (int b = 0; b < n; b++) {
+      printf("%s[", b ? "," : "");
+      for (int k = 0; k < mc.num_classes; k++) printf("%s%.9g", k ? "," : "", model_logits(&m)[b * mc.num_classes + k]);
+      printf("]");
+    }
+    printf("]}\n");
+    free(nchw), free(nhwc);
+    st_close(in);
+    if (names) {
+      for (int k = 0; k < mc.num_classes; k++) free(names[k]);
+      free(names);
+    }
+    model_free(&m);
+    return EXIT_OK;
+  }
   model_prepare(&m, 1, size);
   if (top > mc.num_classes) top = mc.num_classes;
   float *image = xmalloc_aligned((size_t)size * size * 3 * sizeof(float));

@@ -77,9 +77,18 @@ b=$("$P" eval --weights "$T/exported.safetensors" --data "$T/data" --size 64 --j
 echo "export: same validation accuracy ($a)"
 # ...and, where PyTorch is installed, load into torchvision with strict=True.
 if /usr/bin/python3 -c 'import torchvision' 2>/dev/null; then
-  /usr/bin/python3 "$POLLEN_SRC/tools/load_check.py" --weights "$T/exported.safetensors" > /dev/null \
+  /usr/bin/python3 "$POLLEN_SRC/tools/load_check.py" --weights "$T/exported.safetensors" \
+    --input "$POLLEN_SRC/tests/ref/mnv3-small-w0.25-s64-b4.safetensors" > "$T/torch.json" \
     || fail "torchvision refused the exported weights"
-  echo "export: torchvision load_state_dict(strict=True) accepted it"
+  "$P" predict --weights "$T/exported.safetensors" --tensor "$POLLEN_SRC/tests/ref/mnv3-small-w0.25-s64-b4.safetensors" > "$T/pollen.json"
+  python3 - "$T/torch.json" "$T/pollen.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))["logits"]; p = json.load(open(sys.argv[2]))["logits"]
+scale = max(abs(v) for row in t for v in row)
+err = max(abs(a - b) for ra, rb in zip(t, p) for a, b in zip(ra, rb)) / scale
+assert len(t) == len(p) == 4 and err < 1e-4, (err, t, p)
+print("export: torchvision load_state_dict(strict=True) accepts it; same eval logits (max rel err %.1e)" % err)
+PY
 fi
 
 "$P" plot --job "$T/job" --out "$T/curves.svg" > /dev/null
