@@ -583,10 +583,13 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
   check_same_weights(t, "at the end");
   if (status == EXIT_OK) {
     if (t->step_in_epoch != 0) take_checkpoint(t, "max steps");
+    /* The final checkpoint is finished first: written alongside, on a nearly full disk its
+     * temporary file could take the room the weights need (a failed one is removed). */
+    int ckpt_failed = c->rank == 0 && coord_checkpoint_wait(t->co) != 0;
     export_weights(t, "weights.safetensors");
     if (c->rank == 0) {
       /* A relaunch would go back to the last checkpoint that did get saved and train again. */
-      if (coord_checkpoint_wait(t->co) != 0)
+      if (ckpt_failed)
         log_warn("the final checkpoint could not be saved (see above): %s/weights.safetensors holds "
                  "the finished weights, but running this command again would resume from an older "
                  "checkpoint and overwrite them", t->job_dir);

@@ -54,9 +54,24 @@ netns_available() {
   ip netns del "$probe"
 }
 
+# Namespaces of earlier runs killed too hard for their trap (SIGKILL): default-named ones whose
+# process is gone. Processes still inside are killed first, so nothing keeps their network.
+netns_sweep_stale() {
+  local ns pid p
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^pollen-[0-9]+-(h[0-9]+|sw|probe)$'); do
+    pid=${ns#pollen-}
+    pid=${pid%%-*}
+    [ "$pid" != $$ ] && ! kill -0 "$pid" 2>/dev/null || continue
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$p" 2>/dev/null; done
+    ip netns del "$ns" 2>/dev/null
+  done
+  return 0
+}
+
 # netns_create N WORKDIR: on any failure it cleans up what it made and returns 1.
 netns_create() {
   local n=$1 work=$2 i sw
+  netns_sweep_stale
   NETNS_N=$n
   NETNS_WORK=$(mkdir -p "$work" && cd "$work" && pwd) || return 1
   sw=$(netns_switch)
