@@ -1,19 +1,188 @@
 /* linear.c - fully connected layer and NHWC 1x1 convolution: out[M][Cout] = in . w^T + bias.
- * The GEMMs go to OpenBLAS (OpenMP build: it shares pollen's threads). dbias is a column sum
- * over M rows done here with fixed row chunks (ops_simd.h), so it is the same for any thread
- * count. The chunk partials live in a static buffer grown on demand (no steady-state
- * allocation). */
+ *
+ * MobileNet's 1x1 convolutions are tall and skinny (M = N*H*W up to 100352 rows, 16..576
+ * channels): OpenBLAS spends most of its time packing there, and in the weight gradient
+ * (a reduction over all M rows) even more; and its results can change with the thread count
+ * for some shapes. So GEMM kernels written here (AVX2, 4 rows x 24 columns in registers)
+ * do all three products: out = in . w^T + bias and din = dout . w over fixed (row block,
+ * column block) work items, and dw = dout^T . in summed per fixed chunk of rows with the
+ * chunks added in order, so every result is the same for any thread count. OpenBLAS
+ * (OpenMP build: it shares pollen's threads) is left for builds without AVX2 and huge K.
+ * dbias is a column sum over fixed row chunks (ops_simd.h). The chunk partials live in
+ * static buffers grown on demand (no steady-state allocation). */
 #include <cblas.h>
 #include <string.h>
 
 #include "ops/ops.h"
 #include "ops/ops_simd.h"
 
-static ops_scratch linear_partials;
+#ifndef LIN_SMALL_KMAX
+#define LIN_SMALL_KMAX 4096
+#endif
+
+static ops_scratch linear_partials, lin_wt, lin_dw_partials;
+
+/* ---- GEMM kernels (AVX2) -------------------------------------------------------------- */
+#if OPS_VW == 8
+#define LIN_INLINE static inline __attribute__((always_inline))
+
+/* C[MR][8*NB] = bias + A[MR][K] . B[K][8*NB] (lda, ldb, ldc in floats; bias may be NULL);
+ * MR and NB are constants after inlining, so the MR*NB accumulators live in registers.
+ * Each output element is a sum over k in order: the same bits whichever thread runs it. */
+LIN_INLINE void lin_kern_nn(float *C, const float *A, const float *B, const float *bias, int K,
+                            int lda, int ldb, int ldc, int MR, int NB) {
+  __m256 acc[4][3];
+  for (int r = 0; r < MR; r++)
+    for (int b = 0; b < NB; b++)
+      acc[r][b] = bias ? _mm256_loadu_ps(bias + 8 * b) : _mm256_setzero_ps();
+  for (int k = 0; k < K; k++) {
+    __m256 bv[3];
+    for (int b = 0; b < NB; b++) bv[b] = _mm256_loadu_ps(B + (size_t)k * ldb + 8 * b);
+    for (int r = 0; r < MR; r++) {
+      __m256 a = _mm256_broadcast_ss(A + (size_t)r * lda + k);
+      for (int b = 0; b < NB; b++) acc[r][b] = _mm256_fmadd_ps(a, bv[b], acc[r][b]);
+    }
+  }
+  for (int r = 0; r < MR; r++)
+    for (int b = 0; b < NB; b++) _mm256_storeu_ps(C + (size_t)r * ldc + 8 * b, acc[r][b]);
+}
+
+/* Rows m..m+MR-1, columns [n0, n1) of C[M][N] = bias + A[M][K] . B[K][N]. */
+LIN_INLINE void lin_rows_nn_mr(float *C, const float *A, const float *B, const float *bias,
+                               long m, int K, int N, int n0, int n1, int MR) {
+  float *c = C + (size_t)m * N;
+  const float *a = A + (size_t)m * K;
+  int n = n0;
+#define LIN_TILE(NB) lin_kern_nn(c + n, a, B + n, bias ? bias + n : NULL, K, K, N, N, MR, NB)
+  for (; n + 24 <= n1; n += 24) LIN_TILE(3);
+  if (n + 16 <= n1) LIN_TILE(2), n += 16;
+  if (n + 8 <= n1) LIN_TILE(1), n += 8;
+#undef LIN_TILE
+  for (; n < n1; n++) /* fewer than 8 columns left: the same sum, one lane */
+    for (int r = 0; r < MR; r++) {
+      float acc = bias ? bias[n] : 0.0f;
+      for (int k = 0; k < K; k++) acc = fmaf(a[(size_t)r * K + k], B[(size_t)k * N + n], acc);
+      c[(size_t)r * N + n] = acc;
+    }
+}
+
+#define LIN_ROWBLOCK 64  /* rows per parallel work item */
+#define LIN_COLBLOCK 192 /* columns per work item (8 tiles of 24) */
+
+/* C[M][N] = bias + A[M][K] . B[K][N], parallel over fixed (row block, column block) items,
+ * so that a few rows (a classifier's batch) still spread over the threads. */
+static void lin_gemm_nn(float *C, const float *A, const float *B, const float *bias, long M,
+                        int K, int N) {
+  const long nrb = (M + LIN_ROWBLOCK - 1) / LIN_ROWBLOCK;
+  const int ncb = (N + LIN_COLBLOCK - 1) / LIN_COLBLOCK;
+#pragma omp parallel for schedule(static) if (M * (long)N * K >= 4 * OPS_PAR_MIN)
+  for (long item = 0; item < nrb * ncb; item++) {
+    long m = (item / ncb) * LIN_ROWBLOCK, end = m + LIN_ROWBLOCK < M ? m + LIN_ROWBLOCK : M;
+    int n0 = (int)(item % ncb) * LIN_COLBLOCK, n1 = n0 + LIN_COLBLOCK < N ? n0 + LIN_COLBLOCK : N;
+    for (; m + 4 <= end; m += 4) lin_rows_nn_mr(C, A, B, bias, m, K, N, n0, n1, 4);
+    for (; m < end; m++) lin_rows_nn_mr(C, A, B, bias, m, K, N, n0, n1, 1);
+  }
+}
+
+/* P[k0..k0+KR)[n0..n0+8*NB) += sum over rows m in [m0, m1) of A[m][k] * B[m][n]. */
+LIN_INLINE void lin_kern_tn(float *P, const float *A, const float *B, long m0, long m1, int lda,
+                            int ldb, int ldp, int KR, int NB) {
+  __m256 acc[4][3];
+  for (int r = 0; r < KR; r++)
+    for (int b = 0; b < NB; b++) acc[r][b] = _mm256_loadu_ps(P + (size_t)r * ldp + 8 * b);
+  for (long m = m0; m < m1; m++) {
+    __m256 bv[3];
+    for (int b = 0; b < NB; b++) bv[b] = _mm256_loadu_ps(B + (size_t)m * ldb + 8 * b);
+    for (int r = 0; r < KR; r++) {
+      __m256 a = _mm256_broadcast_ss(A + (size_t)m * lda + r);
+      for (int b = 0; b < NB; b++) acc[r][b] = _mm256_fmadd_ps(a, bv[b], acc[r][b]);
+    }
+  }
+  for (int r = 0; r < KR; r++)
+    for (int b = 0; b < NB; b++) _mm256_storeu_ps(P + (size_t)r * ldp + 8 * b, acc[r][b]);
+}
+
+LIN_INLINE void lin_tn_kr(float *P, const float *A, const float *B, long m0, long m1, int K, int N,
+                          int k, int KR) {
+  int n = 0;
+  for (; n + 24 <= N; n += 24)
+    lin_kern_tn(P + (size_t)k * N + n, A + k, B + n, m0, m1, K, N, N, KR, 3);
+  if (n + 16 <= N)
+    lin_kern_tn(P + (size_t)k * N + n, A + k, B + n, m0, m1, K, N, N, KR, 2), n += 16;
+  if (n + 8 <= N) lin_kern_tn(P + (size_t)k * N + n, A + k, B + n, m0, m1, K, N, N, KR, 1), n += 8;
+  for (; n < N; n++) /* fewer than 8 columns left */
+    for (int r = 0; r < KR; r++) {
+      float acc = P[(size_t)(k + r) * N + n];
+      for (long m = m0; m < m1; m++)
+        acc = fmaf(A[(size_t)m * K + k + r], B[(size_t)m * N + n], acc);
+      P[(size_t)(k + r) * N + n] = acc;
+    }
+}
+
+/* Rows per sub-block of the reduction: its A and B rows (about 16 KiB) stay in L1 while
+ * every (k, n) register tile streams over them. */
+static long lin_tn_sub(int K, int N) {
+  long sub = 16384 / (4L * (K + N));
+  return sub < 8 ? 8 : (sub > 64 ? 64 : sub);
+}
+
+/* dw[n][k] += sum_m A[m][k] * B[m][n] (A = in [M][K=Cin], B = dout [M][N=Cout]), over
+ * fixed chunks of rows: partial P[K][N] per chunk, chunks added in order. */
+static void lin_dw(float *dw, const float *B, const float *A, long M, int K, int N) {
+  const size_t kn = (size_t)K * N;
+  long nch = M / 512;
+  if (nch > 16) nch = 16;
+  if (nch < 1) nch = 1;
+  float *part = ops_scratch_get(&lin_dw_partials, sizeof(float) * kn * nch);
+  const long sub = lin_tn_sub(K, N);
+#pragma omp parallel for schedule(static) if (M * (long)kn >= 4 * OPS_PAR_MIN)
+  for (long ch = 0; ch < nch; ch++) {
+    float *P = part + kn * ch;
+    memset(P, 0, sizeof(float) * kn);
+    long lo = ops_chunk_lo(M, (int)nch, (int)ch), hi = ops_chunk_lo(M, (int)nch, (int)ch + 1);
+    for (long m0 = lo; m0 < hi; m0 += sub) {
+      long m1 = m0 + sub < hi ? m0 + sub : hi;
+      int k = 0;
+      for (; k + 4 <= K; k += 4) lin_tn_kr(P, A, B, m0, m1, K, N, k, 4);
+      for (; k < K; k++) lin_tn_kr(P, A, B, m0, m1, K, N, k, 1);
+    }
+  }
+#pragma omp parallel for schedule(static) if ((long)kn * nch >= OPS_PAR_MIN)
+  for (int n = 0; n < N; n++)
+    for (int k = 0; k < K; k++) {
+      float a = 0.0f;
+      for (long ch = 0; ch < nch; ch++) a += part[kn * ch + (size_t)k * N + n];
+      dw[(size_t)n * K + k] += a;
+    }
+}
+#endif
+
+/* The kernels here take every shape the networks have. OpenBLAS is left for the rest: a
+ * very long reduction (K), or a build without AVX2. Its results can change with the thread
+ * count for some shapes (measured: M = 16, K = 336, N = 80), which the kernels here avoid. */
+static int lin_own(int K) {
+#if OPS_VW == 8
+  return K <= LIN_SMALL_KMAX;
+#else
+  (void)K;
+  return 0;
+#endif
+}
 
 void linear_forward(float *out, const float *in, const float *w, const float *bias, int M,
                     int Cin, int Cout) {
   if (M <= 0 || Cout <= 0) return;
+#if OPS_VW == 8
+  if (Cin > 0 && lin_own(Cin)) {
+    /* w^T [Cin][Cout] once per call: the kernel reads B rows along the output channels. */
+    float *wt = ops_scratch_get(&lin_wt, sizeof(float) * (size_t)Cin * Cout);
+#pragma omp parallel for schedule(static) if ((long)Cin * Cout >= OPS_PAR_MIN)
+    for (int ci = 0; ci < Cin; ci++)
+      for (int co = 0; co < Cout; co++) wt[(size_t)ci * Cout + co] = w[(size_t)co * Cin + ci];
+    lin_gemm_nn(out, in, wt, bias, M, Cin, Cout);
+    return;
+  }
+#endif
   float beta = 0.0f;
   if (bias) {
     /* Seed out with the bias so the GEMM adds onto it: no separate pass afterwards. */
@@ -52,12 +221,22 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
     return;
   }
   if (din) {
+#if OPS_VW == 8
+    if (Cout > 0 && Cin > 0 && lin_own(Cout))
+      lin_gemm_nn(din, dout, w, NULL, M, Cout, Cin);
+    else
+#endif
     if (Cout > 0)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dout, Cout, w,
                   Cin, 0.0f, din, Cin);
     else
       memset(din, 0, sizeof(float) * (size_t)M * Cin);
   }
+#if OPS_VW == 8
+  if (Cout > 0 && Cin > 0 && lin_own(Cin))
+    lin_dw(dw, dout, in, M, Cin, Cout);
+  else
+#endif
   if (Cout > 0 && Cin > 0)
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, M, 1.0f, dout, Cout, in, Cin,
                 1.0f, dw, Cin);

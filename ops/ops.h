@@ -17,7 +17,10 @@
  *     OVERWRITE input gradients (din), unless noted. din may be NULL where stated, to skip it.
  *   - Padding is "same" for odd K: pad = (K - 1) / 2 on every side; output size is
  *     conv_out_size(H, K, stride) = (H + 2*pad - K) / stride + 1, as PyTorch computes it.
- *   - Threads: OpenMP inside each op; OpenBLAS (OpenMP build) for GEMMs. Call from one thread.
+ *   - Threads: OpenMP inside each op; GEMMs in linear.c's and conv2d.c's own AVX2 kernels at
+ *     the networks' shapes, OpenBLAS (OpenMP build) otherwise. Call from one thread. On the
+ *     own kernels results do not depend on the thread count (reductions over fixed chunks,
+ *     ops_simd.h; tests compare 1 and 2 threads bit for bit); OpenBLAS's may.
  *   - Nothing here allocates in the steady state: ops that need scratch take it as an argument
  *     and have a *_scratch_floats() function giving the size.
  */
@@ -32,7 +35,8 @@ static inline int conv_out_size(int h, int k, int stride) {
   return (h + 2 * pad - k) / stride + 1;
 }
 
-/* ---- full convolution (groups = 1): the 3x3 stride-2 stem. im2col + cblas_sgemm. ----
+/* ---- full convolution (groups = 1): the 3x3 stride-2 stem. Direct AVX2 kernel for few input
+ * channels and Cout a multiple of 8 up to 32 (the stem); im2col + cblas_sgemm otherwise. ----
  * in [N][H][W][Cin], w [Cout][K][K][Cin], out [N][Ho][Wo][Cout]. No bias (always followed by
  * batch norm in MobileNet). scratch: conv2d_scratch_floats(...) floats. */
 size_t conv2d_scratch_floats(int H, int W, int Cin, int K, int stride);
@@ -85,6 +89,22 @@ typedef enum { ACT_NONE = 0, ACT_RELU, ACT_RELU6, ACT_HARDSWISH, ACT_HARDSIGMOID
 void act_forward(float *out, const float *in, size_t n, act_kind act);
 void act_backward(float *din, const float *dout, const float *in, size_t n, act_kind act);
 const char *act_name(act_kind act);
+
+/* ---- batch norm fused with the activation that follows it (conv + BN + act layers).
+ * Same numbers as batchnorm_forward_train then act_forward (bit for bit), in one pass less.
+ * The backward takes the BN INPUT x and recomputes y = BN(x) on the fly for the activation's
+ * derivative (no stored BN output, no scratch), then is batchnorm_backward of that gradient.
+ * din may alias dout. */
+void batchnorm_act_forward_train(float *out, float *save_mean, float *save_rstd,
+                                 float *running_mean, float *running_var, const float *in,
+                                 const float *gamma, const float *beta, int M, int C, float eps,
+                                 float momentum, act_kind act);
+void batchnorm_act_forward_eval(float *out, const float *in, const float *gamma,
+                                const float *beta, const float *running_mean,
+                                const float *running_var, int M, int C, float eps, act_kind act);
+void batchnorm_act_backward(float *din, float *dgamma, float *dbeta, const float *dout,
+                            const float *in, const float *save_mean, const float *save_rstd,
+                            const float *gamma, const float *beta, int M, int C, act_kind act);
 
 /* ---- global average pool: in [N][HW][C] -> out [N][C]. ---- */
 void avgpool_forward(float *out, const float *in, int N, int HW, int C);

@@ -1,6 +1,10 @@
-/* test_op_conv2d.c - full convolution (im2col + GEMM) forward/backward against a naive double
- * reference and double finite differences (method in gradcheck.h): odd sizes, stride 2,
- * K=5, batch 1, channel counts 3 and 13, and din = NULL (the stem). */
+/* test_op_conv2d.c - full convolution forward/backward against a naive double reference and
+ * double finite differences (method in gradcheck.h): odd sizes, stride 2, K=5, batch 1, and
+ * din = NULL (the stem). Both paths: im2col + GEMM (Cin 13, Cout 3/5/13) and the direct
+ * kernel (Cin <= 4, Cout a multiple of 8 up to 32), whose interior pixel blocks need images
+ * wider than a few pixels. Results must not depend on the thread count (bits compared). */
+#include <omp.h>
+
 #include "ops/ops.h"
 #include "tests/gradcheck.h"
 
@@ -73,7 +77,23 @@ static void run(int N, int H, int W, int Ci, int Co, int K, int s) {
   snprintf(what, sizeof what, "conv2d dw with din=NULL  %s", name);
   gc_check(what, dw0, g, nw, 1e-3, 1e-4);
 
+  /* 1 versus 2 threads: the same bits (dw is a reduction over fixed chunks). */
+  float *out1 = GC_NEWF(nout), *dw1 = GC_NEWF(nw), *dw2 = GC_NEWF(nw), *din1 = GC_NEWF(nin);
+  int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  conv2d_forward(out1, in, w, N, H, W, Ci, Co, K, s, scratch);
+  conv2d_backward(din1, dw1, R, in, w, N, H, W, Ci, Co, K, s, scratch);
+  omp_set_num_threads(2);
+  conv2d_forward(out, in, w, N, H, W, Ci, Co, K, s, scratch);
+  conv2d_backward(din, dw2, R, in, w, N, H, W, Ci, Co, K, s, scratch);
+  omp_set_num_threads(saved);
+  snprintf(what, sizeof what, "conv2d 1 thread == 2 threads, same bits  %s", name);
+  gc_expect(!memcmp(out, out1, sizeof(float) * nout) && !memcmp(dw1, dw2, sizeof(float) * nw) &&
+                !memcmp(din, din1, sizeof(float) * nin),
+            what);
+
   free(in), free(w), free(out), free(R), free(din), free(dw), free(dw0), free(g), free(scratch);
+  free(out1), free(dw1), free(dw2), free(din1);
   free(c.in), free(c.w), free(c.R), free(c.out);
 }
 
@@ -83,5 +103,12 @@ int main(void) {
   run(1, 6, 5, 3, 13, 5, 1);
   run(1, 7, 7, 13, 3, 5, 2);
   run(3, 5, 4, 3, 16, 3, 1);
+  /* direct path: the stem's shape (smaller), then every Cout block count and Cin 1..4 */
+  run(2, 19, 21, 3, 16, 3, 2);
+  run(1, 12, 17, 3, 8, 3, 1);
+  run(1, 9, 23, 3, 24, 5, 2);
+  run(1, 11, 14, 2, 32, 3, 2);
+  run(2, 8, 13, 1, 16, 5, 1);
+  run(1, 10, 18, 4, 16, 3, 2);
   return gc_finish("test_op_conv2d");
 }

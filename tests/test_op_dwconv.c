@@ -1,6 +1,10 @@
 /* test_op_dwconv.c - depthwise conv forward/backward against a naive double reference and
  * double finite differences (method in gradcheck.h). Shapes cover K=3/5, stride 1/2, odd
- * H and W, batch 1, and channel counts that exercise every vector path (3, 13, 16, 40). */
+ * H and W, batch 1, and channel counts that exercise every vector path (3, 13, 16, 40),
+ * including rows wide enough for the 4-pixel interior blocks (both din parities at stride
+ * 2). Results must not depend on the thread count (bits compared). */
+#include <omp.h>
+
 #include "ops/ops.h"
 #include "tests/gradcheck.h"
 
@@ -74,7 +78,23 @@ static void run(int N, int H, int W, int C, int K, int s) {
   snprintf(what, sizeof what, "dwconv din=NULL gives the same dw  %s", name);
   gc_expect(same, what);
 
+  /* 1 versus 2 threads: the same bits. */
+  float *out1 = GC_NEWF(nout), *din1 = GC_NEWF(nin), *dw1 = GC_NEWF(nw), *dw2 = GC_NEWF(nw);
+  int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  dwconv_forward(out1, in, w, N, H, W, C, K, s);
+  dwconv_backward(din1, dw1, R, in, w, N, H, W, C, K, s);
+  omp_set_num_threads(2);
+  dwconv_forward(out, in, w, N, H, W, C, K, s);
+  dwconv_backward(din, dw2, R, in, w, N, H, W, C, K, s);
+  omp_set_num_threads(saved);
+  snprintf(what, sizeof what, "dwconv 1 thread == 2 threads, same bits  %s", name);
+  gc_expect(!memcmp(out, out1, sizeof(float) * nout) && !memcmp(din, din1, sizeof(float) * nin) &&
+                !memcmp(dw1, dw2, sizeof(float) * nw),
+            what);
+
   free(in), free(w), free(out), free(R), free(din), free(dw), free(dw0), free(g);
+  free(out1), free(din1), free(dw1), free(dw2);
   free(c.in), free(c.w), free(c.R), free(c.out);
 }
 
@@ -87,5 +107,11 @@ int main(void) {
   run(1, 5, 6, 40, 5, 1);
   run(1, 5, 5, 17, 3, 2);
   run(1, 1, 1, 5, 3, 1);
+  /* interior blocks: 16-channel and 8-channel tiles, pixel tails, stride 2 parities */
+  run(1, 12, 19, 16, 3, 2);
+  run(1, 9, 14, 24, 3, 1);
+  run(1, 9, 13, 48, 5, 2);
+  run(1, 7, 13, 32, 5, 1);
+  run(1, 6, 22, 8, 5, 2);
   return gc_finish("test_op_dwconv");
 }
