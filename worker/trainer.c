@@ -451,13 +451,12 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
            "%d ranks x batch %d; %d steps per epoch, %d epochs",
            cfg->model, cfg->width, t->m.n_params, t->classes, t->n_train, t->n_val, c->world,
            t->local_batch, t->steps_per_epoch, cfg->epochs);
+  int status = EXIT_OK;
   if (t->step >= t->total_steps) {
     rank_log(t, "the job in %s is already finished (step %lld of %ld)", job_dir, (long long)t->step, t->total_steps);
-    if (c->rank == 0) coord_stop(t->co);
-    return EXIT_OK;
+    goto done;
   }
 
-  int status = EXIT_OK;
   double last_ckpt_time = time_now(), run_start = time_now();
   int64_t first_step = t->step;
   t->run_start = run_start, t->first_step = first_step;
@@ -600,6 +599,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
     log_info("stopped at step %lld with a checkpoint; run the same command again to resume (exit %d)",
              (long long)t->step, EXIT_PREEMPTED);
   }
+done:
   if (c->rank == 0) coord_stop(t->co);
   /* No rank leaves before rank 0 has written everything: launchers (mpirun, srun) kill the
    * remaining ranks soon after one exits. */
