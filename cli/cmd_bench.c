@@ -125,12 +125,13 @@ int cmd_bench(int argc, char **argv) {
   /* Training is about 3x the forward FLOPs (forward, input grads, weight grads). */
   double train_gflops = train_ips * 3 * 2 * macs / 1e9, infer_gflops = infer_ips * 2 * macs / 1e9;
   if (json) {
-    printf("{\"model\":\"%s\",\"width\":%g,\"size\":%d,\"batch\":%d,\"threads\":%d,"
+    /* images_per_s: the headline figure of the chosen mode (training when both). */
+    printf("{\"images_per_s\":%.2f,\"model\":\"%s\",\"width\":%g,\"size\":%d,\"batch\":%d,\"threads\":%d,"
            "\"params\":%zu,\"mflops_per_image\":%.1f,"
            "\"train_images_per_s\":%.2f,\"train_step_ms\":%.2f,\"train_gflops\":%.2f,"
            "\"infer_images_per_s\":%.2f,\"infer_batch_ms\":%.2f,\"infer_gflops\":%.2f,"
            "\"activation_mib\":%.1f,\"peak_rss_mib\":%.1f,\"peak_rss_train_mib\":%.1f}\n",
-           model_arch_name(cfg.arch), width, size, batch, threads_get(), m.n_params, 2 * macs / 1e6,
+           do_train ? train_ips : infer_ips, model_arch_name(cfg.arch), width, size, batch, threads_get(), m.n_params, 2 * macs / 1e6,
            train_ips, train_ms, train_gflops, infer_ips, infer_ms, infer_gflops,
            model_activation_bytes(&m) / 1048576.0, peak_rss_kib() / 1024.0, rss_train / 1024.0);
   } else {

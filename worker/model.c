@@ -123,10 +123,15 @@ int build_se(model *m, const char *prefix, int in, int channels, int squeeze) {
 }
 
 int build_add(model *m, int in, int skip) {
+  /* The sum overwrites the projection's output in place when that output feeds nothing else:
+   * neither add's nor an activation-free conv+BN's backward reads it (BN's reads the conv
+   * output), so storing both would only cost memory. */
+  const layer *prev = m->n_layers ? &m->layers[m->n_layers - 1] : NULL;
+  int in_place = prev && prev->kind == LAYER_CONV && prev->act == ACT_NONE && prev->out == in;
   layer *l = new_layer(m, LAYER_ADD, in);
   l->skip = skip;
   l->cin = l->cout = build_channels(m, in);
-  l->out = new_tensor(m, l->cout);
+  l->out = in_place ? in : new_tensor(m, l->cout);
   return l->out;
 }
 
@@ -234,7 +239,8 @@ void model_init(model *m, const model_config *cfg, uint64_t seed) {
 }
 
 static void free_activations(model *m) {
-  for (int t = 0; t < m->n_tensors; t++) {
+  m->tensors[0].data = NULL; /* the caller's images (model_forward) */
+  for (int t = 1; t < m->n_tensors; t++) {
     free(m->tensors[t].data);
     m->tensors[t].data = NULL;
   }
@@ -307,7 +313,8 @@ void model_prepare(model *m, int batch, int size) {
       break;
     }
   }
-  for (int t = 0; t < m->n_tensors; t++) {
+  /* Tensor 0 is not allocated: it points at the caller's images, which backward reads. */
+  for (int t = 1; t < m->n_tensors; t++) {
     size_t n = m->tensors[t].per_image * (size_t)batch;
     if (n > largest) largest = n;
     m->tensors[t].data = xmalloc_aligned(n * sizeof(float));
@@ -321,7 +328,7 @@ void model_prepare(model *m, int batch, int size) {
 
 size_t model_activation_bytes(const model *m) {
   size_t floats = m->n_save + m->n_scratch + (size_t)m->n_grad_pool * m->grad_floats;
-  for (int t = 0; t < m->n_tensors; t++) floats += m->tensors[t].per_image * (size_t)m->batch;
+  for (int t = 1; t < m->n_tensors; t++) floats += m->tensors[t].per_image * (size_t)m->batch;
   return floats * sizeof(float);
 }
 
@@ -381,7 +388,7 @@ void model_zero_grads(model *m) { memset(m->grads, 0, m->n_params * sizeof(float
 float model_forward(model *m, const float *images, const int *labels, int N, int train,
                     float smoothing) {
   POLLEN_ASSERT(m->batch > 0 && N >= 1 && N <= m->batch);
-  memcpy(m->tensors[0].data, images, (size_t)N * m->tensors[0].per_image * sizeof(float));
+  m->tensors[0].data = (float *)images; /* read-only: the stem reads it again in backward */
   const float *P = m->params;
   for (int i = 0; i < m->n_layers; i++) {
     const layer *l = &m->layers[i];

@@ -128,7 +128,8 @@ void model_free(model *m);
  * the same shape; call again to change it. */
 void model_prepare(model *m, int batch, int size);
 
-/* Forward on N <= batch images [N][size][size][3]. train: batch statistics (running stats
+/* Forward on N <= batch images [N][size][size][3], which are not copied: they must stay
+ * unchanged until the matching model_backward. train: batch statistics (running stats
  * updated) and dropout; else running statistics, no dropout. With labels, returns the mean
  * cross-entropy (label smoothing `smoothing`) and fills m->probs; else returns 0. */
 float model_forward(model *m, const float *images, const int *labels, int N, int train,
