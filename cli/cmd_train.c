@@ -1,4 +1,5 @@
 /* cmd_train.c - `pollen train`: one process, or one rank of `mpirun -np N pollen train`. */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,7 +91,7 @@ static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
 static void prepare_sample(const char *job_dir, char *out, size_t cap, int is_root) {
   snprintf(out, cap, "%s/sample-data", job_dir);
   if (!is_root) return;
-  mkdir(job_dir, 0755);
+  if (make_dirs(job_dir) != 0) die("cannot create the job folder %s: %s", job_dir, strerror(errno));
   struct stat st;
   if (stat(POLLEN_SAMPLE_DIR, &st) != 0)
     die("no --data given and the bundled sample %s is missing; pass --data DIR (see pollen prepare)", POLLEN_SAMPLE_DIR);

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 void openblas_set_num_threads(int num_threads);
@@ -86,6 +87,24 @@ FILE *xfopen(const char *path, const char *mode) {
   if (!f)
     die("cannot open %s for %s: %s", path, mode[0] == 'r' ? "reading" : "writing", strerror(errno));
   return f;
+}
+
+int make_dirs(const char *path) {
+  char buf[4096];
+  size_t n = strlen(path);
+  if (n == 0 || n >= sizeof buf) {
+    errno = ENAMETOOLONG;
+    return -1;
+  }
+  memcpy(buf, path, n + 1);
+  for (char *p = buf + 1; *p; p++)
+    if (*p == '/') {
+      *p = 0;
+      if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+      *p = '/';
+    }
+  if (mkdir(buf, 0755) != 0 && errno != EEXIST) return -1;
+  return 0;
 }
 
 static int log_quiet;

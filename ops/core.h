@@ -47,6 +47,9 @@ char *xstrdup(const char *s);
 /* fopen that dies with "cannot open PATH for reading: reason" on failure. */
 FILE *xfopen(const char *path, const char *mode);
 
+/* mkdir -p: creates path and its missing parents. Returns 0, or -1 with errno set. */
+int make_dirs(const char *path);
+
 /* Logging: one call. Lines go to stderr with a timestamp; log_set_quiet silences info. */
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -816,7 +816,7 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
 
   struct stat st;
   if (stat(o->out, &st) == 0 && !S_ISDIR(st.st_mode)) die_status(EXIT_USAGE, "--out %s exists and is not a folder", o->out);
-  if (stat(o->out, &st) != 0 && mkdir(o->out, 0777) != 0)
+  if (stat(o->out, &st) != 0 && make_dirs(o->out) != 0)
     die("cannot create --out folder %s: %s", o->out, strerror(errno));
   char *mpath = xasprintf("%s/%s", o->out, DATASET_MANIFEST);
   if (access(mpath, F_OK) == 0) {

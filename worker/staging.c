@@ -76,19 +76,6 @@ static void write_file_atomic(const char *path, const void *data, size_t n) {
   if (rename(tmp, path) != 0) die("cannot rename %s: %s", tmp, strerror(errno));
 }
 
-static void mkdirs(const char *path) {
-  char buf[4096];
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *p = buf + 1; *p; p++)
-    if (*p == '/') {
-      *p = 0;
-      mkdir(buf, 0755);
-      *p = '/';
-    }
-  if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-    die("cannot create %s: %s; pass a writable node-local --cache-dir", buf, strerror(errno));
-}
-
 static void serve(const comm *c, int to, const char *data_dir) {
   char path[4400];
   snprintf(path, sizeof path, "%s/" DATASET_MANIFEST, data_dir);
@@ -129,7 +116,8 @@ static const char *receive(const comm *c, const char *cache_dir) {
   size_t n = comm_recv_any_len(c, 0, STAGE_TAG_MANIFEST, manifest, STAGE_MAX_MANIFEST);
   snprintf(staged_dir, sizeof staged_dir, "%s/data-%016llx", cache_dir,
            (unsigned long long)hash_bytes(manifest, n, 0));
-  mkdirs(staged_dir);
+  if (make_dirs(staged_dir) != 0)
+    die("cannot create %s: %s; pass a writable node-local --cache-dir", staged_dir, strerror(errno));
   char path[4400], err[512];
   snprintf(path, sizeof path, "%s/" DATASET_MANIFEST, staged_dir);
   write_file_atomic(path, manifest, n);

@@ -73,7 +73,7 @@ static void rank_log(const trainer *t, const char *fmt, ...) {
 }
 
 static void mkdir_or_die(const char *path) {
-  if (mkdir(path, 0755) != 0 && errno != EEXIST)
+  if (make_dirs(path) != 0)
     die("cannot create %s: %s; check the path and its permissions", path, strerror(errno));
 }
 
