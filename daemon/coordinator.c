@@ -139,12 +139,8 @@ static void settle(coordinator *co, int failed) {
 }
 
 int coord_checkpoint(coordinator *co, const ckpt_snapshot *s) {
+  /* A failed write was already logged by the writer thread ("checkpoint not saved: ..."). */
   int rc = ckpt_writer_submit(co->writer, s);
-  if (rc) {
-    char msg[1024];
-    ckpt_writer_last_error(co->writer, msg, sizeof msg);
-    log_warn("checkpoint failed: %s; training goes on, the previous checkpoints are intact", msg);
-  }
   settle(co, rc != 0);
   co->pending_step = s->meta.step;
   co->pending_time = (double)time(NULL);
@@ -152,13 +148,7 @@ int coord_checkpoint(coordinator *co, const ckpt_snapshot *s) {
 }
 
 int coord_checkpoint_wait(coordinator *co) {
-  int rc = ckpt_writer_wait(co->writer);
-  if (rc && co->pending_step >= 0) {
-    char msg[1024];
-    ckpt_writer_last_error(co->writer, msg, sizeof msg);
-    log_warn("checkpoint of step %lld failed: %s; the previous checkpoints are intact",
-             (long long)co->pending_step, msg);
-  }
+  int rc = ckpt_writer_wait(co->writer); /* a failure is logged by the writer thread */
   settle(co, rc != 0);
   return rc;
 }

@@ -174,8 +174,11 @@ static void setup_optimizer(trainer *t) {
 /* Sections: params, opt.m, opt.v, bn_tracked (identical on every rank after the all-reduce),
  * and bn_stats.rankR for each rank (batch statistics stay per rank, like PyTorch DDP, so a
  * same-size resume restores each rank's own). */
+static void publish(trainer *t, const char *state, double loss, double acc, double ips);
+
 static void take_checkpoint(trainer *t, const char *why) {
   size_t ns = t->m.n_stats;
+  publish(t, "checkpointing", NAN, NAN, 0);
   comm_gather(t->c, t->m.stats, ns * sizeof(float), t->stats_scratch, 0);
   if (t->c->rank != 0) return;
   int n = 4 + t->c->world;
@@ -536,7 +539,9 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
         publish(t, "training", wloss, wacc, ips);
       }
 
-      if (ctl[CONTROL_STOP] > 0) {
+      /* A stop asked at the job's very last step lets it finish instead (exit 0, with the
+       * final validation), so a scheduler does not relaunch a finished job. */
+      if (ctl[CONTROL_STOP] > 0 && t->step < t->total_steps) {
         if (c->rank == 0) {
           int any = 0;
           for (int r = 0; r < c->world && !any; r++) any = t->timings[r].signal;
