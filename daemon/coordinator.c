@@ -139,8 +139,10 @@ static void settle(coordinator *co, int failed) {
 }
 
 int coord_checkpoint(coordinator *co, const ckpt_snapshot *s) {
-  /* A failed write was already logged by the writer thread ("checkpoint not saved: ..."). */
+  /* The writer thread logged the failed write's reason ("checkpoint not saved: ..."); this
+   * says what it means for the run. */
   int rc = ckpt_writer_submit(co->writer, s);
+  if (rc) log_warn("training goes on; the earlier checkpoints are intact");
   settle(co, rc != 0);
   co->pending_step = s->meta.step;
   co->pending_time = (double)time(NULL);
