@@ -59,6 +59,7 @@ typedef struct {
   const char **hosts;
   double window_loss, window_correct, window_samples, window_time, window_comm;
   int window_steps;
+  char state[16];            /* last state published (rank 0) */
 } trainer;
 
 static void rank_log(const trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -178,6 +179,8 @@ static void publish(trainer *t, const char *state, double loss, double acc, doub
 
 static void take_checkpoint(trainer *t, const char *why) {
   size_t ns = t->m.n_stats;
+  char before[sizeof t->state];
+  memcpy(before, t->state, sizeof before);
   publish(t, "checkpointing", NAN, NAN, 0);
   comm_gather(t->c, t->m.stats, ns * sizeof(float), t->stats_scratch, 0);
   if (t->c->rank != 0) return;
@@ -215,6 +218,8 @@ static void take_checkpoint(trainer *t, const char *why) {
   cJSON_Delete(extra);
   free(sec);
   free(names);
+  /* The write goes on in the background: the job is back to what it was doing. */
+  publish(t, before, NAN, NAN, 0);
 }
 
 static void restore_section(const ckpt_loaded *l, const char *name, void *dst, size_t bytes) {
@@ -379,6 +384,7 @@ static void format_eta(double s, char *out, size_t cap) {
 
 static void publish(trainer *t, const char *state, double loss, double acc, double ips) {
   if (t->c->rank != 0) return;
+  snprintf(t->state, sizeof t->state, "%s", state);
   statusp_job j;
   memset(&j, 0, sizeof j);
   snprintf(j.state, sizeof j.state, "%s", state);
@@ -582,6 +588,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
       check_same_weights(t, "at an epoch end");
       take_checkpoint(t, "epoch end");
       last_ckpt_time = time_now();
+      if (t->step < t->total_steps) publish(t, "training", NAN, NAN, 0);
     }
   }
   check_same_weights(t, "at the end");
