@@ -85,9 +85,7 @@ int cmd_predict(int argc, char **argv) {
     if (c != 3 || h != w || n < 1 || h < 32) die("%s: 'input' must be [N,3,S,S] with S >= 32", tensor);
     float *nchw = xmalloc(x->numel * sizeof(float)), *nhwc = xmalloc(x->numel * sizeof(float));
     st_copy_f32(x, nchw, x->numel);
-    for (int b = 0; b < n; b++)
-      for (int k = 0; k < 3; k++)
-        for (int p = 0; p < h * w; p++) nhwc[((size_t)b * h * w + p) * 3 + k] = nchw[((size_t)b * 3 + k) * h * w + p];
+    weights_images_from_torch(nchw, nhwc, n, h * w);
     model_prepare(&m, n, h);
     model_forward(&m, nhwc, NULL, n, 0, 0.0f);
     printf("{\"logits\":[");

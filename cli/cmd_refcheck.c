@@ -84,10 +84,7 @@ static void check_file(const char *path, check_state *s) {
   size_t n_in = (size_t)batch * 3 * size * size;
   float *nchw = xmalloc(n_in * sizeof(float)), *nhwc = xmalloc(n_in * sizeof(float));
   expect_f32(f, "input", n_in, nchw);
-  for (int b = 0; b < batch; b++)
-    for (int c = 0; c < 3; c++)
-      for (int p = 0; p < size * size; p++)
-        nhwc[((size_t)b * size * size + p) * 3 + c] = nchw[((size_t)b * 3 + c) * size * size + p];
+  weights_images_from_torch(nchw, nhwc, batch, size * size);
   int64_t *labels64 = xmalloc((size_t)batch * sizeof(int64_t));
   int *labels = xmalloc((size_t)batch * sizeof(int));
   const st_tensor *lt = st_find(f, "labels");

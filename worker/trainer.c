@@ -314,18 +314,30 @@ static void resume(trainer *t) {
 
 /* ---- evaluation ---------------------------------------------------------------------- */
 
+/* Evaluation and export use the ranks' BN running statistics averaged; each rank keeps its
+ * own for training. Returns this rank's own statistics to hand to restore_bn_stats (NULL in
+ * a world of one, where the average is the rank's own). Collective. */
+static float *average_bn_stats(trainer *t) {
+  if (t->c->world == 1) return NULL;
+  size_t ns = t->m.n_stats;
+  float *own = xmalloc(ns * sizeof(float));
+  memcpy(own, t->m.stats, ns * sizeof(float));
+  comm_allreduce_sum_f32(t->c, t->m.stats, ns);
+  for (size_t i = 0; i < ns; i++) t->m.stats[i] /= (float)t->c->world;
+  return own;
+}
+
+static void restore_bn_stats(trainer *t, float *own) {
+  if (!own) return;
+  memcpy(t->m.stats, own, t->m.n_stats * sizeof(float));
+  free(own);
+}
+
 /* Accuracy on the validation split: rank r evaluates samples r, r+W, ...; counts are summed.
  * BN running statistics are averaged across ranks for it and then restored. */
 static double evaluate(trainer *t) {
   if (t->n_val == 0) return NAN;
-  size_t ns = t->m.n_stats;
-  float *own = NULL;
-  if (t->c->world > 1) {
-    own = xmalloc(ns * sizeof(float));
-    memcpy(own, t->m.stats, ns * sizeof(float));
-    comm_allreduce_sum_f32(t->c, t->m.stats, ns);
-    for (size_t i = 0; i < ns; i++) t->m.stats[i] /= (float)t->c->world;
-  }
+  float *own = average_bn_stats(t);
   int64_t count = 0;
   for (int64_t i = t->c->rank; i < t->n_val; i += t->c->world) t->mine[count++] = i;
   loader_start_epoch(t->val, 0, t->mine, count);
@@ -343,22 +355,13 @@ static double evaluate(trainer *t) {
     }
   }
   comm_allreduce_sum_f64(t->c, correct, 2);
-  if (own) {
-    memcpy(t->m.stats, own, ns * sizeof(float));
-    free(own);
-  }
+  restore_bn_stats(t, own);
   return correct[1] > 0 ? correct[0] / correct[1] : NAN;
 }
 
 /* Final weights with the ranks' BN statistics averaged (what evaluation uses). */
 static void export_weights(trainer *t, const char *name) {
-  size_t ns = t->m.n_stats;
-  float *own = xmalloc(ns * sizeof(float));
-  memcpy(own, t->m.stats, ns * sizeof(float));
-  if (t->c->world > 1) {
-    comm_allreduce_sum_f32(t->c, t->m.stats, ns);
-    for (size_t i = 0; i < ns; i++) t->m.stats[i] /= (float)t->c->world;
-  }
+  float *own = average_bn_stats(t);
   if (t->c->rank == 0) {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", t->job_dir, name);
@@ -368,8 +371,7 @@ static void export_weights(trainer *t, const char *name) {
     free(names);
     log_info("weights written to %s (weights hash %016llx)", path, (unsigned long long)model_hash(&t->m));
   }
-  memcpy(t->m.stats, own, ns * sizeof(float));
-  free(own);
+  restore_bn_stats(t, own);
 }
 
 /* ---- the loop ------------------------------------------------------------------------ */

@@ -40,6 +40,12 @@ void weights_from_torch(const param_info *p, const float *torch, float *engine) 
   convert(p, torch, engine, 0);
 }
 
+void weights_images_from_torch(const float *nchw, float *nhwc, int n, int hw) {
+  for (int b = 0; b < n; b++)
+    for (int c = 0; c < 3; c++)
+      for (int p = 0; p < hw; p++) nhwc[((size_t)b * hw + p) * 3 + c] = nchw[((size_t)b * 3 + c) * hw + p];
+}
+
 void weights_add_state_dict(const model *m, st_writer *w) {
   char name[192], text[64];
   float *tmp = xmalloc(m->n_params * sizeof(float));

@@ -12,6 +12,9 @@
 void weights_to_torch(const param_info *p, const float *engine, float *torch);
 void weights_from_torch(const param_info *p, const float *torch, float *engine);
 
+/* A batch of PyTorch images [n][3][hw] (NCHW, hw = H*W) into the engine's NHWC [n][hw][3]. */
+void weights_images_from_torch(const float *nchw, float *nhwc, int n, int hw);
+
 /* Adds every parameter, BN running statistic and num_batches_tracked, named as torchvision's
  * state_dict, plus metadata (model, width, classes, pollen version) to w. */
 void weights_add_state_dict(const model *m, st_writer *w);
