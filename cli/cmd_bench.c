@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "ops/core.h"
+#include "worker/device.h"
 #include "worker/model.h"
 #include "worker/optim.h"
 
@@ -23,6 +24,9 @@ static void usage(FILE *to) {
           "  --size S        image size (default 224)\n"
           "  --batch B       batch size (default 32)\n"
           "  --threads T     threads (default: all cores)\n"
+          "  --device D      cpu (default), cuda or auto; on a GPU each step includes copying\n"
+          "                  the batch from page-locked host memory, as in training\n"
+          "  --precision P   GPU GEMMs: fp32 (default), tf32, bf16, fp16\n"
           "  --steps N       timed steps (default 10)\n"
           "  --warmup N      untimed steps first (default 2)\n"
           "  --mode M        train, infer or both (default both)\n"
@@ -55,8 +59,9 @@ int cmd_bench(int argc, char **argv) {
       {"threads", required_argument, 0, 't'}, {"steps", required_argument, 0, 'n'},
       {"warmup", required_argument, 0, 'u'}, {"mode", required_argument, 0, 'o'},
       {"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
+      {"device", required_argument, 0, 'd'}, {"precision", required_argument, 0, 'p'},
       {0, 0, 0, 0}};
-  const char *model_name = "mnv3-small", *mode = "both";
+  const char *model_name = "mnv3-small", *mode = "both", *device = "cpu", *precision = "fp32";
   double width = 1.0;
   int size = 224, batch = 32, threads = 0, steps = 10, warmup = 2, json = 0, c;
   optind = 1;
@@ -71,6 +76,14 @@ int cmd_bench(int argc, char **argv) {
     case 'u': warmup = (int)cli_parse_long("--warmup", optarg, 0, 100000); break;
     case 'o': mode = optarg; break;
     case 'j': json = 1; break;
+    case 'd':
+      if (device_parse(optarg) < 0) die_status(EXIT_USAGE, "--device: '%s' is not cpu, cuda or auto", optarg);
+      device = optarg;
+      break;
+    case 'p':
+      if (device_precision_parse(optarg) < 0) die_status(EXIT_USAGE, "--precision: '%s' is not fp32, tf32, bf16 or fp16", optarg);
+      precision = optarg;
+      break;
     case 'h': usage(stdout); return EXIT_OK;
     default: return cli_usage_error("bench");
     }
@@ -87,14 +100,21 @@ int cmd_bench(int argc, char **argv) {
   model m;
   model_init(&m, &cfg, 1);
   model_prepare(&m, batch, size);
+  int gpu = -1;
+  device_kind dev = device_select((device_kind)device_parse(device), 0, &gpu);
+  char where[256];
+  device_describe(dev, gpu, where, sizeof where);
+  if (dev == DEVICE_CPU) snprintf(where, sizeof where, "cpu, %d threads", threads_get());
+  if (dev == DEVICE_CUDA) model_use_cuda(&m, device_precision_parse(precision));
   size_t n_in = (size_t)batch * size * size * 3;
-  float *x = xmalloc_aligned(n_in * sizeof(float));
-  int *labels = xmalloc((size_t)batch * sizeof(int));
+  float *x = model_host_alloc(&m, n_in * sizeof(float));
+  int *labels = model_host_alloc(&m, (size_t)batch * sizeof(int));
   for (size_t i = 0; i < n_in; i++) x[i] = (float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f;
   for (int b = 0; b < batch; b++) labels[b] = b % 5;
   optim_config oc = optim_defaults(OPT_SGD);
   optimizer o;
   optim_init(&o, &oc, &m);
+  if (dev == DEVICE_CUDA) optim_use_cuda(&o, &m);
   double *t = xmalloc((size_t)steps * sizeof(double));
   double macs = model_macs(&m, size);
   double train_ips = 0, infer_ips = 0, train_ms = 0, infer_ms = 0;
@@ -106,7 +126,8 @@ int cmd_bench(int argc, char **argv) {
       model_zero_grads(&m);
       model_forward(&m, x, labels, batch, 1, 0.0f);
       model_backward(&m, labels, batch, 0.0f);
-      optim_step(&o, m.params, m.grads, 1e-4f);
+      optim_step(&o, model_live_params(&m), model_live_grads(&m), 1e-4f);
+      model_wait(&m); /* a GPU step ends when its kernels have run */
       if (s >= warmup) t[s - warmup] = time_now() - t0;
     }
     train_ms = 1e3 * median(t, steps);
@@ -126,17 +147,18 @@ int cmd_bench(int argc, char **argv) {
   double train_gflops = train_ips * 3 * 2 * macs / 1e9, infer_gflops = infer_ips * 2 * macs / 1e9;
   if (json) {
     /* images_per_s: the headline figure of the chosen mode (training when both). */
-    printf("{\"images_per_s\":%.2f,\"model\":\"%s\",\"width\":%g,\"size\":%d,\"batch\":%d,\"threads\":%d,"
+    printf("{\"images_per_s\":%.2f,\"device\":\"%s\",\"precision\":\"%s\",\"model\":\"%s\",\"width\":%g,\"size\":%d,\"batch\":%d,\"threads\":%d,"
            "\"params\":%zu,\"mflops_per_image\":%.1f,"
            "\"train_images_per_s\":%.2f,\"train_step_ms\":%.2f,\"train_gflops\":%.2f,"
            "\"infer_images_per_s\":%.2f,\"infer_batch_ms\":%.2f,\"infer_gflops\":%.2f,"
            "\"activation_mib\":%.1f,\"peak_rss_mib\":%.1f,\"peak_rss_train_mib\":%.1f}\n",
-           do_train ? train_ips : infer_ips, model_arch_name(cfg.arch), width, size, batch, threads_get(), m.n_params, 2 * macs / 1e6,
+           do_train ? train_ips : infer_ips, where, dev == DEVICE_CUDA ? precision : "fp32", model_arch_name(cfg.arch), width, size, batch, threads_get(), m.n_params, 2 * macs / 1e6,
            train_ips, train_ms, train_gflops, infer_ips, infer_ms, infer_gflops,
            model_activation_bytes(&m) / 1048576.0, peak_rss_kib() / 1024.0, rss_train / 1024.0);
   } else {
-    printf("%s width %g, %dx%d, batch %d, %d threads: %zu parameters, %.1f MFLOPs/image\n",
-           model_arch_name(cfg.arch), width, size, size, batch, threads_get(), m.n_params, 2 * macs / 1e6);
+    printf("%s width %g, %dx%d, batch %d, on %s: %zu parameters, %.1f MFLOPs/image\n",
+           model_arch_name(cfg.arch), width, size, size, batch, where, m.n_params, 2 * macs / 1e6);
+    if (dev == DEVICE_CUDA) printf("  GEMM precision: %s\n", precision);
     if (do_train)
       printf("  train: %8.1f images/s  (%.1f ms/step, %.1f GFLOP/s)\n", train_ips, train_ms, train_gflops);
     if (do_infer)
@@ -144,7 +166,8 @@ int cmd_bench(int argc, char **argv) {
     printf("  memory: activations %.1f MiB, peak RSS %.1f MiB\n", model_activation_bytes(&m) / 1048576.0,
            peak_rss_kib() / 1024.0);
   }
-  free(t), free(x), free(labels);
+  free(t);
+  model_host_free(&m, x), model_host_free(&m, labels);
   optim_free(&o);
   model_free(&m);
   return EXIT_OK;

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "ops/core.h"
 #include "proto/safetensors.h"
+#include "worker/device.h"
 #include "worker/model.h"
 #include "worker/optim.h"
 #include "worker/weights.h"
@@ -18,6 +19,7 @@
 typedef struct {
   double tol_logits, tol_loss, tol_grad, tol_stats, tol_loss_seq, grad_floor;
   int verbose, failures, checked;
+  int cuda; /* run the engine on the GPU (exact fp32 GEMMs) */
   double worst_logits, worst_grad;
 } check_state;
 
@@ -62,6 +64,7 @@ static void usage(FILE *to) {
           "  --tol-grad X     max relative error of each gradient (default 1e-3)\n"
           "  --verbose        print every tensor, not only failures\n"
           "  --threads N      threads (default: all cores)\n"
+          "  --device D       cpu (default), cuda or auto: check the GPU engine the same way\n"
           "  --help\n");
 }
 
@@ -79,6 +82,7 @@ static void check_file(const char *path, check_state *s) {
   model_init(&m, &cfg, 0);
   model_prepare(&m, batch, size);
   weights_load_state_dict(&m, f, "", 0, 0);
+  if (s->cuda) model_use_cuda(&m, 0);
 
   /* Input NCHW -> NHWC, labels int64 -> int. */
   size_t n_in = (size_t)batch * 3 * size * size;
@@ -100,6 +104,7 @@ static void check_file(const char *path, check_state *s) {
   model_zero_grads(&m);
   float loss = model_forward(&m, nhwc, labels, batch, 1, 0.0f);
   model_backward(&m, labels, batch, 0.0f);
+  model_sync_to_host(&m); /* gradients and statistics from a GPU */
 
   size_t n_logits = (size_t)batch * cfg.num_classes;
   float *buf = xmalloc((m.n_params > n_logits ? m.n_params : n_logits) * sizeof(float));
@@ -171,11 +176,12 @@ static void check_file(const char *path, check_state *s) {
     weights_load_state_dict(&m2, f, "", 0, 0);
     optimizer o;
     optim_init(&o, &oc, &m2);
+    if (s->cuda) model_use_cuda(&m2, 0), optim_use_cuda(&o, &m2);
     for (size_t k = 0; k < steps; k++) {
       model_zero_grads(&m2);
       got[k] = model_forward(&m2, nhwc, labels, batch, 1, 0.0f);
       model_backward(&m2, labels, batch, 0.0f);
-      optim_step(&o, m2.params, m2.grads, lr);
+      optim_step(&o, model_live_params(&m2), model_live_grads(&m2), lr);
     }
     double worst = 0;
     for (size_t k = 0; k < steps; k++) {
@@ -199,11 +205,12 @@ int cmd_refcheck(int argc, char **argv) {
                                        {"tol-grad", required_argument, 0, 'g'},
                                        {"verbose", no_argument, 0, 'v'},
                                        {"threads", required_argument, 0, 't'},
+                                       {"device", required_argument, 0, 'd'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   check_state s = {.tol_logits = 1e-4, .tol_loss = 1e-5, .tol_grad = 1e-3, .tol_stats = 1e-4,
                    .tol_loss_seq = 2e-4};
-  int threads = 0, c;
+  int threads = 0, device = DEVICE_CPU, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
@@ -211,6 +218,9 @@ int cmd_refcheck(int argc, char **argv) {
     case 'g': s.tol_grad = cli_parse_double("--tol-grad", optarg, 0, 1); break;
     case 'v': s.verbose = 1; break;
     case 't': threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
+    case 'd':
+      if ((device = device_parse(optarg)) < 0) die_status(EXIT_USAGE, "--device: '%s' is not cpu, cuda or auto", optarg);
+      break;
     case 'h': usage(stdout); return EXIT_OK;
     default: return cli_usage_error("refcheck");
     }
@@ -220,6 +230,11 @@ int cmd_refcheck(int argc, char **argv) {
     return EXIT_USAGE;
   }
   threads_set(threads);
+  int gpu = -1;
+  s.cuda = device_select((device_kind)device, 0, &gpu) == DEVICE_CUDA;
+  char where[256];
+  device_describe(s.cuda ? DEVICE_CUDA : DEVICE_CPU, gpu, where, sizeof where);
+  printf("refcheck on %s\n", where);
   for (int i = optind; i < argc; i++) check_file(argv[i], &s);
   printf("refcheck: %d tensors checked, %d over tolerance; worst logits %.2e, worst gradient %.2e\n",
          s.checked, s.failures, s.worst_logits, s.worst_grad);

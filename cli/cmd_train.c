@@ -12,6 +12,7 @@
 #include "proto/job_config.h"
 #include "worker/collective.h"
 #include "worker/dataset_prepare.h"
+#include "worker/device.h"
 #include "worker/model.h"
 #include "worker/optim.h"
 #include "worker/trainer.h"
@@ -37,7 +38,8 @@ static void usage(FILE *to) {
 "  --size S             training image size (default 224)\n"
 "  --batch B            GLOBAL batch, split evenly across ranks (default 32)\n"
 "  --epochs E           (default 10)\n"
-"  --max-steps N        stop after N optimizer steps in total (default: all epochs)\n"
+"  --max-steps N        stop after N optimizer steps in total (default: all epochs); the\n"
+"                       LR schedule still spans all epochs, so a relaunch continues it\n"
 "  --dropout P          before the last Linear (default 0.2)\n"
 "  --label-smoothing S  (default 0)\n"
 "  --seed N             initial weights, shuffling, augmentation, dropout (default 1)\n"
@@ -58,6 +60,10 @@ static void usage(FILE *to) {
 "  --warmup-epochs X    linear warm-up (default 0)\n"
 "  --step-epochs N, --step-gamma X, --min-lr X\n"
 "run:\n"
+"  --device D           cpu, cuda, or auto (default: cuda when this build has CUDA and a GPU\n"
+"                       is visible); each rank takes GPU (node-local rank %% GPUs)\n"
+"  --precision P        GPU GEMMs: fp32 (default), tf32, bf16 or fp16 (bfloat16/half inputs,\n"
+"                       float32 accumulation, weights and optimizer state)\n"
 "  --threads N          compute threads per rank (default: all cores of the rank)\n"
 "  --loader-threads N   JPEG decode threads (default: all cores)\n"
 "  --log-every N        log and record metrics every N steps (default 10)\n"
@@ -79,7 +85,8 @@ enum {
   O_SMOOTH, O_SEED, O_INIT, O_OPT, O_LR, O_MOMENTUM, O_NESTEROV, O_WD, O_DECAY_ALL, O_RMSV,
   O_ALPHA, O_EPS, O_CLIP, O_SCHED, O_WARMUP, O_STEP_EPOCHS, O_STEP_GAMMA, O_MIN_LR, O_THREADS,
   O_LTHREADS, O_LOG_EVERY, O_CKPT_EVERY, O_CKPT_SECONDS, O_KEEP, O_NO_OVERLAP, O_BUCKET,
-  O_STALL, O_STATUS_TCP, O_CACHE, O_FORCE, O_BETA1, O_BETA2, O_NO_AUGMENT, O_HELP
+  O_STALL, O_STATUS_TCP, O_CACHE, O_FORCE, O_BETA1, O_BETA2, O_NO_AUGMENT, O_DEVICE, O_PRECISION,
+  O_HELP
 };
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
@@ -124,6 +131,7 @@ int cmd_train(int argc, char **argv) {
       {"bucket-kib", required_argument, 0, O_BUCKET}, {"stall-timeout", required_argument, 0, O_STALL},
       {"status-tcp", required_argument, 0, O_STATUS_TCP}, {"cache-dir", required_argument, 0, O_CACHE},
       {"force-config", no_argument, 0, O_FORCE}, {"no-augment", no_argument, 0, O_NO_AUGMENT},
+      {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
   job_config cfg;
@@ -187,6 +195,14 @@ int cmd_train(int argc, char **argv) {
     case O_CACHE: copy_flag(cfg.cache_dir, sizeof cfg.cache_dir, "--cache-dir", optarg); break;
     case O_FORCE: cfg.force_config = 1; break;
     case O_NO_AUGMENT: cfg.augment = 0; break;
+    case O_DEVICE:
+      if (device_parse(optarg) < 0) die_status(EXIT_USAGE, "--device: '%s' is not cpu, cuda or auto", optarg);
+      copy_flag(cfg.device, sizeof cfg.device, "--device", optarg);
+      break;
+    case O_PRECISION:
+      if (device_precision_parse(optarg) < 0) die_status(EXIT_USAGE, "--precision: '%s' is not fp32, tf32, bf16 or fp16", optarg);
+      copy_flag(cfg.precision, sizeof cfg.precision, "--precision", optarg);
+      break;
     case O_HELP: usage(stdout); return EXIT_OK;
     default: return cli_usage_error("train");
     }

@@ -29,6 +29,8 @@ void job_config_defaults(job_config *c) {
   c->augment = 1;
   c->seed = 1;
   c->log_every = 10;
+  snprintf(c->device, sizeof c->device, "auto");
+  snprintf(c->precision, sizeof c->precision, "fp32");
   c->keep = 3;
   c->overlap = 1;
   c->bucket_kib = 1024;

@@ -45,6 +45,10 @@ typedef struct {
   char status_tcp[64];
   char cache_dir[1024];
   int force_config;
+  /* Where a rank trains: a knob, not the definition, so a job stopped on GPUs resumes on
+   * CPUs and the other way round. */
+  char device[8];        /* cpu | cuda | auto */
+  char precision[8];     /* GPU GEMMs: fp32 | tf32 | bf16 | fp16 */
 } job_config;
 
 /* The defaults `pollen train` starts from. */

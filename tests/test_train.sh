@@ -99,6 +99,12 @@ grep -q "<polyline" "$T/curves.svg" || fail "plot drew no curve"
 expect_status 2 "unknown model" -- "$P" train --job "$T/x" --model resnet
 expect_status 2 "is required" -- "$P" train --data "$T/data"
 expect_status 2 "not a whole number" -- "$P" train --job "$T/x" --batch many
+expect_status 2 "is not cpu, cuda or auto" -- "$P" train --job "$T/x" --device gpu
+expect_status 2 "is not fp32, tf32, bf16 or fp16" -- "$P" train --job "$T/x" --precision fp8
+# Without a GPU (or CUDA in this build) --device cuda says which, and trains nothing.
+if ! nvidia-smi -L >/dev/null 2>&1; then
+  expect_status 1 "--device cuda: " -- "$P" train --data "$T/data" --job "$T/nogpu" --device cuda
+fi
 expect_status 1 "no such folder" -- "$P" train --job "$T/x" --data "$T/missing"
 expect_status 1 "fewer than one global batch" -- "$P" train --job "$T/y" --data "$T/data" --batch 1000
 expect_status 1 "not a readable JPEG" -- "$P" predict --weights "$T/job/weights.safetensors" "$POLLEN_SRC/README.md"

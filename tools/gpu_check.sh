@@ -49,13 +49,26 @@ step test_device 60 test_device
 step test_cuda_ops 300 test_cuda_ops
 step test_nccl 240 env NCCL_CHECK="$(command -v nccl_check)" bash tests/cuda/test_nccl.sh
 if pollen train --help 2>&1 | grep -q -- --device; then
-  step gpu_engine 400 bash tests/cuda/test_gpu_engine.sh
+  step gpu_engine 400 env POLLEN="$(command -v pollen)" POLLEN_SRC=. bash tests/cuda/test_gpu_engine.sh
 else
   note "SKIP gpu_engine: this pollen has no --device yet"
 fi
 
+# pollen's training throughput (images/s, median of the timed steps; each step includes the
+# batch's copy from page-locked host memory).
+if [ "${QUICK:-0}" != 1 ]; then
+  for b in 128 256; do
+    for p in fp32 bf16; do
+      if step "pollen_mnv3s_b${b}_$p" 300 pollen bench --device cuda --precision "$p" --model mnv3-small \
+          --size 224 --batch "$b" --mode train --steps 20 --warmup 5 --json; then
+        note "pollen mnv3-small train b$b $p: $(tail -n 1 "$LOGS/pollen_mnv3s_b${b}_$p.log")"
+      fi
+    done
+  done
+fi
+
 # PyTorch GPU baseline (images/s, median of the timed steps).
-if [ "${SKIP_TORCH:-0}" = 1 ]; then
+if [ "${SKIP_TORCH:-0}" = 1 ] || [ "${QUICK:-0}" = 1 ]; then
   note "SKIP torch baseline: SKIP_TORCH=1"
 elif ! python3 -c 'import torch, torchvision, sys; sys.exit(0 if torch.cuda.is_available() else 3)' \
     >"$LOGS/torch_probe.log" 2>&1; then
@@ -64,9 +77,14 @@ else
   for b in 128 256; do
     if step "torch_mnv3s_b$b" 300 python3 tools/bench_torch.py --device cuda --amp --compile \
         --channels-last --model mnv3-small --size 224 --batch "$b" --mode train --steps 30 --warmup 10; then
-      note "torch mnv3-small train b$b: $(tail -n 1 "$LOGS/torch_mnv3s_b$b.log")"
+      note "torch mnv3-small train b$b compile+amp: $(tail -n 1 "$LOGS/torch_mnv3s_b$b.log")"
     fi
   done
+  # Like for like with pollen's fp32: eager PyTorch in float32, channels_last.
+  if step torch_mnv3s_b256_fp32 200 python3 tools/bench_torch.py --device cuda --channels-last \
+      --model mnv3-small --size 224 --batch 256 --mode train --steps 20 --warmup 5; then
+    note "torch mnv3-small train b256 eager fp32: $(tail -n 1 "$LOGS/torch_mnv3s_b256_fp32.log")"
+  fi
 fi
 
 echo

@@ -19,6 +19,13 @@ int device_parse(const char *name) {
   return -1;
 }
 
+int device_precision_parse(const char *name) {
+  static const char *names[] = {"fp32", "tf32", "bf16", "fp16"}; /* cuda_math order */
+  for (int i = 0; name && i < 4; i++)
+    if (strcmp(name, names[i]) == 0) return i;
+  return -1;
+}
+
 const char *device_name(device_kind kind) {
   switch (kind) {
     case DEVICE_CPU: return "cpu";

@@ -16,6 +16,10 @@ typedef enum { DEVICE_CPU = 0, DEVICE_CUDA = 1, DEVICE_AUTO = 2 } device_kind;
 int device_parse(const char *name);
 const char *device_name(device_kind kind);
 
+/* GEMM precision on a GPU: "fp32" | "tf32" | "bf16" | "fp16" -> 0..3 (ops/cuda's cuda_math
+ * values); -1 for anything else. Every build parses it; the CPU always computes in fp32. */
+int device_precision_parse(const char *name);
+
 /* 1 when this pollen was built with CUDA. */
 int device_built_with_cuda(void);
 

@@ -79,6 +79,8 @@ typedef struct {
   float *data;
 } tensor;
 
+struct model_gpu; /* model.c: device buffers and streams (CUDA builds) */
+
 typedef struct model {
   model_config cfg;
   float bn_eps, bn_momentum;
@@ -117,6 +119,10 @@ typedef struct model {
    * lowest is final (the collectives start all-reducing it). May be NULL. */
   void (*grads_ready)(void *ctx, size_t lowest);
   void *grads_ready_ctx;
+  /* Non-NULL once model_use_cuda moved the engine to a GPU: the device then holds the live
+   * parameters, gradients, BN statistics and activations, and params/grads/stats above are
+   * host copies, brought up to date by model_sync_to_host. */
+  struct model_gpu *gpu;
 } model;
 
 /* Builds the architecture and initialises parameters as torchvision does (Kaiming normal
@@ -127,6 +133,30 @@ void model_free(model *m);
 /* Allocates activations for batches of up to `batch` images of size x size. Idempotent for
  * the same shape; call again to change it. */
 void model_prepare(model *m, int batch, int size);
+
+/* Moves the engine to the current CUDA device (worker/device.h's device_select first):
+ * uploads parameters and BN statistics, and re-allocates the prepared activations there.
+ * gemm_math: the GEMMs' precision, a cuda_math (ops/cuda/ops_cuda.h; 0 = exact float32).
+ * From then on model_forward/backward run as CUDA kernels; their arguments stay host memory
+ * (images are copied on a stream of their own, overlapping the previous step's work when
+ * they are page-locked: model_host_alloc). Dies in a build without CUDA. */
+void model_use_cuda(model *m, int gemm_math);
+/* Device -> host copies of parameters, gradients and BN statistics (a checkpoint, a hash,
+ * an export); host -> device of parameters and statistics after the host changed them.
+ * Both are no-ops on the CPU. */
+void model_sync_to_host(model *m);
+void model_sync_to_device(model *m);
+/* The model's CUDA context (struct cuda_ctx, ops/cuda/ops_cuda.h), NULL on the CPU. */
+struct cuda_ctx *model_cuda_ctx(const model *m);
+/* Waits until the device has run everything queued (timing); no-op on the CPU. */
+void model_wait(model *m);
+/* The buffers training updates (device memory on a GPU): what optim_step gets. */
+float *model_live_params(model *m);
+float *model_live_grads(model *m);
+/* Host memory for batches: page-locked on a GPU (asynchronous copies), aligned otherwise.
+ * Free with model_host_free on the same model. */
+void *model_host_alloc(const model *m, size_t bytes);
+void model_host_free(const model *m, void *p);
 
 /* Forward on N <= batch images [N][size][size][3], which are not copied: they must stay
  * unchanged until the matching model_backward. train: batch statistics (running stats

@@ -38,12 +38,23 @@ typedef struct {
   float *m, *v;        /* moments: SGD/RMSprop momentum in m, square averages in v */
   float *decay;        /* per-element weight-decay factor (0 or 1): one pass, no branches */
   long step;           /* updates taken */
+  /* On a GPU (optim_use_cuda): the live moments; m and v above are host copies. */
+  struct cuda_ctx *ctx;
+  float *dev_m, *dev_v, *dev_decay, *dev_norm;
 } optimizer;
 
 void optim_init(optimizer *o, const optim_config *cfg, const model *mdl);
 void optim_free(optimizer *o);
-/* One update of params from grads at learning rate lr. Returns the gradient's global L2
- * norm before clipping (for logging). */
+/* Moves the state to the GPU of a model on CUDA (model_use_cuda first), uploading m and v;
+ * updates then run as one kernel on the model's stream. Dies in a build without CUDA. */
+void optim_use_cuda(optimizer *o, const model *mdl);
+/* Device -> host copies of the moments (a checkpoint); host -> device after a restore.
+ * No-ops on the CPU. */
+void optim_sync_to_host(optimizer *o);
+void optim_sync_to_device(optimizer *o);
+/* One update of params from grads at learning rate lr (device memory after
+ * optim_use_cuda: model_live_params/grads). Returns the gradient's global L2 norm before
+ * clipping (for logging); on a GPU it is not read back, to keep the step asynchronous: NAN. */
 float optim_step(optimizer *o, float *params, float *grads, float lr);
 /* Bytes of optimizer state (m, v) for checkpoints: state_floats() floats at o->m then o->v. */
 size_t optim_state_floats(const optimizer *o);

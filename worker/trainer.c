@@ -23,9 +23,14 @@
 #include "daemon/plan.h"
 #include "daemon/signals.h"
 #include "ops/core.h"
+#ifdef POLLEN_HAVE_CUDA
+#include "ops/cuda/ops_cuda.h"
+#endif
 #include "proto/control.h"
+#include "worker/device.h"
 #include "worker/loader.h"
 #include "worker/model.h"
+#include "worker/nccl_sync.h"
 #include "worker/optim.h"
 #include "worker/staging.h"
 #include "worker/weights.h"
@@ -39,11 +44,14 @@ typedef struct {
   model m;
   optimizer opt;
   lr_schedule sched;
-  grad_sync *sync;
+  grad_sync *sync;           /* gradients averaged over MPI (CPU) ... */
+  nccl_sync *nccl;           /* ... or NCCL (GPU, more than one rank) */
+  int on_gpu;
   loader *train, *val;
   int n_train, n_val, classes;
   int local_batch, steps_per_epoch;
-  long total_steps;
+  long total_steps;          /* where this launch stops: all epochs, or --max-steps */
+  long schedule_steps;       /* the LR schedule's length: all epochs (--max-steps is a knob) */
   /* position */
   int64_t step;              /* optimizer steps done */
   int epoch, step_in_epoch;
@@ -124,6 +132,7 @@ static void settle_config(trainer *t) {
 }
 
 static void check_same_weights(trainer *t, const char *when) {
+  model_sync_to_host(&t->m);
   uint64_t h = model_hash_params(&t->m);
   uint64_t *all = xmalloc((size_t)t->c->world * sizeof *all);
   comm_gather(t->c, &h, sizeof h, all, 0);
@@ -182,6 +191,9 @@ static void take_checkpoint(trainer *t, const char *why) {
   char before[sizeof t->state];
   memcpy(before, t->state, sizeof before);
   publish(t, "checkpointing", NAN, NAN, 0);
+  /* The same content from a GPU as from a CPU: the device state is copied back first. */
+  model_sync_to_host(&t->m);
+  optim_sync_to_host(&t->opt);
   comm_gather(t->c, t->m.stats, ns * sizeof(float), t->stats_scratch, 0);
   if (t->c->rank != 0) return;
   int n = 4 + t->c->world;
@@ -205,7 +217,7 @@ static void take_checkpoint(trainer *t, const char *why) {
   snprintf(s.meta.config_hash, sizeof s.meta.config_hash, "%s", t->config_hash);
   cJSON *extra = cJSON_CreateObject();
   cJSON_AddNumberToObject(extra, "optimizer_steps", (double)t->opt.step);
-  cJSON_AddNumberToObject(extra, "lr", lr_at(&t->sched, (long)t->step, t->total_steps));
+  cJSON_AddNumberToObject(extra, "lr", lr_at(&t->sched, (long)t->step, t->schedule_steps));
   cJSON_AddNumberToObject(extra, "global_batch", t->cfg->batch);
   cJSON_AddNumberToObject(extra, "best_val_acc", t->best_val);
   cJSON_AddNumberToObject(extra, "last_val_acc", t->last_val);
@@ -306,6 +318,8 @@ static void resume(trainer *t) {
   } else {
     staging_recv(t->c, 0, t->m.stats, ns * sizeof(float));
   }
+  model_sync_to_device(&t->m);
+  optim_sync_to_device(&t->opt);
   t->step = pos[1], t->epoch = (int)pos[2], t->step_in_epoch = (int)pos[3];
   t->opt.step = (long)vals[0];
   t->best_val = vals[1], t->last_val = vals[2];
@@ -318,18 +332,21 @@ static void resume(trainer *t) {
  * own for training. Returns this rank's own statistics to hand to restore_bn_stats (NULL in
  * a world of one, where the average is the rank's own). Collective. */
 static float *average_bn_stats(trainer *t) {
+  model_sync_to_host(&t->m);
   if (t->c->world == 1) return NULL;
   size_t ns = t->m.n_stats;
   float *own = xmalloc(ns * sizeof(float));
   memcpy(own, t->m.stats, ns * sizeof(float));
   comm_allreduce_sum_f32(t->c, t->m.stats, ns);
   for (size_t i = 0; i < ns; i++) t->m.stats[i] /= (float)t->c->world;
+  model_sync_to_device(&t->m);
   return own;
 }
 
 static void restore_bn_stats(trainer *t, float *own) {
   if (!own) return;
   memcpy(t->m.stats, own, t->m.n_stats * sizeof(float));
+  model_sync_to_device(&t->m);
   free(own);
 }
 
@@ -377,6 +394,45 @@ static void export_weights(trainer *t, const char *name) {
 /* ---- the loop ------------------------------------------------------------------------ */
 
 static void grads_ready(void *ctx, size_t lowest) { grad_sync_ready(ctx, lowest); }
+static void grads_ready_nccl(void *ctx, size_t lowest) { nccl_sync_ready(ctx, lowest); }
+
+/* Resolves --device for this rank (its GPU from the node-local rank) and checks that every
+ * rank agrees: NCCL needs all of them on GPUs, MPI's CPU path all on CPUs. */
+static int select_device(trainer *t) {
+  int gpu = -1;
+  device_kind kind = device_select((device_kind)device_parse(t->cfg->device), t->c->local_rank, &gpu);
+  double on_gpu = kind == DEVICE_CUDA ? 1.0 : 0.0, count = on_gpu;
+  comm_allreduce_sum_f64(t->c, &count, 1);
+  if (count > 0 && count < t->c->world) {
+    if (kind == DEVICE_CPU)
+      log_warn("rank %d (%s) has no usable GPU and would train on the CPU", t->c->rank, t->c->host);
+    comm_barrier(t->c);
+    if (t->c->rank == 0)
+      die("%d of %d ranks found a GPU: every rank must train on the same kind of device; give "
+          "each node GPUs or pass --device cpu", (int)count, t->c->world);
+    comm_abort(t->c, EXIT_FAILED);
+  }
+  char what[256];
+  device_describe(kind, gpu, what, sizeof what);
+  if (kind == DEVICE_CUDA)
+    rank_log(t, "training on %s, GEMMs in %s%s", what, t->cfg->precision,
+             t->c->world > 1 ? " (rank 0's; every rank takes its node-local GPU)" : "");
+  else
+    rank_log(t, "training on the CPU");
+  return kind == DEVICE_CUDA;
+}
+
+static void sync_begin(trainer *t) {
+#ifdef POLLEN_HAVE_CUDA
+  if (t->nccl) nccl_sync_begin(t->nccl, model_cuda_ctx(&t->m)->stream);
+#endif
+  if (t->sync) grad_sync_begin(t->sync);
+}
+
+static double sync_finish(trainer *t) {
+  if (t->nccl) return nccl_sync_finish(t->nccl);
+  return t->sync ? grad_sync_finish(t->sync) : 0.0;
+}
 
 static void format_eta(double s, char *out, size_t cap) {
   if (!isfinite(s) || s < 0) snprintf(out, cap, "?");
@@ -395,7 +451,7 @@ static void publish(trainer *t, const char *state, double loss, double acc, doub
   j.epoch = t->epoch < t->cfg->epochs ? t->epoch : t->cfg->epochs - 1, j.epochs = t->cfg->epochs;
   j.step = t->step, j.total_steps = t->total_steps;
   j.loss = loss, j.train_acc = acc, j.val_acc = t->last_val;
-  j.lr = lr_at(&t->sched, (long)(t->step > 0 ? t->step - 1 : 0), t->total_steps);
+  j.lr = lr_at(&t->sched, (long)(t->step > 0 ? t->step - 1 : 0), t->schedule_steps);
   j.images_per_s = ips;
   double rate = (double)(t->step - t->first_step) / (time_now() - t->run_start);
   j.eta_s = rate > 0 ? (double)(t->total_steps - t->step) / rate : NAN;
@@ -416,6 +472,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
     die_status(EXIT_USAGE, "--batch %d (the global batch) must be a multiple of the %d ranks", cfg->batch, c->world);
   t->local_batch = cfg->batch / c->world;
   threads_set(cfg->threads);
+  t->on_gpu = select_device(t); /* before anything is written: a missing GPU changes nothing */
   settle_config(t);
 
   /* Data: staged from rank 0 to ranks that cannot read it. */
@@ -430,7 +487,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
   if (t->steps_per_epoch < 1)
     die("the training split of %s has %d samples, fewer than one global batch of %d; use a smaller --batch",
         data_dir, t->n_train, cfg->batch);
-  t->total_steps = (long)t->steps_per_epoch * cfg->epochs;
+  t->total_steps = t->schedule_steps = (long)t->steps_per_epoch * cfg->epochs;
   if (cfg->max_steps > 0 && cfg->max_steps < t->total_steps) t->total_steps = (long)cfg->max_steps;
 
   /* Engine. */
@@ -439,14 +496,22 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
   if (cfg->init_weights[0]) weights_import(&t->m, cfg->init_weights, 1);
   model_prepare(&t->m, t->local_batch, cfg->size);
   setup_optimizer(t);
-  size_t bucket = (size_t)cfg->bucket_kib * 1024 / sizeof(float);
-  t->sync = grad_sync_new(c, t->m.grads, t->m.n_params, bucket, cfg->overlap);
-  if (c->world > 1) {
-    t->m.grads_ready = grads_ready;
-    t->m.grads_ready_ctx = t->sync;
+  if (t->on_gpu) {
+    model_use_cuda(&t->m, device_precision_parse(cfg->precision));
+    optim_use_cuda(&t->opt, &t->m);
   }
-  t->images = xmalloc_aligned((size_t)t->local_batch * cfg->size * cfg->size * 3 * sizeof(float));
-  t->labels = xmalloc((size_t)t->local_batch * sizeof(int));
+  size_t bucket = (size_t)cfg->bucket_kib * 1024 / sizeof(float);
+  if (!t->on_gpu) {
+    t->sync = grad_sync_new(c, t->m.grads, t->m.n_params, bucket, cfg->overlap);
+    if (c->world > 1) t->m.grads_ready = grads_ready, t->m.grads_ready_ctx = t->sync;
+  } else if (c->world > 1) {
+    t->nccl = nccl_sync_new(c, model_live_grads(&t->m), t->m.n_params, bucket);
+    /* Without overlap every bucket starts in nccl_sync_finish, after backward. */
+    if (cfg->overlap) t->m.grads_ready = grads_ready_nccl, t->m.grads_ready_ctx = t->nccl;
+  }
+  /* Page-locked on a GPU: the batch's copy to the device runs alongside kernels. */
+  t->images = model_host_alloc(&t->m, (size_t)t->local_batch * cfg->size * cfg->size * 3 * sizeof(float));
+  t->labels = model_host_alloc(&t->m, (size_t)t->local_batch * sizeof(int));
   int64_t biggest = t->n_train > t->n_val ? t->n_train : t->n_val;
   t->order = xmalloc((size_t)(biggest + 1) * sizeof(int64_t));
   t->mine = xmalloc((size_t)(biggest + 1) * sizeof(int64_t));
@@ -488,12 +553,13 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
       double t1 = time_now();
       t->m.dropout_seed = hash_mix(hash_mix(cfg->seed, (uint64_t)t->step), (uint64_t)c->rank);
       model_zero_grads(&t->m);
-      grad_sync_begin(t->sync);
+      sync_begin(t);
       float loss = model_forward(&t->m, t->images, t->labels, n, 1, (float)cfg->label_smoothing);
       model_backward(&t->m, t->labels, n, (float)cfg->label_smoothing);
-      double exposed = grad_sync_finish(t->sync);
-      float lr = lr_at(&t->sched, (long)t->step, t->total_steps);
-      optim_step(&t->opt, t->m.params, t->m.grads, lr);
+      double exposed = sync_finish(t);
+      float lr = lr_at(&t->sched, (long)t->step, t->schedule_steps);
+      /* On a GPU this only queues the update: it runs while the next batch is fetched. */
+      optim_step(&t->opt, model_live_params(&t->m), model_live_grads(&t->m), lr);
       t->step++, t->step_in_epoch++;
       double t2 = time_now();
 
@@ -584,7 +650,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
       t->epoch++, t->step_in_epoch = 0;
       if (c->rank == 0) {
         log_info("epoch %d/%d done: validation accuracy %.4f (best %.4f)", t->epoch, cfg->epochs, val, t->best_val);
-        statusp_metric p = {t->step, t->epoch - 1, NAN, NAN, val, lr_at(&t->sched, (long)t->step - 1, t->total_steps), 0};
+        statusp_metric p = {t->step, t->epoch - 1, NAN, NAN, val, lr_at(&t->sched, (long)t->step - 1, t->schedule_steps), 0};
         coord_metric(t->co, &p, time_now() - run_start, 0);
       }
       check_same_weights(t, "at an epoch end");
@@ -620,10 +686,12 @@ done:
   comm_barrier(c);
   loader_close(t->train);
   loader_close(t->val);
-  grad_sync_free(t->sync);
+  if (t->sync) grad_sync_free(t->sync);
+  if (t->nccl) nccl_sync_free(t->nccl);
+  model_host_free(&t->m, t->images), model_host_free(&t->m, t->labels);
   optim_free(&t->opt);
   model_free(&t->m);
-  free(t->images), free(t->labels), free(t->order), free(t->mine), free(t->stats_scratch);
+  free(t->order), free(t->mine), free(t->stats_scratch);
   free(t->timings), free(t->hosts);
   return status;
 }

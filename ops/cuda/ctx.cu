@@ -98,6 +98,24 @@ void cuda_download(cuda_ctx *ctx, void *dst_host, const void *src_dev, size_t by
     CUDA_CHECK(cudaMemcpyAsync(dst_host, src_dev, bytes, cudaMemcpyDeviceToHost, ctx->stream));
 }
 
+void cuda_copy(cuda_ctx *ctx, void *dst_dev, const void *src_dev, size_t bytes) {
+  if (bytes && dst_dev != src_dev)
+    CUDA_CHECK(cudaMemcpyAsync(dst_dev, src_dev, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
+}
+
+void *cuda_host_alloc(size_t bytes) {
+  void *p = NULL;
+  cudaError_t e = cudaMallocHost(&p, bytes ? bytes : 1);
+  if (e != cudaSuccess)
+    die("cannot pin %zu bytes of host memory for GPU transfers: %s; use a smaller batch", bytes,
+        cudaGetErrorString(e));
+  return p;
+}
+
+void cuda_host_free(void *p) {
+  if (p) CUDA_CHECK(cudaFreeHost(p));
+}
+
 void cuda_memset0(cuda_ctx *ctx, void *dev, size_t bytes) {
   if (bytes) CUDA_CHECK(cudaMemsetAsync(dev, 0, bytes, ctx->stream));
 }

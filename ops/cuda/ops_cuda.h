@@ -74,6 +74,10 @@ void cuda_free(void *p);
 void cuda_upload(cuda_ctx *ctx, void *dst_dev, const void *src_host, size_t bytes);
 void cuda_download(cuda_ctx *ctx, void *dst_host, const void *src_dev, size_t bytes);
 void cuda_memset0(cuda_ctx *ctx, void *dev, size_t bytes);
+void cuda_copy(cuda_ctx *ctx, void *dst_dev, const void *src_dev, size_t bytes);
+/* Page-locked host memory (the loader's batches): copies from it overlap with kernels. */
+void *cuda_host_alloc(size_t bytes);
+void cuda_host_free(void *p);
 
 /* Row-major GEMM with cblas_sgemm's meaning: C[M][N] = alpha*op(A).op(B) + beta*C, in
  * ctx->math precision. ta/tb: 0 = no transpose, 1 = transpose. */
@@ -141,6 +145,22 @@ void cuda_crossentropy_forward(cuda_ctx *ctx, float *loss, float *probs, const f
                                const int *labels, int N, int K, float smoothing);
 void cuda_crossentropy_backward(cuda_ctx *ctx, float *dlogits, const float *probs,
                                 const int *labels, int N, int K, float smoothing);
+
+/* ---- the optimizer (worker/optim.c's formulas; worker/optim.h for their meaning) ---- */
+typedef enum {
+  CUDA_OPT_SGD, CUDA_OPT_RMSPROP_TF, CUDA_OPT_RMSPROP_TORCH, CUDA_OPT_ADAM, CUDA_OPT_ADAMW
+} cuda_opt_kind;
+typedef struct {
+  cuda_opt_kind kind;
+  float lr, momentum, weight_decay, alpha, eps, beta1, beta2;
+  int nesterov;
+  float step_size, bc2_sqrt; /* Adam: lr / (1 - beta1^t) and sqrt(1 - beta2^t) */
+  float clip_norm;           /* 0: off */
+} cuda_optim_args;
+/* One update in place. decay: per-element 0/1 weight-decay factors. norm_scale: 2 device
+ * floats, written with the gradient's global L2 norm before clipping and the scale applied. */
+void cuda_optim_step(cuda_ctx *ctx, const cuda_optim_args *args, float *params, float *grads,
+                     float *m, float *v, const float *decay, size_t n, float *norm_scale);
 
 #ifdef __cplusplus
 }
