@@ -31,6 +31,8 @@ static void usage(FILE *to) {
           "  --warmup N      untimed steps first (default 2)\n"
           "  --mode M        train, infer or both (default both)\n"
           "  --json          one JSON object on stdout\n"
+          "  --profile       then time each layer over --steps more training steps and print\n"
+          "                  the slowest (on stderr with --json)\n"
           "  --help\n");
 }
 
@@ -60,10 +62,11 @@ int cmd_bench(int argc, char **argv) {
       {"warmup", required_argument, 0, 'u'}, {"mode", required_argument, 0, 'o'},
       {"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
       {"device", required_argument, 0, 'd'}, {"precision", required_argument, 0, 'p'},
+      {"profile", no_argument, 0, 'P'},
       {0, 0, 0, 0}};
   const char *model_name = "mnv3-small", *mode = "both", *device = "cpu", *precision = "fp32";
   double width = 1.0;
-  int size = 224, batch = 32, threads = 0, steps = 10, warmup = 2, json = 0, c;
+  int size = 224, batch = 32, threads = 0, steps = 10, warmup = 2, json = 0, profile = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
@@ -76,6 +79,7 @@ int cmd_bench(int argc, char **argv) {
     case 'u': warmup = (int)cli_parse_long("--warmup", optarg, 0, 100000); break;
     case 'o': mode = optarg; break;
     case 'j': json = 1; break;
+    case 'P': profile = 1; break;
     case 'd':
       if (device_parse(optarg) < 0) die_status(EXIT_USAGE, "--device: '%s' is not cpu, cuda or auto", optarg);
       device = optarg;
@@ -165,6 +169,18 @@ int cmd_bench(int argc, char **argv) {
       printf("  infer: %8.1f images/s  (%.1f ms/batch, %.1f GFLOP/s)\n", infer_ips, infer_ms, infer_gflops);
     printf("  memory: activations %.1f MiB, peak RSS %.1f MiB\n", model_activation_bytes(&m) / 1048576.0,
            peak_rss_kib() / 1024.0);
+  }
+  if (profile) {
+    model_profile(&m, 1);
+    for (int s = 0; s < steps; s++) {
+      model_zero_grads(&m);
+      model_forward(&m, x, labels, batch, 1, 0.0f);
+      model_backward(&m, labels, batch, 0.0f);
+      optim_step(&o, model_live_params(&m), model_live_grads(&m), 1e-4f);
+    }
+    model_wait(&m);
+    model_profile_print(&m, json ? stderr : stdout, 25);
+    model_profile(&m, 0);
   }
   free(t);
   model_host_free(&m, x), model_host_free(&m, labels);

@@ -59,9 +59,11 @@ fi
 if [ "${QUICK:-0}" != 1 ]; then
   for b in 128 256; do
     for p in fp32 bf16; do
+      profile=()
+      [ "$b$p" = 256fp32 ] && profile=(--profile) # the per-layer table goes to the log (stderr)
       if step "pollen_mnv3s_b${b}_$p" 300 pollen bench --device cuda --precision "$p" --model mnv3-small \
-          --size 224 --batch "$b" --mode train --steps 20 --warmup 5 --json; then
-        note "pollen mnv3-small train b$b $p: $(tail -n 1 "$LOGS/pollen_mnv3s_b${b}_$p.log")"
+          --size 224 --batch "$b" --mode train --steps 20 --warmup 5 --json "${profile[@]}"; then
+        note "pollen mnv3-small train b$b $p: $(grep '^{' "$LOGS/pollen_mnv3s_b${b}_$p.log" | tail -n 1)"
       fi
     done
   done

@@ -337,6 +337,7 @@ static void free_device(model *m) {
 }
 
 void model_free(model *m) {
+  free(m->prof);
   free_activations(m);
   free_device(m);
   free(m->params), free(m->grads), free(m->stats), free(m->bn_tracked);
@@ -588,6 +589,69 @@ void model_zero_grads(model *m) {
             memset(m->grads, 0, m->n_params * sizeof(float)));
 }
 
+/* ---- profiling ---------------------------------------------------------------------- */
+
+void model_profile(model *m, int on) {
+  if (on && !m->prof) {
+    m->prof = xcalloc(2 * (size_t)m->n_layers, sizeof *m->prof);
+    m->prof_steps = 0;
+  } else if (!on) {
+    free(m->prof);
+    m->prof = NULL;
+  }
+}
+
+/* The time after everything queued so far has run. */
+static double layer_clock(model *m) {
+  model_wait(m);
+  return time_now();
+}
+
+static const char *layer_label(const layer *l) {
+  switch (l->kind) {
+  case LAYER_CONV: return l->conv == CONV_FULL ? "conv" : l->conv == CONV_DEPTHWISE ? "dwconv" : "pwconv";
+  case LAYER_SE: return "se";
+  case LAYER_ADD: return "add";
+  case LAYER_POOL: return "pool";
+  case LAYER_LINEAR: return "linear";
+  case LAYER_DROPOUT: return "dropout";
+  }
+  return "?";
+}
+
+void model_profile_print(const model *m, FILE *to, int top) {
+  if (!m->prof || m->prof_steps == 0) return;
+  double per = 1e3 / m->prof_steps, total = 0;
+  int *order = xmalloc((size_t)m->n_layers * sizeof *order);
+  for (int i = 0; i < m->n_layers; i++) total += m->prof[2 * i] + m->prof[2 * i + 1], order[i] = i;
+  for (int i = 1; i < m->n_layers; i++) /* insertion sort, slowest first */
+    for (int j = i; j > 0; j--) {
+      int a = order[j - 1], b = order[j];
+      if (m->prof[2 * a] + m->prof[2 * a + 1] >= m->prof[2 * b] + m->prof[2 * b + 1]) break;
+      order[j - 1] = b, order[j] = a;
+    }
+  fprintf(to, "per-layer time over %d steps (ms per step; each layer waited for):\n", m->prof_steps);
+  fprintf(to, "  %-5s %-8s %-16s %-6s %9s %9s %6s\n", "layer", "kind", "input HxWxC", "out C", "forward", "backward", "share");
+  for (int r = 0; r < m->n_layers && r < top; r++) {
+    const layer *l = &m->layers[order[r]];
+    char shape[32];
+    snprintf(shape, sizeof shape, "%dx%dx%d", l->h, l->w, l->cin);
+    double f = m->prof[2 * order[r]], b = m->prof[2 * order[r] + 1];
+    fprintf(to, "  %-5d %-8s %-16s %-6d %9.3f %9.3f %5.1f%%\n", order[r], layer_label(l), shape, l->cout,
+            f * per, b * per, 100 * (f + b) / total);
+  }
+  static const char *kinds[] = {"conv", "dwconv", "pwconv", "se", "add", "pool", "linear", "dropout"};
+  fprintf(to, "  by kind:");
+  for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+    double f = 0, b = 0;
+    for (int i = 0; i < m->n_layers; i++)
+      if (!strcmp(layer_label(&m->layers[i]), kinds[k])) f += m->prof[2 * i], b += m->prof[2 * i + 1];
+    if (f + b > 0) fprintf(to, "  %s %.2f+%.2f", kinds[k], f * per, b * per);
+  }
+  fprintf(to, "  (forward+backward ms); all layers %.2f ms\n", total * per);
+  free(order);
+}
+
 /* ---- forward ----------------------------------------------------------------------- */
 
 /* On a GPU: images and labels go to the next input slot on the copy stream, which the
@@ -624,10 +688,12 @@ float model_forward(model *m, const float *images, const int *labels, int N, int
 #else
   float *S = m->stats;
 #endif
+  if (m->prof && train) m->prof_steps++;
   for (int i = 0; i < m->n_layers; i++) {
     const layer *l = &m->layers[i];
     const float *in = m->tensors[l->in].data;
     float *out = m->tensors[l->out].data;
+    double t0 = m->prof ? layer_clock(m) : 0;
     switch (l->kind) {
     case LAYER_CONV: {
       float *x = m->tensors[l->pre].data;
@@ -710,6 +776,7 @@ float model_forward(model *m, const float *images, const int *labels, int N, int
       break;
     }
     }
+    if (m->prof) m->prof[2 * i] += layer_clock(m) - t0;
   }
   int K = m->cfg.num_classes;
 #ifdef POLLEN_HAVE_CUDA
@@ -796,6 +863,7 @@ void model_backward(model *m, const int *labels, int N, float smoothing) {
     const float *in = m->tensors[l->in].data;
     int acc = 0;
     float *d = NULL;
+    double t0 = m->prof ? layer_clock(m) : 0;
     switch (l->kind) {
     case LAYER_CONV: {
       const float *x = m->tensors[l->pre].data;
@@ -894,6 +962,7 @@ void model_backward(model *m, const int *labels, int N, float smoothing) {
       m->grad_of[l->in] = g;
       break;
     }
+    if (m->prof) m->prof[2 * i + 1] += layer_clock(m) - t0;
     if (m->grads_ready && (l->kind == LAYER_CONV || l->kind == LAYER_SE || l->kind == LAYER_LINEAR))
       m->grads_ready(m->grads_ready_ctx, l->weight);
   }

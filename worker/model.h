@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "ops/ops.h"
 
@@ -123,6 +124,10 @@ typedef struct model {
    * parameters, gradients, BN statistics and activations, and params/grads/stats above are
    * host copies, brought up to date by model_sync_to_host. */
   struct model_gpu *gpu;
+  /* model_profile: seconds per layer, forward at [2i] and backward at [2i+1], and the steps
+   * they cover; NULL when not profiling. */
+  double *prof;
+  int prof_steps;
 } model;
 
 /* Builds the architecture and initialises parameters as torchvision does (Kaiming normal
@@ -168,6 +173,13 @@ float model_forward(model *m, const float *images, const int *labels, int N, int
  * first for a fresh step). */
 void model_backward(model *m, const int *labels, int N, float smoothing);
 void model_zero_grads(model *m);
+
+/* Per-layer timing (pollen bench --profile): on = 1 starts accumulating each layer's forward
+ * and backward time, waiting for the device after every layer (so the total is a little
+ * slower than an unprofiled step); on = 0 stops. model_profile_print writes the table, per
+ * step: the slowest layers and the totals per kind of layer. */
+void model_profile(model *m, int on);
+void model_profile_print(const model *m, FILE *to, int top);
 
 /* Logits of the last forward, [N][num_classes]. */
 const float *model_logits(const model *m);
