@@ -48,19 +48,21 @@ __global__ void bn_eval_scale_k(float *scale, const float *gamma, const float *r
 
 template <int ACT>
 __global__ void bn_affine_act_k(float *out, const float *in, const float *mean,
-                                const float *scale, const float *beta, size_t M, int C) {
-  CU_FOR(i, M * C) {
-    int c = (int)(i % C);
-    out[i] = cu_act_f<ACT>(fmaf(in[i] - mean[c], scale[c], beta[c]));
+                                const float *scale, const float *beta, long M, int C) {
+  const int c = CU_ROW_CHANNEL();
+  if (c >= C) return;
+  const float mu = mean[c], sc = scale[c], be = beta[c];
+  CU_ROWS(m, M) {
+    const size_t i = (size_t)m * C + c;
+    out[i] = cu_act_f<ACT>(fmaf(in[i] - mu, sc, be));
   }
 }
 
 static void bn_affine_act(cuda_ctx *ctx, float *out, const float *in, const float *mean,
                           const float *scale, const float *beta, int M, int C, act_kind act) {
-  unsigned nb = cu_blocks((size_t)M * C);
-#define BN_AFF(A)                                                                      \
-  bn_affine_act_k<A><<<nb, CU_THREADS, 0, ctx->stream>>>(out, in, mean, scale, beta, \
-                                                           (size_t)M, C)
+  const cu_rows L = cu_rows_launch(M, C);
+#define BN_AFF(A) \
+  bn_affine_act_k<A><<<L.grid, L.block, 0, ctx->stream>>>(out, in, mean, scale, beta, (long)M, C)
   CU_ACT_DISPATCH(act, BN_AFF)
 #undef BN_AFF
   CUDA_CHECK_LAUNCH();
@@ -136,12 +138,15 @@ __global__ void bn_bwd_finish_k(float *dgamma, float *dbeta, float *a, float *b,
 template <int ACT>
 __global__ void bn_din_k(float *din, const float *dout, const float *x, const float *mu,
                          const float *scale, const float *beta, const float *a, const float *b,
-                         const float *k, size_t M, int C) {
-  CU_FOR(i, M * C) {
-    int c = (int)(i % C);
-    float xm = x[i] - mu[c];
-    float dy = ACT == ACT_NONE ? dout[i] : cu_act_grad<ACT>(fmaf(xm, scale[c], beta[c]), dout[i]);
-    din[i] = fmaf(a[c], dy, fmaf(b[c], xm, k[c]));
+                         const float *k, long M, int C) {
+  const int c = CU_ROW_CHANNEL();
+  if (c >= C) return;
+  const float mc = mu[c], sc = scale[c], be = beta[c], ac = a[c], bc = b[c], kc = k[c];
+  CU_ROWS(m, M) {
+    const size_t i = (size_t)m * C + c;
+    float xm = x[i] - mc;
+    float dy = ACT == ACT_NONE ? dout[i] : cu_act_grad<ACT>(fmaf(xm, sc, be), dout[i]);
+    din[i] = fmaf(ac, dy, fmaf(bc, xm, kc));
   }
 }
 
@@ -167,10 +172,10 @@ void cuda_batchnorm_backward(cuda_ctx *ctx, float *din, float *dgamma, float *db
   bn_bwd_finish_k<<<cu_blocks((size_t)C), CU_THREADS, 0, ctx->stream>>>(
       dgamma, dbeta, a, b, k, Sdy, Sdyx, save_rstd, gamma, M, C);
   CUDA_CHECK_LAUNCH();
-  unsigned nb = cu_blocks((size_t)M * C);
-#define BN_DIN(A)                                                                            \
-  bn_din_k<A><<<nb, CU_THREADS, 0, ctx->stream>>>(din, dout, in, save_mean, scale, beta, a, \
-                                                   b, k, (size_t)M, C)
+  const cu_rows L = cu_rows_launch(M, C);
+#define BN_DIN(A)                                                                               \
+  bn_din_k<A><<<L.grid, L.block, 0, ctx->stream>>>(din, dout, in, save_mean, scale, beta, a, \
+                                                      b, k, (long)M, C)
   CU_ACT_DISPATCH(act, BN_DIN)
 #undef BN_DIN
   CUDA_CHECK_LAUNCH();

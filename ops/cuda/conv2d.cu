@@ -10,20 +10,30 @@ size_t cuda_conv2d_scratch_floats(int N, int H, int W, int Cin, int K, int strid
   return (size_t)N * Ho * Wo * (size_t)K * K * Cin;
 }
 
-/* col[(n*Ho+oh)*Wo+ow][kh][kw][ci] = in[n][oh*s-pad+kh][ow*s-pad+kw][ci], zero outside. */
-__global__ void conv2d_im2col_k(float *col, const float *in, int N, int H, int W, int Cin, int K,
-                                int s, int Ho, int Wo) {
-  const int pad = (K - 1) / 2;
-  const size_t kkc = (size_t)K * K * Cin, total = (size_t)N * Ho * Wo * kkc;
-  CU_FOR(i, total) {
-    size_t r = i / kkc;
-    int j = (int)(i % kkc), ci = j % Cin, kw = (j / Cin) % K, kh = j / (Cin * K);
-    int ow = (int)(r % Wo), oh = (int)((r / Wo) % Ho), n = (int)(r / ((size_t)Wo * Ho));
-    int ih = oh * s - pad + kh, iw = ow * s - pad + kw;
-    col[i] = (ih >= 0 && ih < H && iw >= 0 && iw < W)
-                 ? in[(((size_t)n * H + ih) * W + iw) * Cin + ci]
-                 : 0.0f;
+/* col[(n*Ho+oh)*Wo+ow][kh][kw][ci] = in[n][oh*s-pad+kh][ow*s-pad+kw][ci], zero outside.
+ * cu_rows layout: a thread keeps one column j = (kh, kw, ci) and strides over output pixels
+ * (32-bit pixel indices, checked on the host). */
+__global__ void conv2d_im2col_k(float *col, const float *in, int H, int W, int Cin, int K,
+                                int s, int Ho, int Wo, unsigned P) {
+  const int pad = (K - 1) / 2, kkc = K * K * Cin, j = CU_ROW_CHANNEL();
+  if (j >= kkc) return;
+  const int ci = j % Cin, kw = (j / Cin) % K, kh = j / (Cin * K);
+  CU_ROWS(p, (long)P) {
+    const unsigned pu = (unsigned)p, ow = pu % Wo, q = pu / Wo, oh = q % Ho, n = q / Ho;
+    const int ih = (int)oh * s - pad + kh, iw = (int)ow * s - pad + kw;
+    col[(size_t)p * kkc + j] = (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                                   ? in[(((size_t)n * H + ih) * W + iw) * Cin + ci]
+                                   : 0.0f;
   }
+}
+
+static void conv2d_im2col(cuda_ctx *ctx, float *col, const float *in, int N, int H, int W,
+                          int Cin, int K, int s, int Ho, int Wo) {
+  const long P = (long)N * Ho * Wo;
+  POLLEN_ASSERT(P < (1l << 31));
+  const cu_rows L = cu_rows_launch(P, K * K * Cin);
+  conv2d_im2col_k<<<L.grid, L.block, 0, ctx->stream>>>(col, in, H, W, Cin, K, s, Ho, Wo, (unsigned)P);
+  CUDA_CHECK_LAUNCH();
 }
 
 /* din[n][ih][iw][ci] = sum of dcol[(n,oh,ow)][kh][kw][ci] over oh*s-pad+kh = ih,
@@ -55,9 +65,7 @@ void cuda_conv2d_forward(cuda_ctx *ctx, float *out, const float *in, const float
   const int Ho = conv_out_size(H, K, stride), Wo = conv_out_size(W, K, stride);
   const int kkc = K * K * Cin, M = N * Ho * Wo;
   if (M <= 0 || Cout <= 0) return;
-  conv2d_im2col_k<<<cu_blocks((size_t)M * kkc), CU_THREADS, 0, ctx->stream>>>(
-      scratch, in, N, H, W, Cin, K, stride, Ho, Wo);
-  CUDA_CHECK_LAUNCH();
+  conv2d_im2col(ctx, scratch, in, N, H, W, Cin, K, stride, Ho, Wo);
   cuda_gemm(ctx, 0, 1, M, Cout, kkc, 1.0f, scratch, kkc, w, kkc, 0.0f, out, Cout);
 }
 
@@ -67,9 +75,7 @@ void cuda_conv2d_backward(cuda_ctx *ctx, float *din, float *dw, const float *dou
   const int Ho = conv_out_size(H, K, stride), Wo = conv_out_size(W, K, stride);
   const int kkc = K * K * Cin, M = N * Ho * Wo;
   if (M <= 0 || Cout <= 0) return;
-  conv2d_im2col_k<<<cu_blocks((size_t)M * kkc), CU_THREADS, 0, ctx->stream>>>(
-      scratch, in, N, H, W, Cin, K, stride, Ho, Wo);
-  CUDA_CHECK_LAUNCH();
+  conv2d_im2col(ctx, scratch, in, N, H, W, Cin, K, stride, Ho, Wo);
   cuda_gemm(ctx, 1, 0, Cout, kkc, M, 1.0f, dout, Cout, scratch, kkc, 1.0f, dw, kkc);
   if (!din) return;
   /* The columns are no longer needed (stream order): reuse the scratch for dcol. */

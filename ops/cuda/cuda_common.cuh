@@ -33,6 +33,24 @@ static inline unsigned cu_blocks(size_t n) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
        i += (size_t)gridDim.x * blockDim.x)
 
+/* Per-channel work over M rows of C channels (NHWC): each thread keeps one channel c and
+ * strides over rows, and a block spans cw channels x lanes consecutive rows, so a block's
+ * loads are one contiguous range (cw = C up to 1024) and no element needs a division. */
+struct cu_rows {
+  dim3 grid, block;
+};
+static inline cu_rows cu_rows_launch(long M, int C) {
+  const int groups = (C + 1023) / 1024, cw = (C + groups - 1) / groups;
+  const int lanes = cw >= 256 ? 1 : 256 / cw;
+  long gx = (M + lanes - 1) / lanes;
+  if (gx > 16384) gx = 16384;
+  if (gx < 1) gx = 1;
+  return cu_rows{dim3((unsigned)gx, (unsigned)groups), dim3((unsigned)cw, (unsigned)lanes)};
+}
+#define CU_ROW_CHANNEL() ((int)(blockIdx.y * blockDim.x + threadIdx.x))
+#define CU_ROWS(m, M) \
+  for (long m = (long)blockIdx.x * blockDim.y + threadIdx.y; m < (M); m += (long)gridDim.x * blockDim.y)
+
 /* ---- activations: PyTorch's formulas and break-point gradients, as in ops/act.c ---- */
 __device__ __forceinline__ float cu_relu6(float x) {
   float y = x > 0.0f ? x : 0.0f;
@@ -77,11 +95,12 @@ struct cu_pair {
   T a, b;
 };
 
-/* Row chunks for a sum over M rows: a function of M only. ~1024 rows per chunk, <= 256. */
+/* Row chunks for a sum over M rows: a function of M only. ~1024 rows per chunk, <= 2048
+ * (enough blocks to fill the GPU for the batch's largest activations). */
 static inline int cu_nchunks(long M) {
   long n = (M + 1023) / 1024;
   if (n < 1) n = 1;
-  if (n > 256) n = 256;
+  if (n > 2048) n = 2048;
   return (int)n;
 }
 

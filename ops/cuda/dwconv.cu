@@ -1,51 +1,69 @@
 /* dwconv.cu - depthwise convolution, NHWC, HWC weights, same padding, as ops/dwconv.c.
- * Forward: one thread per output element (consecutive threads = consecutive channels, so
- * loads are coalesced). din: one thread per input element gathering its taps (no atomics).
+ * Forward and din: one thread per (pixel, channel), a fixed channel per thread (below).
  * dw (K = 3 or 5, MobileNet's): each thread owns one channel and a strided share of a chunk
  * of output pixels and keeps all K*K taps in registers, so dout is read once and the input
  * rows come through the cache; per-chunk partial sums are then added in a fixed order (no
  * atomics: run-to-run identical). Other K: a fixed-order column sum per (tap, channel). */
 #include "ops/cuda/cuda_common.cuh"
 
-__global__ void dwconv_fwd_k(float *out, const float *in, const float *w, int N, int H, int W,
-                             int C, int K, int s, int Ho, int Wo) {
-  const int pad = (K - 1) / 2;
-  CU_FOR(i, (size_t)N * Ho * Wo * C) {
-    int c = (int)(i % C), ow = (int)((i / C) % Wo), oh = (int)((i / ((size_t)C * Wo)) % Ho);
-    int n = (int)(i / ((size_t)C * Wo * Ho));
+/* Forward: one thread per (output pixel, channel) in the cu_rows layout (a fixed channel per
+ * thread, its taps' weights in registers); KT = 3 or 5 unrolls the taps, 0 takes K at run
+ * time. Pixel indices fit 32 bits (checked on the host): cheap divisions. */
+template <int KT>
+__global__ void dwconv_fwd_k(float *out, const float *in, const float *w, int H, int W, int C,
+                             int Kr, int s, int Ho, int Wo, unsigned P) {
+  const int K = KT ? KT : Kr, pad = (K - 1) / 2, c = CU_ROW_CHANNEL();
+  if (c >= C) return;
+  float wr[KT ? KT * KT : 1];
+  if (KT)
+    for (int t = 0; t < K * K; t++) wr[t] = w[(size_t)t * C + c];
+  CU_ROWS(p, (long)P) {
+    const unsigned pu = (unsigned)p, ow = pu % Wo, q = pu / Wo, oh = q % Ho, n = q / Ho;
+    const float *xn = in + (size_t)n * H * W * C + c;
     float acc = 0.0f;
+#pragma unroll
     for (int kh = 0; kh < K; kh++) {
-      int ih = oh * s - pad + kh;
+      const int ih = (int)oh * s - pad + kh;
       if (ih < 0 || ih >= H) continue;
+#pragma unroll
       for (int kw = 0; kw < K; kw++) {
-        int iw = ow * s - pad + kw;
+        const int iw = (int)ow * s - pad + kw;
         if (iw < 0 || iw >= W) continue;
-        acc = fmaf(in[(((size_t)n * H + ih) * W + iw) * C + c], w[((size_t)kh * K + kw) * C + c],
-                   acc);
+        const float wv = KT ? wr[kh * K + kw] : w[((size_t)kh * K + kw) * C + c];
+        acc = fmaf(xn[((size_t)ih * W + iw) * C], wv, acc);
       }
     }
-    out[i] = acc;
+    out[(size_t)p * C + c] = acc;
   }
 }
 
-__global__ void dwconv_din_k(float *din, const float *dout, const float *w, int N, int H, int W,
-                             int C, int K, int s, int Ho, int Wo) {
-  const int pad = (K - 1) / 2;
-  CU_FOR(i, (size_t)N * H * W * C) {
-    int c = (int)(i % C), iw = (int)((i / C) % W), ih = (int)((i / ((size_t)C * W)) % H);
-    int n = (int)(i / ((size_t)C * W * H));
+/* din: one thread per (input pixel, channel), gathering the output taps that read it (no
+ * atomics); ST = the stride (1 or 2 unrolled, 0 at run time). */
+template <int KT, int ST>
+__global__ void dwconv_din_k(float *din, const float *dout, const float *w, int H, int W, int C,
+                             int Kr, int Sr, int Ho, int Wo, unsigned P) {
+  const int K = KT ? KT : Kr, s = ST ? ST : Sr, pad = (K - 1) / 2, c = CU_ROW_CHANNEL();
+  if (c >= C) return;
+  float wr[KT ? KT * KT : 1];
+  if (KT)
+    for (int t = 0; t < K * K; t++) wr[t] = w[(size_t)t * C + c];
+  CU_ROWS(p, (long)P) {
+    const unsigned pu = (unsigned)p, iw = pu % W, q = pu / W, ih = q % H, n = q / H;
+    const float *gn = dout + (size_t)n * Ho * Wo * C + c;
     float acc = 0.0f;
+#pragma unroll
     for (int kh = 0; kh < K; kh++) {
-      int t = ih + pad - kh;
+      const int t = (int)ih + pad - kh;
       if (t < 0 || t % s || t / s >= Ho) continue;
+#pragma unroll
       for (int kw = 0; kw < K; kw++) {
-        int u = iw + pad - kw;
+        const int u = (int)iw + pad - kw;
         if (u < 0 || u % s || u / s >= Wo) continue;
-        acc = fmaf(dout[(((size_t)n * Ho + t / s) * Wo + u / s) * C + c],
-                   w[((size_t)kh * K + kw) * C + c], acc);
+        const float wv = KT ? wr[kh * K + kw] : w[((size_t)kh * K + kw) * C + c];
+        acc = fmaf(gn[((size_t)(t / s) * Wo + u / s) * C], wv, acc);
       }
     }
-    din[i] = acc;
+    din[(size_t)p * C + c] = acc;
   }
 }
 
@@ -147,10 +165,16 @@ void cuda_dwconv_forward(cuda_ctx *ctx, float *out, const float *in, const float
                          int W, int C, int K, int stride) {
   POLLEN_ASSERT(K >= 1 && stride >= 1);
   const int Ho = conv_out_size(H, K, stride), Wo = conv_out_size(W, K, stride);
-  size_t n = (size_t)N * Ho * Wo * C;
-  if (!n) return;
-  dwconv_fwd_k<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, in, w, N, H, W, C, K, stride,
-                                                               Ho, Wo);
+  const long P = (long)N * Ho * Wo;
+  if (P <= 0 || C <= 0) return;
+  POLLEN_ASSERT((long)N * H * W < (1l << 31)); /* 32-bit pixel indices */
+  const cu_rows L = cu_rows_launch(P, C);
+  if (K == 3)
+    dwconv_fwd_k<3><<<L.grid, L.block, 0, ctx->stream>>>(out, in, w, H, W, C, K, stride, Ho, Wo, (unsigned)P);
+  else if (K == 5)
+    dwconv_fwd_k<5><<<L.grid, L.block, 0, ctx->stream>>>(out, in, w, H, W, C, K, stride, Ho, Wo, (unsigned)P);
+  else
+    dwconv_fwd_k<0><<<L.grid, L.block, 0, ctx->stream>>>(out, in, w, H, W, C, K, stride, Ho, Wo, (unsigned)P);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -159,9 +183,19 @@ void cuda_dwconv_backward(cuda_ctx *ctx, float *din, float *dw, const float *dou
                           int stride) {
   POLLEN_ASSERT(K >= 1 && stride >= 1);
   const int Ho = conv_out_size(H, K, stride), Wo = conv_out_size(W, K, stride);
-  if (din && (size_t)N * H * W * C > 0) {
-    dwconv_din_k<<<cu_blocks((size_t)N * H * W * C), CU_THREADS, 0, ctx->stream>>>(
-        din, dout, w, N, H, W, C, K, stride, Ho, Wo);
+  if (din && (long)N * H * W * C > 0) {
+    POLLEN_ASSERT((long)N * H * W < (1l << 31)); /* 32-bit pixel indices */
+    const long P = (long)N * H * W;
+    const cu_rows L = cu_rows_launch(P, C);
+#define DW_DIN(KT, ST)                                                                   \
+  dwconv_din_k<KT, ST><<<L.grid, L.block, 0, ctx->stream>>>(din, dout, w, H, W, C, K, stride, \
+                                                             Ho, Wo, (unsigned)P)
+    if (K == 3 && stride == 1) DW_DIN(3, 1);
+    else if (K == 3 && stride == 2) DW_DIN(3, 2);
+    else if (K == 5 && stride == 1) DW_DIN(5, 1);
+    else if (K == 5 && stride == 2) DW_DIN(5, 2);
+    else DW_DIN(0, 0);
+#undef DW_DIN
     CUDA_CHECK_LAUNCH();
   }
   const long M = (long)N * Ho * Wo;

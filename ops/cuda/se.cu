@@ -17,9 +17,15 @@ static se_parts se_split(float *save, int N, int C, int Cs) {
   return p;
 }
 
+/* cu_rows layout over the N*HW pixel rows (32-bit, checked on the host). */
 __global__ void se_scale_k(float *out, const float *in, const float *g, int HW, int C,
-                           size_t n) {
-  CU_FOR(i, n) out[i] = in[i] * g[(i / C / HW) * C + i % C];
+                           unsigned rows) {
+  const int c = CU_ROW_CHANNEL();
+  if (c >= C) return;
+  CU_ROWS(r, (long)rows) {
+    const size_t i = (size_t)r * C + c;
+    out[i] = in[i] * g[(size_t)((unsigned)r / HW) * C + c];
+  }
 }
 
 /* dg[n][c] = sum over positions of dout*x */
@@ -34,9 +40,11 @@ struct se_dg_f {
 
 /* din = dout*g + ds/HW */
 __global__ void se_din_k(float *din, const float *dout, const float *g, const float *ds, int HW,
-                         int C, float inv, size_t n) {
-  CU_FOR(i, n) {
-    size_t nc = (i / C / HW) * C + i % C;
+                         int C, float inv, unsigned rows) {
+  const int c = CU_ROW_CHANNEL();
+  if (c >= C) return;
+  CU_ROWS(r, (long)rows) {
+    const size_t i = (size_t)r * C + c, nc = (size_t)((unsigned)r / HW) * C + c;
     din[i] = fmaf(dout[i], g[nc], __fmul_rn(ds[nc], inv));
   }
 }
@@ -50,9 +58,11 @@ void cuda_se_forward(cuda_ctx *ctx, float *out, float *save, const float *in, co
   cuda_act_forward(ctx, p.h, p.z1, (size_t)N * Cs, ACT_RELU);
   cuda_linear_forward(ctx, p.z2, p.h, w2, b2, N, Cs, C);
   cuda_act_forward(ctx, p.g, p.z2, (size_t)N * C, ACT_HARDSIGMOID);
-  size_t n = (size_t)N * HW * C;
-  if (!n) return;
-  se_scale_k<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(out, in, p.g, HW, C, n);
+  const long rows = (long)N * HW;
+  if (rows <= 0 || C <= 0) return;
+  POLLEN_ASSERT(rows < (1l << 31));
+  const cu_rows L = cu_rows_launch(rows, C);
+  se_scale_k<<<L.grid, L.block, 0, ctx->stream>>>(out, in, p.g, HW, C, (unsigned)rows);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -68,9 +78,11 @@ void cuda_se_backward(cuda_ctx *ctx, float *din, float *dw1, float *db1, float *
   cuda_linear_backward(ctx, dh, dw2, db2, dg, p.h, w2, N, Cs, C);
   cuda_act_backward(ctx, dz1, dh, p.z1, ncs, ACT_RELU);
   cuda_linear_backward(ctx, ds, dw1, db1, dz1, p.s, w1, N, C, Cs);
-  size_t n = (size_t)N * HW * C;
-  if (!n) return;
-  se_din_k<<<cu_blocks(n), CU_THREADS, 0, ctx->stream>>>(din, dout, p.g, ds, HW, C,
-                                                           1.0f / (float)HW, n);
+  const long rows = (long)N * HW;
+  if (rows <= 0 || C <= 0) return;
+  POLLEN_ASSERT(rows < (1l << 31));
+  const cu_rows L = cu_rows_launch(rows, C);
+  se_din_k<<<L.grid, L.block, 0, ctx->stream>>>(din, dout, p.g, ds, HW, C, 1.0f / (float)HW,
+                                                 (unsigned)rows);
   CUDA_CHECK_LAUNCH();
 }
