@@ -402,7 +402,8 @@ int main(void) {
   test_dwconv(2, 15, 9, 37, 5, 2);
   test_dwconv(3, 28, 28, 72, 3, 2);
   test_dwconv(4, 14, 14, 96, 5, 1);
-  test_dwconv(2, 9, 11, 5, 7, 2);     /* K and stride taken at run time */
+  test_dwconv(2, 10, 11, 7, 3, 3);    /* stride taken at run time */
+  test_dwconv(2, 9, 11, 5, 1, 2);     /* K and stride taken at run time */
   test_dwconv(1, 5, 6, 1100, 3, 1);   /* more than 1024 channels: two channel groups */
   test_dwconv(8, 56, 56, 16, 3, 2);   /* MobileNetV3's first block: many pixel chunks */
   for (int a = ACT_NONE; a <= ACT_HARDSIGMOID; a++) test_batchnorm(5003, 19, (act_kind)a);
