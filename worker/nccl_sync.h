@@ -10,8 +10,8 @@
  * (comm.stall_timeout): an NCCL error or a stall aborts the communicator and ends the whole
  * job with a line naming the rank, never a silent hang.
  *
- * In a build without CUDA every function dies with "built without CUDA". Not yet called by
- * the trainer (it needs the model's parameters and gradients in device memory first). */
+ * In a build without CUDA every function dies with "built without CUDA". The trainer uses it
+ * when every rank trains on a GPU and there is more than one rank. */
 #ifndef POLLEN_NCCL_SYNC_H
 #define POLLEN_NCCL_SYNC_H
 

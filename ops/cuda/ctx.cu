@@ -48,12 +48,6 @@ void cuda_ctx_set_math(cuda_ctx *ctx, cuda_math math) {
 
 static const char *const math_names[] = {"fp32", "tf32", "bf16", "fp16"};
 
-int cuda_math_parse(const char *name) {
-  for (int i = 0; i < 4; i++)
-    if (name && strcmp(name, math_names[i]) == 0) return i;
-  return -1;
-}
-
 const char *cuda_math_name(cuda_math math) {
   return (unsigned)math < 4 ? math_names[math] : "unknown";
 }

@@ -59,8 +59,7 @@ struct cuda_ctx {
 cuda_ctx *cuda_ctx_new(void);
 void cuda_ctx_free(cuda_ctx *ctx);
 void cuda_ctx_set_math(cuda_ctx *ctx, cuda_math math);
-/* Parses "fp32" | "tf32" | "bf16" | "fp16"; -1 when unknown. */
-int cuda_math_parse(const char *name);
+/* The flag's name of a precision (worker/device.h's device_precision_parse reads them). */
 const char *cuda_math_name(cuda_math math);
 /* Waits for everything queued on ctx->stream; dies on an asynchronous kernel error. */
 void cuda_ctx_sync(cuda_ctx *ctx);

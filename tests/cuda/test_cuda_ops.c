@@ -371,8 +371,9 @@ static void test_gemm_math(void) {
     free(g);
   }
   cuda_ctx_set_math(ctx, CUDA_MATH_FP32);
-  gc_expect(cuda_math_parse("bf16") == CUDA_MATH_BF16 && cuda_math_parse("fp64") == -1,
-            "cuda_math_parse names");
+  gc_expect(device_precision_parse("bf16") == CUDA_MATH_BF16 && device_precision_parse("fp64") == -1 &&
+                !strcmp(cuda_math_name((cuda_math)device_precision_parse("tf32")), "tf32"),
+            "--precision names match the GEMM precisions");
   cuda_free(dx), cuda_free(dw), cuda_free(dout);
   free(x), free(w), free(out);
 }
