@@ -105,6 +105,17 @@ expect_status 2 "is not fp32, tf32, bf16 or fp16" -- "$P" train --job "$T/x" --p
 if ! nvidia-smi -L >/dev/null 2>&1; then
   expect_status 1 "--device cuda: " -- "$P" train --data "$T/data" --job "$T/nogpu" --device cuda
 fi
+# --max-steps only stops the job: the LR schedule (cosine) still spans all epochs, so a job
+# stopped by it and launched again without it ends with the weights of one uninterrupted run.
+short=(--data "$T/data" --size 32 --batch 16 --width 0.25 --epochs 2 --threads 2)
+"$P" train "${short[@]}" --job "$T/whole" > "$T/whole.log" 2>&1 || { cat "$T/whole.log"; fail "short run failed"; }
+"$P" train "${short[@]}" --job "$T/split" --max-steps 3 > "$T/split.log" 2>&1 || { cat "$T/split.log"; fail "--max-steps run failed"; }
+"$P" train "${short[@]}" --job "$T/split" >> "$T/split.log" 2>&1 || { cat "$T/split.log"; fail "continued run failed"; }
+hash_of() { grep -o 'weights hash [0-9a-f]*' "$1" | tail -n 1; }
+[ -n "$(hash_of "$T/whole.log")" ] && [ "$(hash_of "$T/whole.log")" = "$(hash_of "$T/split.log")" ] ||
+  fail "stopped by --max-steps and continued: $(hash_of "$T/split.log"), uninterrupted: $(hash_of "$T/whole.log")"
+echo "ok: --max-steps then a relaunch gives the uninterrupted run's weights ($(hash_of "$T/whole.log"))"
+
 expect_status 1 "no such folder" -- "$P" train --job "$T/x" --data "$T/missing"
 expect_status 1 "fewer than one global batch" -- "$P" train --job "$T/y" --data "$T/data" --batch 1000
 expect_status 1 "not a readable JPEG" -- "$P" predict --weights "$T/job/weights.safetensors" "$POLLEN_SRC/README.md"
