@@ -50,6 +50,7 @@ step test_cuda_ops 300 test_cuda_ops
 step test_nccl 240 env NCCL_CHECK="$(command -v nccl_check)" bash tests/cuda/test_nccl.sh
 if pollen train --help 2>&1 | grep -q -- --device; then
   step gpu_engine 400 env POLLEN="$(command -v pollen)" POLLEN_SRC=. bash tests/cuda/test_gpu_engine.sh
+  step sanitize 300 bash tools/gpu_sanitize.sh
 else
   note "SKIP gpu_engine: this pollen has no --device yet"
 fi
