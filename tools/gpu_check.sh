@@ -5,7 +5,8 @@
 # the GPU machine's own). Checks: every CUDA op against its CPU op, NCCL gradient sync under
 # mpirun, the whole model's logits, loss and gradients on the GPU against the PyTorch
 # references, a short training run on GPU and on CPU with the same loss curve, a checkpoint
-# taken on the GPU resumed on the CPU; then pollen's and torch.compile'd PyTorch's training
+# taken on the GPU resumed on the CPU, compute-sanitizer memcheck (tools/gpu_sanitize.sh);
+# then pollen's and torch.compile'd PyTorch's training
 # throughput on the same GPU in the same run (MobileNetV3-Small, 224, batch 128 and 256).
 #   here:  cmake -S . -B build-cuda -DPOLLEN_CUDA=ON && cmake --build build-cuda -j
 #          bash tools/gpu_bundle.sh build-cuda          # .gpu/bundle.tar.xz
