@@ -17,7 +17,9 @@ static void usage(FILE *to) {
           "usage: pollen checkpoints --job DIR [--json]\n\n"
           "Lists the checkpoints in DIR/checkpoints, newest first, verifying each one: step,\n"
           "epoch, time saved, size, and 'valid' or 'INVALID' with the reason. A resume loads\n"
-          "the newest valid one.\n\n"
+          "the newest valid one. EPOCH counts from 1 as the training log does (an epoch-end\n"
+          "checkpoint shows the epoch it ends); --json gives the file's 0-based epoch and the\n"
+          "sample position within it.\n\n"
           "  --job DIR   the job directory given to pollen train\n"
           "  --json      a JSON array instead of the table (size in bytes, time in unix seconds)\n"
           "  --help\n");
@@ -68,7 +70,12 @@ static void print_table(const char *job, const ckpt_info *v, int n) {
     time_t t = (time_t)v[i].meta.unix_time;
     struct tm tm;
     if (t && localtime_r(&t, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-    if (v[i].valid) snprintf(epoch, sizeof epoch, "%lld", (long long)v[i].meta.epoch);
+    /* As the log counts: the epoch it falls in, from 1; an epoch-end one (sample 0 of the
+     * next epoch) shows the epoch just finished. The file and --json keep the 0-based index. */
+    if (v[i].valid) {
+      long long e = v[i].meta.epoch + (v[i].meta.sample_in_epoch > 0);
+      snprintf(epoch, sizeof epoch, "%lld", e > 0 ? e : 1);
+    }
     char size[32];
     format_size(size, sizeof size, v[i].size);
     printf("%12llu %7s  %-19s %10s  %s%s\n", (unsigned long long)v[i].step, epoch, when, size,

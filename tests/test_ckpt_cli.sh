@@ -14,8 +14,9 @@ out=$("$POLLEN" checkpoints --job "$tmp/job") || fail "exit $? listing a job"
 echo "$out"
 [ "$(echo "$out" | grep -c 'valid$')" = 2 ] || fail "expected 2 valid rows"
 echo "$out" | grep -Eq "^ +300 .*INVALID: section 'weights' CRC mismatch \(file corrupt\)$" || fail "step 300 not INVALID with its reason"
-echo "$out" | grep -Eq "^ +200 +28 .*valid$" || fail "step 200 row (epoch 28) missing"
-echo "$out" | grep -Eq "^ +100 +14 .*valid$" || fail "step 100 row (epoch 14) missing"
+# EPOCH counts from 1 as the log does: 0-based epoch 28, 400 samples in, is the log's 29th.
+echo "$out" | grep -Eq "^ +200 +29 .*valid$" || fail "step 200 row (epoch 29) missing"
+echo "$out" | grep -Eq "^ +100 +15 .*valid$" || fail "step 100 row (epoch 15) missing"
 # Newest first.
 [ "$(echo "$out" | awk 'NR>1 {print $1}' | tr '\n' ' ')" = "300 200 100 " ] || fail "not newest first"
 
