@@ -19,16 +19,8 @@
 #include "daemon/ckpt.h"
 #include "ops/core.h"
 #include "proto/ckpt_format.h"
+#include "tests/check.h"
 
-#define CHECK(c, ...)                                                         \
-  do {                                                                        \
-    if (!(c)) {                                                               \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c);            \
-      fprintf(stderr, __VA_ARGS__);                                           \
-      fputc('\n', stderr);                                                    \
-      exit(1);                                                                \
-    }                                                                         \
-  } while (0)
 
 static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *f) {
   (void)st, (void)flag, (void)f;
@@ -38,7 +30,7 @@ static void rm_rf(const char *dir) { nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 
 static char *make_tmpdir(void) {
   char t[] = "/tmp/pollen-test-ckpt-XXXXXX";
-  CHECK(mkdtemp(t), "mkdtemp: %s", strerror(errno));
+  REQUIRE(mkdtemp(t), "mkdtemp: %s", strerror(errno));
   return xstrdup(t);
 }
 
@@ -64,12 +56,12 @@ static ckptf_meta test_meta(int64_t step, const char *model) {
 
 static uint8_t *read_file(const char *path, size_t *n) {
   FILE *f = fopen(path, "rb");
-  CHECK(f, "open %s", path);
+  REQUIRE(f, "open %s", path);
   fseek(f, 0, SEEK_END);
   long sz = ftell(f);
   fseek(f, 0, SEEK_SET);
   uint8_t *b = xmalloc((size_t)sz);
-  CHECK(fread(b, 1, (size_t)sz, f) == (size_t)sz, "read %s", path);
+  REQUIRE(fread(b, 1, (size_t)sz, f) == (size_t)sz, "read %s", path);
   fclose(f);
   *n = (size_t)sz;
   return b;
@@ -77,8 +69,8 @@ static uint8_t *read_file(const char *path, size_t *n) {
 
 static void write_file(const char *path, const uint8_t *b, size_t n) {
   FILE *f = fopen(path, "wb");
-  CHECK(f, "create %s", path);
-  CHECK(fwrite(b, 1, n, f) == n, "write %s", path);
+  REQUIRE(f, "create %s", path);
+  REQUIRE(fwrite(b, 1, n, f) == n, "write %s", path);
   fclose(f);
 }
 
@@ -89,9 +81,9 @@ static void write_ckpt(const char *path, const ckptf_meta *m, const ckptf_sectio
   all[0] = (ckptf_section_in){CKPTF_META_NAME, CKPTF_KIND_JSON, json, strlen(json)};
   memcpy(all + 1, s, sizeof *s * (size_t)n);
   int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  CHECK(fd >= 0, "create %s", path);
+  REQUIRE(fd >= 0, "create %s", path);
   char err[512];
-  CHECK(ckptf_write_fd(fd, path, all, n + 1, err, sizeof err) == 0, "%s", err);
+  REQUIRE(ckptf_write_fd(fd, path, all, n + 1, err, sizeof err) == 0, "%s", err);
   close(fd);
   free(all);
   free(json);
@@ -126,32 +118,32 @@ static void test_round_trip(const char *dir) {
 
   ckptf_file f;
   char err[512];
-  CHECK(ckptf_open(path, &f, err, sizeof err) == 0, "%s", err);
-  CHECK(f.n_sections == N + 1, "%u sections", f.n_sections);
+  REQUIRE(ckptf_open(path, &f, err, sizeof err) == 0, "%s", err);
+  REQUIRE(f.n_sections == N + 1, "%u sections", f.n_sections);
   for (int i = 0; i < N; i++) {
     const ckptf_section *c = ckptf_find(&f, names[i]);
-    CHECK(c, "section %s missing", names[i]);
-    CHECK(c->len == sizes[i] && c->kind == kinds[i], "section %s: len %llu kind %u", names[i],
+    REQUIRE(c, "section %s missing", names[i]);
+    REQUIRE(c->len == sizes[i] && c->kind == kinds[i], "section %s: len %llu kind %u", names[i],
           (unsigned long long)c->len, c->kind);
-    CHECK(((uintptr_t)c->data & 63) == 0, "section %s not 64-byte aligned", names[i]);
-    CHECK(sizes[i] == 0 || !memcmp(c->data, bufs[i], sizes[i]), "section %s bytes differ", names[i]);
+    REQUIRE(((uintptr_t)c->data & 63) == 0, "section %s not 64-byte aligned", names[i]);
+    REQUIRE(sizes[i] == 0 || !memcmp(c->data, bufs[i], sizes[i]), "section %s bytes differ", names[i]);
   }
-  CHECK(!ckptf_find(&f, "nope"), "found a section that does not exist");
-  CHECK(f.meta.step == 1234567 && f.meta.epoch == 1234567 / 7 &&
+  REQUIRE(!ckptf_find(&f, "nope"), "found a section that does not exist");
+  REQUIRE(f.meta.step == 1234567 && f.meta.epoch == 1234567 / 7 &&
             f.meta.sample_in_epoch == 1234567LL * 32 % 3000 && f.meta.world_size == 4,
         "meta numbers differ");
-  CHECK(!strcmp(f.meta.model, "mobilenetv3_small") && !strcmp(f.meta.config_hash, "000000001234abcd") &&
+  REQUIRE(!strcmp(f.meta.model, "mobilenetv3_small") && !strcmp(f.meta.config_hash, "000000001234abcd") &&
             !strcmp(f.meta.pollen_version, "9.8.7") && f.meta.unix_time == 1700000000,
         "meta strings differ");
   const cJSON *lr = cJSON_GetObjectItemCaseSensitive(f.meta.extra, "lr");
   const cJSON *sc = cJSON_GetObjectItemCaseSensitive(f.meta.extra, "schedule");
-  CHECK(cJSON_IsNumber(lr) && lr->valuedouble == 0.0125 && cJSON_IsString(sc) &&
+  REQUIRE(cJSON_IsNumber(lr) && lr->valuedouble == 0.0125 && cJSON_IsString(sc) &&
             !strcmp(sc->valuestring, "cosine"),
         "extra key/values lost");
   uint64_t lens[N + 1];
   lens[0] = f.sections[0].len;
   for (int i = 0; i < N; i++) lens[i + 1] = sizes[i];
-  CHECK(ckptf_layout(lens, N + 1, NULL) == f.size, "file size %llu is not the layout's",
+  REQUIRE(ckptf_layout(lens, N + 1, NULL) == f.size, "file size %llu is not the layout's",
         (unsigned long long)f.size);
   ckptf_close(&f);
   for (int i = 0; i < N; i++) free(bufs[i]);
@@ -165,10 +157,10 @@ static void expect_reject(const char *path, const char *want, const char *what) 
   char err[512] = "";
   int rc = ckptf_open(path, &f, err, sizeof err);
   if (rc == 0) ckptf_close(&f);
-  CHECK(rc != 0, "%s was not detected", what);
-  CHECK(!strncmp(err, path, strlen(path)), "error does not name the file: %s", err);
-  CHECK(!strchr(err, '\n'), "error is not one line: %s", err);
-  if (want) CHECK(strstr(err, want), "%s: error '%s' lacks '%s'", what, err, want);
+  REQUIRE(rc != 0, "%s was not detected", what);
+  REQUIRE(!strncmp(err, path, strlen(path)), "error does not name the file: %s", err);
+  REQUIRE(!strchr(err, '\n'), "error is not one line: %s", err);
+  if (want) REQUIRE(strstr(err, want), "%s: error '%s' lacks '%s'", what, err, want);
 }
 
 static void test_corruption(const char *dir) {
@@ -188,7 +180,7 @@ static void test_corruption(const char *dir) {
   uint8_t *img = read_file(good, &n);
   ckptf_file f;
   char err[512];
-  CHECK(ckptf_open(good, &f, err, sizeof err) == 0, "%s", err);
+  REQUIRE(ckptf_open(good, &f, err, sizeof err) == 0, "%s", err);
   const ckptf_section *opt = ckptf_find(&f, "opt.m");
   size_t opt_off = (size_t)opt->offset;
   ckptf_close(&f);
@@ -234,7 +226,7 @@ static void test_corruption(const char *dir) {
   expect_reject(bad, NULL, "64 zero bytes appended");
   free(longer);
   expect_reject("/nonexistent/x.ckpt", "cannot open", "a missing file");
-  CHECK(ckptf_open(good, &f, err, sizeof err) == 0, "the good copy must still verify: %s", err);
+  REQUIRE(ckptf_open(good, &f, err, sizeof err) == 0, "the good copy must still verify: %s", err);
   ckptf_close(&f);
   free(img);
   printf("ok corruption: every one of %zu bytes flipped (2 ways) and every truncation detected\n", n);
@@ -259,7 +251,7 @@ static void test_truncate_big(const char *dir) {
     r = hash_mix(r, (uint64_t)t);
     size_t k = t < 4 ? n - 1 - (size_t)t : (size_t)(r % n);
     int fd = open(bad, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    CHECK(fd >= 0 && write(fd, img, k) == (ssize_t)k, "write %s", bad);
+    REQUIRE(fd >= 0 && write(fd, img, k) == (ssize_t)k, "write %s", bad);
     close(fd);
     char what[128];
     snprintf(what, sizeof what, "truncation to %zu of %zu bytes", k, n);
@@ -289,15 +281,15 @@ static void test_meta_strict(void) {
   ckptf_meta m;
   char err[256];
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-    CHECK(ckptf_meta_parse(bad[i], strlen(bad[i]), &m, err, sizeof err) != 0, "accepted meta %s", bad[i]);
-  CHECK(ckptf_meta_parse(ok, strlen(ok), &m, err, sizeof err) == 0, "%s", err);
+    REQUIRE(ckptf_meta_parse(bad[i], strlen(bad[i]), &m, err, sizeof err) != 0, "accepted meta %s", bad[i]);
+  REQUIRE(ckptf_meta_parse(ok, strlen(ok), &m, err, sizeof err) == 0, "%s", err);
   ckptf_meta_free(&m);
   /* Trailing whitespace is fine; a trailing NUL inside the section is not. */
   char padded[512];
   snprintf(padded, sizeof padded, "%s \n", ok);
-  CHECK(ckptf_meta_parse(padded, strlen(padded), &m, err, sizeof err) == 0, "%s", err);
+  REQUIRE(ckptf_meta_parse(padded, strlen(padded), &m, err, sizeof err) == 0, "%s", err);
   ckptf_meta_free(&m);
-  CHECK(ckptf_meta_parse(padded, strlen(padded) + 1, &m, err, sizeof err) != 0, "NUL accepted");
+  REQUIRE(ckptf_meta_parse(padded, strlen(padded) + 1, &m, err, sizeof err) != 0, "NUL accepted");
   printf("ok meta parsing is strict (%zu bad metas refused)\n", sizeof bad / sizeof bad[0]);
 }
 
@@ -308,11 +300,11 @@ static void submit_step(ckpt_writer *w, int64_t step, const char *model, size_t 
   fill(p, nbytes, (uint64_t)step);
   ckptf_section_in s[] = {{"weights", CKPTF_KIND_BYTES, p, nbytes}};
   ckpt_snapshot snap = {test_meta(step, model), s, 1};
-  CHECK(ckpt_writer_submit(w, &snap) == 0, "previous write failed");
+  REQUIRE(ckpt_writer_submit(w, &snap) == 0, "previous write failed");
   free(p);
   char err[512];
-  CHECK(ckpt_writer_wait(w) == 0, "write of step %lld failed", (long long)step);
-  CHECK(ckpt_writer_last_error(w, err, sizeof err) == 0 && !err[0], "last error set: %s", err);
+  REQUIRE(ckpt_writer_wait(w) == 0, "write of step %lld failed", (long long)step);
+  REQUIRE(ckpt_writer_last_error(w, err, sizeof err) == 0 && !err[0], "last error set: %s", err);
 }
 
 static int count_files(const char *dir, const char *suffix) {
@@ -320,21 +312,21 @@ static int count_files(const char *dir, const char *suffix) {
   snprintf(cmd, sizeof cmd, "ls %s/checkpoints 2>/dev/null | grep -c '%s$'", dir, suffix);
   FILE *p = popen(cmd, "r");
   int n = 0;
-  CHECK(p && fscanf(p, "%d", &n) == 1, "cannot count files");
+  REQUIRE(p && fscanf(p, "%d", &n) == 1, "cannot count files");
   pclose(p);
   return n;
 }
 
 static void flip_byte(const char *path, long off) {
   int fd = open(path, O_RDWR);
-  CHECK(fd >= 0, "open %s", path);
+  REQUIRE(fd >= 0, "open %s", path);
   struct stat st;
   fstat(fd, &st);
   if (off < 0) off += st.st_size;
   uint8_t c;
-  CHECK(pread(fd, &c, 1, off) == 1, "pread");
+  REQUIRE(pread(fd, &c, 1, off) == 1, "pread");
   c ^= 0x10;
-  CHECK(pwrite(fd, &c, 1, off) == 1, "pwrite");
+  REQUIRE(pwrite(fd, &c, 1, off) == 1, "pwrite");
   close(fd);
 }
 
@@ -342,11 +334,11 @@ static void test_fallback(const char *root) {
   char job[512], err[1024], p[8192];
   snprintf(job, sizeof job, "%s/job-fallback", root);
   ckpt_loaded ld;
-  CHECK(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_NONE, "missing job is not 'none'");
+  REQUIRE(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_NONE, "missing job is not 'none'");
   ckpt_loaded_free(&ld);
   ckpt_writer *w = ckpt_writer_start(job, 3, err, sizeof err);
-  CHECK(w, "%s", err);
-  CHECK(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_NONE && strstr(err, "no checkpoint"),
+  REQUIRE(w, "%s", err);
+  REQUIRE(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_NONE && strstr(err, "no checkpoint"),
         "empty job is not 'none': %s", err);
   ckpt_loaded_free(&ld);
   for (int s = 10; s <= 30; s += 10) submit_step(w, s, "mobilenetv3_small", 50000);
@@ -355,42 +347,42 @@ static void test_fallback(const char *root) {
   snprintf(p, sizeof p, "%s/checkpoints/step-000000040.ckpt.tmp", job);
   write_file(p, (const uint8_t *)"junk", 4);
 
-  CHECK(ckpt_load_latest(job, "mobilenetv3_small", "000000001234abcd", &ld, err, sizeof err) == CKPT_LOADED,
+  REQUIRE(ckpt_load_latest(job, "mobilenetv3_small", "000000001234abcd", &ld, err, sizeof err) == CKPT_LOADED,
         "%s", err);
-  CHECK(ld.file.meta.step == 30 && ld.n_skipped == 0, "loaded step %lld, skipped %d",
+  REQUIRE(ld.file.meta.step == 30 && ld.n_skipped == 0, "loaded step %lld, skipped %d",
         (long long)ld.file.meta.step, ld.n_skipped);
   const ckptf_section *ws = ckpt_loaded_find(&ld, "weights");
   uint8_t *want = xmalloc(50000);
   fill(want, 50000, 30);
-  CHECK(ws && ws->len == 50000 && !memcmp(ws->data, want, 50000), "weights of step 30 differ");
+  REQUIRE(ws && ws->len == 50000 && !memcmp(ws->data, want, 50000), "weights of step 30 differ");
   ckpt_loaded_free(&ld);
 
   ckpt_path(p, sizeof p, job, 30);
   flip_byte(p, 20000);
-  CHECK(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_LOADED, "%s", err);
-  CHECK(ld.file.meta.step == 20 && ld.n_skipped == 1, "after corrupting 30: step %lld skipped %d",
+  REQUIRE(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_LOADED, "%s", err);
+  REQUIRE(ld.file.meta.step == 20 && ld.n_skipped == 1, "after corrupting 30: step %lld skipped %d",
         (long long)ld.file.meta.step, ld.n_skipped);
-  CHECK(strstr(ld.skipped, "step-000000030.ckpt: section 'weights' CRC mismatch (file corrupt); falling back to the previous checkpoint"),
+  REQUIRE(strstr(ld.skipped, "step-000000030.ckpt: section 'weights' CRC mismatch (file corrupt); falling back to the previous checkpoint"),
         "reason: %s", ld.skipped);
   ckpt_loaded_free(&ld);
 
   ckpt_path(p, sizeof p, job, 20);
-  CHECK(truncate(p, 30000) == 0, "truncate");
-  CHECK(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_LOADED, "%s", err);
-  CHECK(ld.file.meta.step == 10 && ld.n_skipped == 2, "after truncating 20: step %lld skipped %d",
+  REQUIRE(truncate(p, 30000) == 0, "truncate");
+  REQUIRE(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_LOADED, "%s", err);
+  REQUIRE(ld.file.meta.step == 10 && ld.n_skipped == 2, "after truncating 20: step %lld skipped %d",
         (long long)ld.file.meta.step, ld.n_skipped);
   ckpt_loaded_free(&ld);
 
   ckpt_path(p, sizeof p, job, 10);
   flip_byte(p, -3);
-  CHECK(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_ALL_CORRUPT, "all corrupt not reported");
-  CHECK(strstr(err, "none of the 3 checkpoints") && strstr(err, "step-000000030.ckpt"), "message: %s", err);
+  REQUIRE(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_ALL_CORRUPT, "all corrupt not reported");
+  REQUIRE(strstr(err, "none of the 3 checkpoints") && strstr(err, "step-000000030.ckpt"), "message: %s", err);
   ckpt_loaded_free(&ld);
 
   w = ckpt_writer_start(job, 3, err, sizeof err);
-  CHECK(w, "%s", err);
+  REQUIRE(w, "%s", err);
   snprintf(p, sizeof p, "%s/checkpoints/step-000000040.ckpt.tmp", job);
-  CHECK(access(p, F_OK) != 0, "writer start left the .tmp file");
+  REQUIRE(access(p, F_OK) != 0, "writer start left the .tmp file");
   submit_step(w, 60, "mobilenetv3_small", 100);
   ckpt_writer_stop(w);
   /* A checkpoint copied to another step's name is not trusted. */
@@ -403,14 +395,14 @@ static void test_fallback(const char *root) {
   free(img);
   ckpt_info *list;
   int n;
-  CHECK(ckpt_list(job, &list, &n, err, sizeof err) == 0, "%s", err);
-  CHECK(n == 4 && list[0].step == 60 && list[0].valid && list[1].step == 50 && !list[1].valid &&
+  REQUIRE(ckpt_list(job, &list, &n, err, sizeof err) == 0, "%s", err);
+  REQUIRE(n == 4 && list[0].step == 60 && list[0].valid && list[1].step == 50 && !list[1].valid &&
             list[2].step == 30 && !list[2].valid && list[3].step == 20 && !list[3].valid,
         "listing: n=%d", n);
-  CHECK(strstr(list[1].reason, "name says step 50 but it holds step 60"), "reason: %s", list[1].reason);
-  CHECK(strstr(list[2].reason, "CRC mismatch") && !strstr(list[2].reason, "checkpoints/"),
+  REQUIRE(strstr(list[1].reason, "name says step 50 but it holds step 60"), "reason: %s", list[1].reason);
+  REQUIRE(strstr(list[2].reason, "CRC mismatch") && !strstr(list[2].reason, "checkpoints/"),
         "reason should be bare: %s", list[2].reason);
-  CHECK(list[0].size > 100 && list[0].meta.world_size == 4, "listing details");
+  REQUIRE(list[0].size > 100 && list[0].meta.world_size == 4, "listing details");
   free(list);
   printf("ok fallback: corrupt and truncated newest skipped with the reason; all-corrupt is an error; pruned to 3\n");
   free(want);
@@ -420,20 +412,20 @@ static void test_mismatch(const char *root) {
   char job[512], err[1024];
   snprintf(job, sizeof job, "%s/job-mismatch", root);
   ckpt_writer *w = ckpt_writer_start(job, 5, err, sizeof err);
-  CHECK(w, "%s", err);
+  REQUIRE(w, "%s", err);
   submit_step(w, 1, "mobilenetv3_small", 10);
   submit_step(w, 2, "mobilenetv3_large", 10);
   ckpt_writer_stop(w);
   ckpt_loaded ld;
   /* The newest is another model: a refusal, not a fallback to step 1. */
-  CHECK(ckpt_load_latest(job, "mobilenetv3_small", NULL, &ld, err, sizeof err) == CKPT_MISMATCH,
+  REQUIRE(ckpt_load_latest(job, "mobilenetv3_small", NULL, &ld, err, sizeof err) == CKPT_MISMATCH,
         "other model accepted");
-  CHECK(strstr(err, "'mobilenetv3_large'") && strstr(err, "'mobilenetv3_small'") && strstr(err, "step-000000002"),
+  REQUIRE(strstr(err, "'mobilenetv3_large'") && strstr(err, "'mobilenetv3_small'") && strstr(err, "step-000000002"),
         "message: %s", err);
-  CHECK(ckpt_load_latest(job, "mobilenetv3_large", "ffff", &ld, err, sizeof err) == CKPT_MISMATCH,
+  REQUIRE(ckpt_load_latest(job, "mobilenetv3_large", "ffff", &ld, err, sizeof err) == CKPT_MISMATCH,
         "other config accepted");
-  CHECK(strstr(err, "'000000001234abcd'") && strstr(err, "'ffff'"), "message: %s", err);
-  CHECK(ckpt_load_latest(job, "mobilenetv3_large", "000000001234abcd", &ld, err, sizeof err) == CKPT_LOADED,
+  REQUIRE(strstr(err, "'000000001234abcd'") && strstr(err, "'ffff'"), "message: %s", err);
+  REQUIRE(ckpt_load_latest(job, "mobilenetv3_large", "000000001234abcd", &ld, err, sizeof err) == CKPT_LOADED,
         "%s", err);
   ckpt_loaded_free(&ld);
   printf("ok another model or config is refused, naming both\n");
@@ -443,30 +435,30 @@ static void test_keep_and_lock(const char *root) {
   char job[512], err[1024], p[8192];
   snprintf(job, sizeof job, "%s/job-keep", root);
   ckpt_writer *w = ckpt_writer_start(job, 2, err, sizeof err);
-  CHECK(w, "%s", err);
+  REQUIRE(w, "%s", err);
   ckpt_writer *w2 = ckpt_writer_start(job, 2, err, sizeof err);
-  CHECK(!w2 && strstr(err, "in use by another pollen process"), "second writer allowed: %s", err);
+  REQUIRE(!w2 && strstr(err, "in use by another pollen process"), "second writer allowed: %s", err);
   for (int s = 1; s <= 5; s++) submit_step(w, s, "m", 1000);
-  CHECK(count_files(job, ".ckpt") == 2 && count_files(job, ".tmp") == 0, "not pruned to 2");
+  REQUIRE(count_files(job, ".ckpt") == 2 && count_files(job, ".tmp") == 0, "not pruned to 2");
   for (int s = 1; s <= 5; s++) {
     ckpt_path(p, sizeof p, job, (uint64_t)s);
-    CHECK((access(p, F_OK) == 0) == (s >= 4), "step %d presence wrong", s);
+    REQUIRE((access(p, F_OK) == 0) == (s >= 4), "step %d presence wrong", s);
   }
   /* After a fallback a stale newer file exists; the fresh write must survive pruning. */
   ckpt_writer_stop(w);
   w = ckpt_writer_start(job, 1, err, sizeof err);
-  CHECK(w, "%s", err);
+  REQUIRE(w, "%s", err);
   submit_step(w, 3, "m", 1000);
   ckpt_path(p, sizeof p, job, 3);
-  CHECK(access(p, F_OK) == 0, "the checkpoint just written was pruned");
+  REQUIRE(access(p, F_OK) == 0, "the checkpoint just written was pruned");
   ckpt_writer_stop(w);
 
   char file[600];
   snprintf(file, sizeof file, "%s/plainfile", root);
   write_file(file, (const uint8_t *)"x", 1);
-  CHECK(!ckpt_writer_start(file, 2, err, sizeof err) && strstr(err, "cannot create"),
+  REQUIRE(!ckpt_writer_start(file, 2, err, sizeof err) && strstr(err, "cannot create"),
         "writer in a file path: %s", err);
-  CHECK(!ckpt_writer_start(job, 0, err, sizeof err), "keep 0 accepted");
+  REQUIRE(!ckpt_writer_start(job, 0, err, sizeof err), "keep 0 accepted");
   printf("ok keep-K pruning, one writer per job, unwritable job refused\n");
 }
 
@@ -474,7 +466,7 @@ static void test_copies(const char *root) {
   char job[512], err[1024];
   snprintf(job, sizeof job, "%s/job-copy", root);
   ckpt_writer *w = ckpt_writer_start(job, 2, err, sizeof err);
-  CHECK(w, "%s", err);
+  REQUIRE(w, "%s", err);
   size_t n = 8u << 20;
   uint8_t *src = xmalloc(n), *orig = xmalloc(n);
   fill(src, n, 42);
@@ -488,15 +480,15 @@ static void test_copies(const char *root) {
   /* Training goes on: the caller's buffers and extra change at once. */
   memset(src, 0xEE, n);
   cJSON_ReplaceItemInObject(m.extra, "lr", cJSON_CreateNumber(9));
-  CHECK(ckpt_writer_wait(w) == 0, "write failed");
+  REQUIRE(ckpt_writer_wait(w) == 0, "write failed");
   ckpt_writer_stop(w);
   cJSON_Delete(m.extra);
   ckpt_loaded ld;
-  CHECK(ckpt_load_latest(job, "m", NULL, &ld, err, sizeof err) == CKPT_LOADED, "%s", err);
+  REQUIRE(ckpt_load_latest(job, "m", NULL, &ld, err, sizeof err) == CKPT_LOADED, "%s", err);
   const ckptf_section *c = ckpt_loaded_find(&ld, "weights");
-  CHECK(c && c->len == n && !memcmp(c->data, orig, n), "the file holds the mutated buffer");
-  CHECK(cJSON_GetObjectItem(ld.file.meta.extra, "lr")->valuedouble == 0.5, "extra not copied at submit");
-  CHECK(!strcmp(ld.file.meta.pollen_version, POLLEN_VERSION) && ld.file.meta.unix_time > 1600000000,
+  REQUIRE(c && c->len == n && !memcmp(c->data, orig, n), "the file holds the mutated buffer");
+  REQUIRE(cJSON_GetObjectItem(ld.file.meta.extra, "lr")->valuedouble == 0.5, "extra not copied at submit");
+  REQUIRE(!strcmp(ld.file.meta.pollen_version, POLLEN_VERSION) && ld.file.meta.unix_time > 1600000000,
         "version/time not filled in");
   ckpt_loaded_free(&ld);
   free(src);
@@ -509,7 +501,7 @@ static void test_copies(const char *root) {
 static int make_job(const char *job) {
   char err[1024], p[8192];
   ckpt_writer *w = ckpt_writer_start(job, 5, err, sizeof err);
-  CHECK(w, "%s", err);
+  REQUIRE(w, "%s", err);
   for (int s = 100; s <= 300; s += 100) submit_step(w, s, "mobilenetv3_small", 20000);
   ckpt_writer_stop(w);
   ckpt_path(p, sizeof p, job, 300);
@@ -530,7 +522,7 @@ static int bench(const char *dir) {
   char job[512], err[1024];
   snprintf(job, sizeof job, "%s/pollen-bench-ckpt-%d", dir, (int)getpid());
   ckpt_writer *w = ckpt_writer_start(job, 2, err, sizeof err);
-  CHECK(w, "%s", err);
+  REQUIRE(w, "%s", err);
   enum { REPS = 7 };
   double sub[REPS], tot[REPS];
   for (int r = 0; r < REPS; r++) {
@@ -538,7 +530,7 @@ static int bench(const char *dir) {
     double t0 = time_now();
     ckpt_writer_submit(w, &snap);
     double t1 = time_now();
-    CHECK(ckpt_writer_wait(w) == 0, "write failed");
+    REQUIRE(ckpt_writer_wait(w) == 0, "write failed");
     double t2 = time_now();
     sub[r] = t1 - t0;
     tot[r] = t2 - t0;
@@ -550,7 +542,7 @@ static int bench(const char *dir) {
   stat(p, &st);
   ckpt_loaded ld;
   double t0 = time_now();
-  CHECK(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_LOADED, "%s", err);
+  REQUIRE(ckpt_load_latest(job, NULL, NULL, &ld, err, sizeof err) == CKPT_LOADED, "%s", err);
   double tload = time_now() - t0;
   ckpt_loaded_free(&ld);
   /* Medians: the first submit also allocates the staging buffer. */

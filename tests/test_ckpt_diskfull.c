@@ -11,6 +11,7 @@
 
 #include "daemon/ckpt.h"
 #include "ops/core.h"
+#include "tests/check.h"
 
 static char root[] = "/tmp/pollen-test-full-XXXXXX";
 static int mounted;
@@ -19,17 +20,6 @@ static void cleanup(void) {
   if (mounted) umount2(root, MNT_DETACH);
   rmdir(root);
 }
-
-#define CHECK(c, ...)                                                         \
-  do {                                                                        \
-    if (!(c)) {                                                               \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c);            \
-      fprintf(stderr, __VA_ARGS__);                                           \
-      fputc('\n', stderr);                                                    \
-      cleanup();                                                              \
-      exit(1);                                                                \
-    }                                                                         \
-  } while (0)
 
 static int count_tmp(const char *dir) {
   int n = 0;
@@ -52,6 +42,7 @@ static int submit(ckpt_writer *w, int64_t step, const uint8_t *buf, size_t n) {
 
 int main(void) {
   log_set_quiet(1);
+  check_cleanup = cleanup; /* a failed REQUIRE unmounts the tmpfs first */
   if (!mkdtemp(root)) {
     printf("SKIP: cannot make a temp directory: %s\n", strerror(errno));
     return 77;
@@ -70,34 +61,34 @@ int main(void) {
   for (size_t i = 0; i < big; i++) buf[i] = (uint8_t)(i * 31 + 7);
 
   ckpt_writer *w = ckpt_writer_start(job, 3, err, sizeof err);
-  CHECK(w, "%s", err);
-  CHECK(submit(w, 1, buf, 100000) == 0, "first submit");
-  CHECK(ckpt_writer_wait(w) == 0, "the small checkpoint should fit");
-  CHECK(submit(w, 2, buf, big) == 0, "the previous write succeeded, submit must say so");
+  REQUIRE(w, "%s", err);
+  REQUIRE(submit(w, 1, buf, 100000) == 0, "first submit");
+  REQUIRE(ckpt_writer_wait(w) == 0, "the small checkpoint should fit");
+  REQUIRE(submit(w, 2, buf, big) == 0, "the previous write succeeded, submit must say so");
   int e = ckpt_writer_wait(w);
-  CHECK(e == ENOSPC, "a 3 MiB checkpoint on a 2 MiB disk gave errno %d", e);
-  CHECK(ckpt_writer_last_error(w, err, sizeof err) == ENOSPC, "last_error lost the failure");
-  CHECK(strstr(err, "step-000000002.ckpt") && strstr(err, "No space left on device") &&
+  REQUIRE(e == ENOSPC, "a 3 MiB checkpoint on a 2 MiB disk gave errno %d", e);
+  REQUIRE(ckpt_writer_last_error(w, err, sizeof err) == ENOSPC, "last_error lost the failure");
+  REQUIRE(strstr(err, "step-000000002.ckpt") && strstr(err, "No space left on device") &&
             strstr(err, "earlier checkpoints are kept") && !strchr(err, '\n'),
         "unclear message: %s", err);
   printf("message: %s\n", err);
-  CHECK(count_tmp(dir) == 0, "the failed write left its .tmp file");
+  REQUIRE(count_tmp(dir) == 0, "the failed write left its .tmp file");
 
   ckpt_loaded ld;
   char lerr[1024];
-  CHECK(ckpt_load_latest(job, "mobilenetv3_small", NULL, &ld, lerr, sizeof lerr) == CKPT_LOADED, "%s", lerr);
+  REQUIRE(ckpt_load_latest(job, "mobilenetv3_small", NULL, &ld, lerr, sizeof lerr) == CKPT_LOADED, "%s", lerr);
   const ckptf_section *s = ckpt_loaded_find(&ld, "weights");
-  CHECK(ld.file.meta.step == 1 && ld.n_skipped == 0 && s && s->len == 100000 && !memcmp(s->data, buf, 100000),
+  REQUIRE(ld.file.meta.step == 1 && ld.n_skipped == 0 && s && s->len == 100000 && !memcmp(s->data, buf, 100000),
         "the previous checkpoint is not intact (step %lld)", (long long)ld.file.meta.step);
   ckpt_loaded_free(&ld);
 
   /* The failure is reported again at the next submit (the training loop's check point), and
    * the space the failed write took is free again. */
-  CHECK(submit(w, 3, buf, 200000) == ENOSPC, "submit did not report the failed write");
-  CHECK(ckpt_writer_wait(w) == 0, "a fitting checkpoint after the failure");
-  CHECK(ckpt_writer_last_error(w, err, sizeof err) == 0 && !err[0], "error not cleared: %s", err);
-  CHECK(ckpt_writer_stop(w) == 0, "stop");
-  CHECK(ckpt_load_latest(job, NULL, NULL, &ld, lerr, sizeof lerr) == CKPT_LOADED && ld.file.meta.step == 3,
+  REQUIRE(submit(w, 3, buf, 200000) == ENOSPC, "submit did not report the failed write");
+  REQUIRE(ckpt_writer_wait(w) == 0, "a fitting checkpoint after the failure");
+  REQUIRE(ckpt_writer_last_error(w, err, sizeof err) == 0 && !err[0], "error not cleared: %s", err);
+  REQUIRE(ckpt_writer_stop(w) == 0, "stop");
+  REQUIRE(ckpt_load_latest(job, NULL, NULL, &ld, lerr, sizeof lerr) == CKPT_LOADED && ld.file.meta.step == 3,
         "step 3 not loadable: %s", lerr);
   ckpt_loaded_free(&ld);
   free(buf);

@@ -25,16 +25,8 @@
 
 #include "daemon/ckpt.h"
 #include "ops/core.h"
+#include "tests/check.h"
 
-#define CHECK(c, ...)                                                         \
-  do {                                                                        \
-    if (!(c)) {                                                               \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c);            \
-      fprintf(stderr, __VA_ARGS__);                                           \
-      fputc('\n', stderr);                                                    \
-      exit(1);                                                                \
-    }                                                                         \
-  } while (0)
 
 #define MODEL "mobilenetv3_small"
 #define HASH "00c0ffee"
@@ -119,7 +111,7 @@ int main(void) {
   const char *env = getenv("POLLEN_TEST_SEED");
   uint64_t seed = env ? strtoull(env, NULL, 10) : 20241126;
   char root[] = "/tmp/pollen-test-torn-XXXXXX";
-  CHECK(mkdtemp(root), "mkdtemp: %s", strerror(errno));
+  REQUIRE(mkdtemp(root), "mkdtemp: %s", strerror(errno));
   char job[256], dir[300];
   snprintf(job, sizeof job, "%s/job", root);
   snprintf(dir, sizeof dir, "%s/checkpoints", job);
@@ -131,7 +123,7 @@ int main(void) {
   for (int k = 0; k < KILLS; k++) {
     fflush(NULL);
     pid_t pid = fork();
-    CHECK(pid >= 0, "fork: %s", strerror(errno));
+    REQUIRE(pid >= 0, "fork: %s", strerror(errno));
     if (pid == 0) child(job);
     uint64_t rnd = hash_mix(seed, (uint64_t)k);
     long us;
@@ -146,8 +138,8 @@ int main(void) {
     usleep((useconds_t)us);
     kill(pid, SIGKILL);
     int status;
-    CHECK(waitpid(pid, &status, 0) == pid, "waitpid");
-    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+    REQUIRE(waitpid(pid, &status, 0) == pid, "waitpid");
+    REQUIRE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
           "writer child exited by itself (status %d) instead of being killed", status);
     int ckpts, tmps, torn;
     count_files(dir, &ckpts, &tmps, &torn);
@@ -158,34 +150,34 @@ int main(void) {
     char err[1024];
     ckpt_status st = ckpt_load_latest(job, MODEL, HASH, &ld, err, sizeof err);
     if (!ckpts) {
-      CHECK(st == CKPT_NONE && last_step < 0, "kill %d: status %d with no checkpoint file: %s", k, st, err);
+      REQUIRE(st == CKPT_NONE && last_step < 0, "kill %d: status %d with no checkpoint file: %s", k, st, err);
       continue;
     }
-    CHECK(st == CKPT_LOADED, "kill %d after %ld us: the job does not resume: %s", k, us, err);
-    CHECK(ld.n_skipped == 0, "kill %d: a torn checkpoint under a final name: %s", k, ld.skipped);
+    REQUIRE(st == CKPT_LOADED, "kill %d after %ld us: the job does not resume: %s", k, us, err);
+    REQUIRE(ld.n_skipped == 0, "kill %d: a torn checkpoint under a final name: %s", k, ld.skipped);
     uint64_t s = (uint64_t)ld.file.meta.step;
-    CHECK((int64_t)s >= last_step, "kill %d: went back from step %lld to %llu", k, (long long)last_step,
+    REQUIRE((int64_t)s >= last_step, "kill %d: went back from step %lld to %llu", k, (long long)last_step,
           (unsigned long long)s);
     const ckptf_section *w = ckpt_loaded_find(&ld, "weights"), *r = ckpt_loaded_find(&ld, "rng");
     size_t n = step_bytes(s);
     step_fill(want, n, s);
-    CHECK(w && w->len == n && !memcmp(w->data, want, n), "kill %d: step %llu holds other bytes", k,
+    REQUIRE(w && w->len == n && !memcmp(w->data, want, n), "kill %d: step %llu holds other bytes", k,
           (unsigned long long)s);
-    CHECK(r && r->len == 8 && !memcmp(r->data, &s, 8), "kill %d: rng section wrong", k);
+    REQUIRE(r && r->len == 8 && !memcmp(r->data, &s, 8), "kill %d: rng section wrong", k);
     last_step = (int64_t)s;
     loaded++;
     ckpt_loaded_free(&ld);
   }
-  CHECK(last_step > 0, "no checkpoint was ever completed in %d runs", KILLS);
-  CHECK(mid_write > 0, "no kill landed during a write; the test proved nothing");
+  REQUIRE(last_step > 0, "no checkpoint was ever completed in %d runs", KILLS);
+  REQUIRE(mid_write > 0, "no kill landed during a write; the test proved nothing");
   char err[1024];
   ckpt_writer *w = ckpt_writer_start(job, 3, err, sizeof err);
-  CHECK(w, "%s", err);
+  REQUIRE(w, "%s", err);
   int ckpts, tmps, torn;
   count_files(dir, &ckpts, &tmps, &torn);
   /* More than keep (3) checkpoints may remain: a kill between rename and pruning leaves one
    * extra, and pruning happens after the next successful write. */
-  CHECK(tmps == 0 && ckpts >= 1, "after writer start: %d .tmp, %d .ckpt", tmps, ckpts);
+  REQUIRE(tmps == 0 && ckpts >= 1, "after writer start: %d .tmp, %d .ckpt", tmps, ckpts);
   ckpt_writer_stop(w);
   printf("ok %d kills (seed %llu): %d left a .tmp, %d of them torn (cut mid-write); %d resumes verified, "
          "reached step %lld, %.1f s\n",

@@ -12,17 +12,8 @@
 #include "proto/crc32c.h"
 #include "proto/shard.h"
 #include "proto/tfrecord.h"
+#include "tests/check.h"
 
-static int failures;
-#define CHECK(c, ...)                                  \
-  do {                                                 \
-    if (!(c)) {                                        \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                    \
-      fputc('\n', stderr);                             \
-      failures++;                                      \
-    }                                                  \
-  } while (0)
 
 static void test_crc(void) {
   unsigned char buf[64];
@@ -278,7 +269,7 @@ int main(void) {
   test_tfrecord();
   test_plan();
   rmdir(tmpdir);
-  if (failures) fprintf(stderr, "%d checks failed\n", failures);
+  if (check_failures) fprintf(stderr, "%d checks failed\n", check_failures);
   else printf("all data format checks passed\n");
-  return failures ? 1 : 0;
+  return check_status();
 }

@@ -15,17 +15,8 @@
 #include "proto/shard.h"
 #include "worker/dataset_prepare.h"
 #include "worker/loader.h"
+#include "tests/check.h"
 
-static int failures;
-#define CHECK(c, ...)                                      \
-  do {                                                     \
-    if (!(c)) {                                            \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);                        \
-      fputc('\n', stderr);                                 \
-      failures++;                                          \
-    }                                                      \
-  } while (0)
 
 #define SAMPLE "tests/data/flowers_sample"
 
@@ -278,7 +269,7 @@ int main(void) {
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);
-  if (failures) fprintf(stderr, "%d checks failed\n", failures);
+  if (check_failures) fprintf(stderr, "%d checks failed\n", check_failures);
   else printf("all data loader checks passed\n");
-  return failures ? 1 : 0;
+  return check_status();
 }

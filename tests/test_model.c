@@ -9,17 +9,8 @@
 #include "ops/core.h"
 #include "worker/model.h"
 #include "worker/optim.h"
+#include "tests/check.h"
 
-static int failures;
-#define CHECK(cond, ...)                         \
-  do {                                           \
-    if (!(cond)) {                               \
-      failures++;                                \
-      printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      printf(__VA_ARGS__);                       \
-      printf("\n");                              \
-    }                                            \
-  } while (0)
 
 /* From torchvision 0.14: sum(p.numel() for p in model.parameters()) and len(state_dict())
  * with num_classes=5 (tools/make_reference.py prints them; tests/ref/README.md lists them). */
@@ -164,5 +155,5 @@ int main(void) {
   test_training("mnv3-small", OPT_SGD, 0.05f);
   test_training("mnv3-large", OPT_ADAM, 0.002f);
   test_training("mnv2", OPT_RMSPROP, 0.001f);
-    return failures ? 1 : 0;
+    return check_status();
 }

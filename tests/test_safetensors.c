@@ -10,15 +10,8 @@
 
 #include "ops/core.h"
 #include "proto/safetensors.h"
+#include "tests/check.h"
 
-static int failures;
-#define CHECK(c)                                                     \
-  do {                                                               \
-    if (!(c)) {                                                      \
-      fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c); \
-      failures++;                                                    \
-    }                                                                \
-  } while (0)
 
 /* Builds a file image: 8-byte length, header, data. */
 static uint8_t *image(const char *hdr, const void *data, size_t dn, size_t *size) {
@@ -40,7 +33,7 @@ static void reject(const char *what, const char *hdr, size_t dn, const char *wan
   st_file *f = st_parse(b, size, "bad.safetensors", err, sizeof err);
   if (f || !strstr(err, "bad.safetensors") || !strstr(err, want) || strchr(err, '\n')) {
     fprintf(stderr, "FAIL reject %s: %s (err: '%s', want '%s')\n", what, f ? "accepted" : "wrong message", err, want);
-    failures++;
+    check_failures++;
   }
   st_close(f);
   free(b);
@@ -129,7 +122,7 @@ static void test_malformed(const uint8_t *img, size_t size) {
     st_file *f = st_parse(img, n, "cut.safetensors", err, sizeof err);
     if (f || !strstr(err, "cut.safetensors")) {
       fprintf(stderr, "FAIL truncated to %zu of %zu bytes: %s\n", n, size, f ? "accepted" : err);
-      failures++;
+      check_failures++;
     }
     st_close(f);
   }
@@ -371,8 +364,8 @@ int main(void) {
   snprintf(path, sizeof path, "%s/rt.safetensors", dir);
   unlink(path);
   rmdir(dir);
-  if (failures) {
-    fprintf(stderr, "%d failures\n", failures);
+  if (check_failures) {
+    fprintf(stderr, "%d check_failures\n", check_failures);
     return 1;
   }
   printf("safetensors: all checks passed\n");

@@ -30,16 +30,8 @@
 
 #include "daemon/status_server.h"
 #include "ops/core.h"
+#include "tests/check.h"
 
-#define CHECK(c, ...)                                                     \
-  do {                                                                    \
-    if (!(c)) {                                                           \
-      fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #c);        \
-      fprintf(stderr, __VA_ARGS__);                                       \
-      fprintf(stderr, "\n");                                              \
-      exit(1);                                                            \
-    }                                                                     \
-  } while (0)
 
 static double wall(void) {
   struct timespec ts;
@@ -113,7 +105,7 @@ static void cl_close(client *c) {
 static client cl_unix(const char *dir) {
   client c;
   int fd = status_server_connect(dir);
-  CHECK(fd >= 0, "connect to %s/status.sock: %s", dir, strerror(errno));
+  REQUIRE(fd >= 0, "connect to %s/status.sock: %s", dir, strerror(errno));
   cl_init(&c, fd);
   return c;
 }
@@ -123,7 +115,7 @@ static client cl_tcp(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "tcp connect: %s",
+  REQUIRE(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "tcp connect: %s",
         strerror(errno));
   cl_init(&c, fd);
   return c;
@@ -132,7 +124,7 @@ static client cl_tcp(int port) {
 static void cl_send(client *c, const char *data, size_t n) {
   while (n) {
     ssize_t k = send(c->fd, data, n, MSG_NOSIGNAL);
-    CHECK(k > 0, "send: %s", strerror(errno));
+    REQUIRE(k > 0, "send: %s", strerror(errno));
     data += k;
     n -= (size_t)k;
   }
@@ -183,7 +175,7 @@ static char *cl_all(client *c, int timeout_ms) {
     if (k <= 0) c->eof = 1;
     else c->len += (size_t)k;
   }
-  CHECK(c->eof, "server did not close the HTTP connection");
+  REQUIRE(c->eof, "server did not close the HTTP connection");
   char *s = xmalloc(c->len + 1);
   memcpy(s, c->buf, c->len);
   s[c->len] = 0;
@@ -201,22 +193,22 @@ static int cl_closed_by_server(client *c, int timeout_ms) {
 static cJSON *ask(client *c, const char *req) {
   cl_sends(c, req);
   char *line = cl_line(c, 5000);
-  CHECK(line, "no reply to %s", req);
+  REQUIRE(line, "no reply to %s", req);
   cJSON *o = cJSON_Parse(line);
-  CHECK(cJSON_IsObject(o), "reply to %s is not a JSON object: %s", req, line);
+  REQUIRE(cJSON_IsObject(o), "reply to %s is not a JSON object: %s", req, line);
   free(line);
   return o;
 }
 
 static double num(const cJSON *o, const char *k) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-  CHECK(cJSON_IsNumber(v), "field %s missing or not a number", k);
+  REQUIRE(cJSON_IsNumber(v), "field %s missing or not a number", k);
   return v->valuedouble;
 }
 
 static const char *str(const cJSON *o, const char *k) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-  CHECK(cJSON_IsString(v), "field %s missing or not a string", k);
+  REQUIRE(cJSON_IsString(v), "field %s missing or not a string", k);
   return v->valuestring;
 }
 
@@ -227,16 +219,16 @@ static int is_true(const cJSON *o, const char *k) {
 /* Expects an error reply with this code. */
 static void expect_error(client *c, const char *req, const char *code) {
   cJSON *o = ask(c, req);
-  CHECK(!is_true(o, "ok"), "request %.60s should fail", req);
-  CHECK(!strcmp(str(o, "code"), code), "request %.60s: code %s, wanted %s", req, str(o, "code"),
+  REQUIRE(!is_true(o, "ok"), "request %.60s should fail", req);
+  REQUIRE(!strcmp(str(o, "code"), code), "request %.60s: code %s, wanted %s", req, str(o, "code"),
         code);
-  CHECK(strlen(str(o, "message")) > 0, "error without a message");
+  REQUIRE(strlen(str(o, "message")) > 0, "error without a message");
   cJSON_Delete(o);
 }
 
 static char *mkjob(void) {
   char *d = xstrdup("/tmp/pollen-status-test-XXXXXX");
-  CHECK(mkdtemp(d), "mkdtemp: %s", strerror(errno));
+  REQUIRE(mkdtemp(d), "mkdtemp: %s", strerror(errno));
   return d;
 }
 
@@ -250,7 +242,7 @@ static status_server *start(const char *dir, const char *tcp, int timeout_ms, in
   status_server_opts o = {timeout_ms, max_conns, 0};
   char err[512];
   status_server *s = status_server_start_opts(dir, tcp, &o, err, sizeof err);
-  CHECK(s, "start in %s: %s", dir, err);
+  REQUIRE(s, "start in %s: %s", dir, err);
   return s;
 }
 
@@ -264,39 +256,39 @@ static void test_requests(const char *dir, status_server *s) {
   }
   client c = cl_unix(dir);
   cJSON *o = ask(&c, "{\"cmd\":\"status\"}\n");
-  CHECK(is_true(o, "ok") && num(o, "v") == 1, "status not ok");
-  CHECK(!strcmp(str(o, "state"), "training"), "state %s", str(o, "state"));
-  CHECK(!strcmp(str(o, "model"), "mobilenet_v3_small"), "model");
-  CHECK(num(o, "step") == 123 && num(o, "total_steps") == 1000, "step");
-  CHECK(num(o, "epoch") == 2 && num(o, "epochs") == 10, "epoch");
-  CHECK(fabs(num(o, "loss") - 0.5) < 1e-12 && fabs(num(o, "lr") - 0.01) < 1e-12, "loss/lr");
-  CHECK(cJSON_IsNull(cJSON_GetObjectItem(o, "val_acc")), "val_acc NaN must be null");
-  CHECK(num(o, "uptime_s") >= 29 && num(o, "uptime_s") < 120, "uptime %g", num(o, "uptime_s"));
-  CHECK(num(o, "world_size") == 2 && num(o, "eta_s") == 60, "world/eta");
+  REQUIRE(is_true(o, "ok") && num(o, "v") == 1, "status not ok");
+  REQUIRE(!strcmp(str(o, "state"), "training"), "state %s", str(o, "state"));
+  REQUIRE(!strcmp(str(o, "model"), "mobilenet_v3_small"), "model");
+  REQUIRE(num(o, "step") == 123 && num(o, "total_steps") == 1000, "step");
+  REQUIRE(num(o, "epoch") == 2 && num(o, "epochs") == 10, "epoch");
+  REQUIRE(fabs(num(o, "loss") - 0.5) < 1e-12 && fabs(num(o, "lr") - 0.01) < 1e-12, "loss/lr");
+  REQUIRE(cJSON_IsNull(cJSON_GetObjectItem(o, "val_acc")), "val_acc NaN must be null");
+  REQUIRE(num(o, "uptime_s") >= 29 && num(o, "uptime_s") < 120, "uptime %g", num(o, "uptime_s"));
+  REQUIRE(num(o, "world_size") == 2 && num(o, "eta_s") == 60, "world/eta");
   const cJSON *ck = cJSON_GetObjectItem(o, "last_checkpoint");
-  CHECK(cJSON_IsObject(ck) && num(ck, "step") == 100 &&
+  REQUIRE(cJSON_IsObject(ck) && num(ck, "step") == 100 &&
             !strcmp(str(ck, "path"), "checkpoints/step100.ckpt"), "last_checkpoint");
   cJSON_Delete(o);
 
   o = ask(&c, "{\"cmd\":\"workers\",\"v\":1}\n");
   const cJSON *w = cJSON_GetObjectItem(o, "workers");
-  CHECK(cJSON_GetArraySize(w) == 2, "2 workers");
+  REQUIRE(cJSON_GetArraySize(w) == 2, "2 workers");
   const cJSON *w1 = cJSON_GetArrayItem(w, 1);
-  CHECK(num(w1, "rank") == 1 && !strcmp(str(w1, "host"), "node\"1") && num(w1, "pid") == 1001,
+  REQUIRE(num(w1, "rank") == 1 && !strcmp(str(w1, "host"), "node\"1") && num(w1, "pid") == 1001,
         "worker 1");
-  CHECK(num(w1, "heartbeat_age_s") >= 0.9 && num(w1, "step_time_s") == 1.25, "worker 1 timings");
+  REQUIRE(num(w1, "heartbeat_age_s") >= 0.9 && num(w1, "step_time_s") == 1.25, "worker 1 timings");
   cJSON_Delete(o);
 
   /* 1500 points pushed: the newest 1000 are kept, oldest first. */
   o = ask(&c, "{\"cmd\":\"metrics\"}\n");
   const cJSON *pts = cJSON_GetObjectItem(o, "points");
-  CHECK(cJSON_GetArraySize(pts) == STATUSP_METRICS_MAX, "metrics size %d", cJSON_GetArraySize(pts));
-  CHECK(num(cJSON_GetArrayItem(pts, 0), "step") == 500, "oldest kept point");
-  CHECK(num(cJSON_GetArrayItem(pts, 999), "step") == 1499, "newest point");
+  REQUIRE(cJSON_GetArraySize(pts) == STATUSP_METRICS_MAX, "metrics size %d", cJSON_GetArraySize(pts));
+  REQUIRE(num(cJSON_GetArrayItem(pts, 0), "step") == 500, "oldest kept point");
+  REQUIRE(num(cJSON_GetArrayItem(pts, 999), "step") == 1499, "newest point");
   cJSON_Delete(o);
   o = ask(&c, "{\"cmd\":\"metrics\",\"last\":5}\n");
   pts = cJSON_GetObjectItem(o, "points");
-  CHECK(cJSON_GetArraySize(pts) == 5 && num(cJSON_GetArrayItem(pts, 4), "step") == 1499 &&
+  REQUIRE(cJSON_GetArraySize(pts) == 5 && num(cJSON_GetArrayItem(pts, 4), "step") == 1499 &&
             num(cJSON_GetArrayItem(pts, 0), "step") == 1495, "metrics last 5");
   cJSON_Delete(o);
 
@@ -311,25 +303,25 @@ static void test_requests(const char *dir, status_server *s) {
     got++;
     free(sl);
   }
-  CHECK(slow.eof && got < 40, "slow reader dropped (got %d of 40 replies)", got);
+  REQUIRE(slow.eof && got < 40, "slow reader dropped (got %d of 40 replies)", got);
   cl_close(&slow);
   o = ask(&c, "{\"cmd\":\"status\"}\n");
-  CHECK(is_true(o, "ok"), "others still served after dropping a slow reader");
+  REQUIRE(is_true(o, "ok"), "others still served after dropping a slow reader");
   cJSON_Delete(o);
 
   /* checkpoint / stop only set bits the training thread polls. */
-  CHECK(status_server_poll_requests(s) == 0, "no request yet");
+  REQUIRE(status_server_poll_requests(s) == 0, "no request yet");
   o = ask(&c, "{\"cmd\":\"checkpoint\"}\n");
-  CHECK(is_true(o, "ok") && is_true(o, "accepted") && !strcmp(str(o, "cmd"), "checkpoint"),
+  REQUIRE(is_true(o, "ok") && is_true(o, "accepted") && !strcmp(str(o, "cmd"), "checkpoint"),
         "checkpoint accepted");
   cJSON_Delete(o);
-  CHECK(status_server_poll_requests(s) == STATUS_REQ_CHECKPOINT, "checkpoint bit");
-  CHECK(status_server_poll_requests(s) == 0, "bits cleared by poll");
+  REQUIRE(status_server_poll_requests(s) == STATUS_REQ_CHECKPOINT, "checkpoint bit");
+  REQUIRE(status_server_poll_requests(s) == 0, "bits cleared by poll");
   publish_fake(s, 123, "finished");
   o = ask(&c, "{\"cmd\":\"checkpoint\"}\n");
-  CHECK(is_true(o, "ok") && !is_true(o, "accepted"), "checkpoint of a finished job refused");
+  REQUIRE(is_true(o, "ok") && !is_true(o, "accepted"), "checkpoint of a finished job refused");
   cJSON_Delete(o);
-  CHECK(status_server_poll_requests(s) == 0, "refused request sets no bit");
+  REQUIRE(status_server_poll_requests(s) == 0, "refused request sets no bit");
   publish_fake(s, 123, "training");
 
   /* Errors keep the connection usable. */
@@ -347,17 +339,17 @@ static void test_requests(const char *dir, status_server *s) {
   static const char with_nul[] = "{\"cmd\":\0\"status\"}\n";
   cl_send(&c, with_nul, sizeof with_nul - 1);
   char *l = cl_line(&c, 5000);
-  CHECK(l && strstr(l, "\"bad_json\""), "NUL byte: %s", l ? l : "(none)");
+  REQUIRE(l && strstr(l, "\"bad_json\""), "NUL byte: %s", l ? l : "(none)");
   free(l);
   /* Two requests in one write, CRLF endings: two replies in order. */
   cl_sends(&c, "{\"cmd\":\"status\"}\r\n{\"cmd\":\"workers\"}\r\n");
   char *a = cl_line(&c, 5000), *b = cl_line(&c, 5000);
-  CHECK(a && b && strstr(a, "\"cmd\":\"status\"") && strstr(b, "\"cmd\":\"workers\""),
+  REQUIRE(a && b && strstr(a, "\"cmd\":\"status\"") && strstr(b, "\"cmd\":\"workers\""),
         "pipelined replies");
   free(a);
   free(b);
   o = ask(&c, "{\"cmd\":\"status\"}\n");
-  CHECK(is_true(o, "ok"), "connection usable after errors");
+  REQUIRE(is_true(o, "ok"), "connection usable after errors");
   cJSON_Delete(o);
   cl_close(&c);
 
@@ -371,22 +363,22 @@ static void test_requests(const char *dir, status_server *s) {
   cl_send(&c, big, max + 1);
   o = NULL;
   l = cl_line(&c, 5000);
-  CHECK(l && strstr(l, "\"ok\":true"), "line of exactly %zu bytes", max);
+  REQUIRE(l && strstr(l, "\"ok\":true"), "line of exactly %zu bytes", max);
   free(l);
   big[max] = ' ';
   big[max + 1] = '\n';
   cl_send(&c, big, max + 2);
   l = cl_line(&c, 5000);
-  CHECK(l && strstr(l, "\"line_too_long\""), "64 KiB + 1 line: %s", l ? l : "(none)");
+  REQUIRE(l && strstr(l, "\"line_too_long\""), "64 KiB + 1 line: %s", l ? l : "(none)");
   free(l);
-  CHECK(cl_closed_by_server(&c, 5000), "connection closed after an oversized line");
+  REQUIRE(cl_closed_by_server(&c, 5000), "connection closed after an oversized line");
   cl_close(&c);
   /* The same without any newline at all. */
   c = cl_unix(dir);
   memset(big, 'x', max + 2);
   cl_send(&c, big, max + 2);
   l = cl_line(&c, 5000);
-  CHECK(l && strstr(l, "\"line_too_long\""), "unterminated oversized line");
+  REQUIRE(l && strstr(l, "\"line_too_long\""), "unterminated oversized line");
   free(l);
   cl_close(&c);
   free(big);
@@ -396,36 +388,36 @@ static void test_requests(const char *dir, status_server *s) {
 static void test_subscribe(const char *dir, status_server *s) {
   client c = cl_unix(dir);
   cJSON *o = ask(&c, "{\"cmd\":\"subscribe\",\"interval\":0.2}\n");
-  CHECK(is_true(o, "ok") && num(o, "interval") == 0.2, "subscribe ok");
+  REQUIRE(is_true(o, "ok") && num(o, "interval") == 0.2, "subscribe ok");
   cJSON_Delete(o);
   double t0 = wall();
   int pushes = 0, saw_new = 0;
   while (pushes < 4) {
     char *l = cl_line(&c, 3000);
-    CHECK(l, "subscription push %d missing", pushes);
+    REQUIRE(l, "subscription push %d missing", pushes);
     o = cJSON_Parse(l);
     free(l);
-    CHECK(o && is_true(o, "push") && !strcmp(str(o, "cmd"), "status"), "push format");
+    REQUIRE(o && is_true(o, "push") && !strcmp(str(o, "cmd"), "status"), "push format");
     if (num(o, "step") == 124) saw_new = 1;
     cJSON_Delete(o);
     if (++pushes == 2) publish_fake(s, 124, "training");
   }
   double dt = wall() - t0;
-  CHECK(saw_new, "pushes follow newly published state");
-  CHECK(dt > 0.45 && dt < 3, "4 pushes at 0.2 s took %.2f s", dt);
+  REQUIRE(saw_new, "pushes follow newly published state");
+  REQUIRE(dt > 0.45 && dt < 3, "4 pushes at 0.2 s took %.2f s", dt);
   o = ask(&c, "{\"cmd\":\"unsubscribe\"}\n");
   /* A push may have been in flight; skip it. */
   while (o && is_true(o, "push")) {
     cJSON_Delete(o);
     char *l = cl_line(&c, 3000);
-    CHECK(l, "unsubscribe reply");
+    REQUIRE(l, "unsubscribe reply");
     o = cJSON_Parse(l);
     free(l);
   }
-  CHECK(o && !strcmp(str(o, "cmd"), "unsubscribe"), "unsubscribe ok");
+  REQUIRE(o && !strcmp(str(o, "cmd"), "unsubscribe"), "unsubscribe ok");
   cJSON_Delete(o);
   char *l = cl_line(&c, 600);
-  CHECK(!l, "no push after unsubscribe: %s", l);
+  REQUIRE(!l, "no push after unsubscribe: %s", l);
   cl_close(&c);
   publish_fake(s, 123, "training");
   printf("ok: subscribe pushes\n");
@@ -443,7 +435,7 @@ static void test_half_open(void) {
     client c = cl_unix(dir);
     double r0 = wall();
     cJSON *o = ask(&c, "{\"cmd\":\"status\"}\n");
-    CHECK(is_true(o, "ok") && wall() - r0 < 0.5, "others are served while clients hang");
+    REQUIRE(is_true(o, "ok") && wall() - r0 < 0.5, "others are served while clients hang");
     cJSON_Delete(o);
     cl_close(&c);
     served++;
@@ -452,10 +444,10 @@ static void test_half_open(void) {
   for (int k = 0; k < 2; k++) {
     client *c = k ? &half : &silent;
     char *l = cl_line(c, 3000);
-    CHECK(l && strstr(l, "\"timeout\""), "%s client gets a timeout error: %s",
+    REQUIRE(l && strstr(l, "\"timeout\""), "%s client gets a timeout error: %s",
           k ? "half-line" : "silent", l ? l : "(none)");
     free(l);
-    CHECK(cl_closed_by_server(c, 3000), "timed-out client is closed");
+    REQUIRE(cl_closed_by_server(c, 3000), "timed-out client is closed");
     cl_close(c);
   }
   status_server_stop(s);
@@ -472,7 +464,7 @@ static void test_many(const char *dir, int n) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   getrlimit(RLIMIT_NOFILE, &rl);
-  CHECK(rl.rlim_cur >= (rlim_t)(2 * n + 64), "need %d open files (ulimit -n)", 2 * n + 64);
+  REQUIRE(rl.rlim_cur >= (rlim_t)(2 * n + 64), "need %d open files (ulimit -n)", 2 * n + 64);
   client *cs = xcalloc((size_t)n, sizeof *cs);
   double t0 = wall();
   for (int i = 0; i < n; i++) cs[i] = cl_unix(dir);
@@ -486,7 +478,7 @@ static void test_many(const char *dir, int n) {
   double dt = wall() - t0;
   for (int i = 0; i < n; i++) cl_close(&cs[i]);
   free(cs);
-  CHECK(ok == n, "%d of %d concurrent clients answered", ok, n);
+  REQUIRE(ok == n, "%d of %d concurrent clients answered", ok, n);
   printf("ok: %d concurrent clients answered in %.3f s\n", n, dt);
 }
 
@@ -501,15 +493,15 @@ static void test_cap(void) {
   }
   client extra = cl_unix(dir);
   char *l = cl_line(&extra, 5000);
-  CHECK(l && strstr(l, "\"busy\""), "connection over the cap gets busy: %s", l ? l : "(none)");
+  REQUIRE(l && strstr(l, "\"busy\""), "connection over the cap gets busy: %s", l ? l : "(none)");
   free(l);
-  CHECK(cl_closed_by_server(&extra, 3000), "busy connection closed");
+  REQUIRE(cl_closed_by_server(&extra, 3000), "busy connection closed");
   cl_close(&extra);
   cl_close(&cs[0]);
   usleep(100000);
   client again = cl_unix(dir);
   cJSON *o = ask(&again, "{\"cmd\":\"status\"}\n");
-  CHECK(is_true(o, "ok"), "a slot frees when a client leaves");
+  REQUIRE(is_true(o, "ok"), "a slot frees when a client leaves");
   cJSON_Delete(o);
   cl_close(&again);
   for (int i = 1; i < 3; i++) cl_close(&cs[i]);
@@ -523,14 +515,14 @@ static char *read_token(const char *dir) {
   char path[512];
   snprintf(path, sizeof path, "%s/status.token", dir);
   struct stat st;
-  CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "%s mode 0600", path);
+  REQUIRE(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600, "%s mode 0600", path);
   FILE *f = fopen(path, "r");
-  CHECK(f, "open token");
+  REQUIRE(f, "open token");
   char tok[128] = "";
-  CHECK(fgets(tok, sizeof tok, f), "read token");
+  REQUIRE(fgets(tok, sizeof tok, f), "read token");
   fclose(f);
   tok[strcspn(tok, "\n")] = 0;
-  CHECK(strlen(tok) == 32 && strspn(tok, "0123456789abcdef") == 32, "token is 32 hex: %s", tok);
+  REQUIRE(strlen(tok) == 32 && strspn(tok, "0123456789abcdef") == 32, "token is 32 hex: %s", tok);
   return xstrdup(tok);
 }
 
@@ -553,28 +545,28 @@ static void check_prometheus(const char *body) {
   for (char *ln = strtok_r(copy, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
     char name[64];
     if (!strncmp(ln, "# TYPE ", 7)) {
-      CHECK(sscanf(ln + 7, "%63s", name) == 1 && strstr(ln, " gauge"), "TYPE line %s", ln);
-      CHECK(n_typed < 64, "too many metrics");
+      REQUIRE(sscanf(ln + 7, "%63s", name) == 1 && strstr(ln, " gauge"), "TYPE line %s", ln);
+      REQUIRE(n_typed < 64, "too many metrics");
       snprintf(typed[n_typed++], 64, "%s", name);
       continue;
     }
     if (!strncmp(ln, "# HELP ", 7)) continue;
-    CHECK(ln[0] != '#', "unknown comment %s", ln);
+    REQUIRE(ln[0] != '#', "unknown comment %s", ln);
     size_t k = strcspn(ln, "{ ");
-    CHECK(k > 0 && k < 64, "sample line %s", ln);
+    REQUIRE(k > 0 && k < 64, "sample line %s", ln);
     memcpy(name, ln, k);
     name[k] = 0;
     int found = 0;
     for (int i = 0; i < n_typed; i++) found |= !strcmp(typed[i], name);
-    CHECK(found, "sample %s without TYPE", name);
+    REQUIRE(found, "sample %s without TYPE", name);
     const char *val = strrchr(ln, ' ');
     char *end;
     double v = strtod(val + 1, &end);
-    CHECK(*end == 0 && (isfinite(v) || isnan(v)), "value of %s", ln);
+    REQUIRE(*end == 0 && (isfinite(v) || isnan(v)), "value of %s", ln);
     samples++;
   }
   free(copy);
-  CHECK(samples >= 15, "only %d samples", samples);
+  REQUIRE(samples >= 15, "only %d samples", samples);
 }
 
 static void test_tcp(void) {
@@ -582,16 +574,16 @@ static void test_tcp(void) {
   status_server *s = start(dir, "127.0.0.1:0", 5000, 0);
   publish_fake(s, 123, "training");
   int port = status_server_tcp_port(s);
-  CHECK(port > 0, "tcp port");
+  REQUIRE(port > 0, "tcp port");
   char *tok = read_token(dir);
 
   client c = cl_tcp(port);
   char *l;
   cl_sends(&c, "{\"cmd\":\"status\"}\n");
   l = cl_line(&c, 5000);
-  CHECK(l && strstr(l, "\"auth_required\"") && !strstr(l, "\"step\""), "no auth: %s", l ? l : "-");
+  REQUIRE(l && strstr(l, "\"auth_required\"") && !strstr(l, "\"step\""), "no auth: %s", l ? l : "-");
   free(l);
-  CHECK(cl_closed_by_server(&c, 3000), "closed without auth");
+  REQUIRE(cl_closed_by_server(&c, 3000), "closed without auth");
   cl_close(&c);
 
   char wrong[100];
@@ -600,43 +592,43 @@ static void test_tcp(void) {
   c = cl_tcp(port);
   cl_sends(&c, wrong);
   l = cl_line(&c, 5000);
-  CHECK(l && strstr(l, "\"auth_failed\""), "wrong token: %s", l ? l : "-");
+  REQUIRE(l && strstr(l, "\"auth_failed\""), "wrong token: %s", l ? l : "-");
   free(l);
-  CHECK(cl_closed_by_server(&c, 3000), "closed after a wrong token");
+  REQUIRE(cl_closed_by_server(&c, 3000), "closed after a wrong token");
   cl_close(&c);
 
   char right[100];
   snprintf(right, sizeof right, "{\"cmd\":\"auth\",\"token\":\"%s\"}\n", tok);
   c = cl_tcp(port);
   cJSON *o = ask(&c, right);
-  CHECK(is_true(o, "ok") && !strcmp(str(o, "cmd"), "auth"), "right token accepted");
+  REQUIRE(is_true(o, "ok") && !strcmp(str(o, "cmd"), "auth"), "right token accepted");
   cJSON_Delete(o);
   o = ask(&c, "{\"cmd\":\"status\"}\n");
-  CHECK(is_true(o, "ok") && num(o, "step") == 123, "status over TCP");
+  REQUIRE(is_true(o, "ok") && num(o, "step") == 123, "status over TCP");
   cJSON_Delete(o);
   cl_close(&c);
 
   char *r = http_get(port, "/metrics", NULL);
-  CHECK(!strncmp(r, "HTTP/1.1 401", 12) && !strstr(r, "pollen_step"), "GET without token: %.40s", r);
+  REQUIRE(!strncmp(r, "HTTP/1.1 401", 12) && !strstr(r, "pollen_step"), "GET without token: %.40s", r);
   free(r);
   r = http_get(port, "/metrics", "0123456789abcdef0123456789abcdef");
-  CHECK(!strncmp(r, "HTTP/1.1 401", 12), "GET with a wrong token: %.40s", r);
+  REQUIRE(!strncmp(r, "HTTP/1.1 401", 12), "GET with a wrong token: %.40s", r);
   free(r);
   r = http_get(port, "/other", tok);
-  CHECK(!strncmp(r, "HTTP/1.1 404", 12), "GET /other: %.40s", r);
+  REQUIRE(!strncmp(r, "HTTP/1.1 404", 12), "GET /other: %.40s", r);
   free(r);
   r = http_get(port, "/metrics", tok);
-  CHECK(!strncmp(r, "HTTP/1.1 200", 12), "GET /metrics: %.60s", r);
-  CHECK(strstr(r, "Content-Type: text/plain; version=0.0.4"), "content type");
+  REQUIRE(!strncmp(r, "HTTP/1.1 200", 12), "GET /metrics: %.60s", r);
+  REQUIRE(strstr(r, "Content-Type: text/plain; version=0.0.4"), "content type");
   char *body = strstr(r, "\r\n\r\n");
-  CHECK(body, "HTTP head end");
+  REQUIRE(body, "HTTP head end");
   body += 4;
   const char *cl = strstr(r, "Content-Length: ");
-  CHECK(cl && (size_t)atol(cl + 16) == strlen(body), "content length");
-  CHECK(strstr(body, "# HELP pollen_step ") && strstr(body, "# TYPE pollen_step gauge\n") &&
+  REQUIRE(cl && (size_t)atol(cl + 16) == strlen(body), "content length");
+  REQUIRE(strstr(body, "# HELP pollen_step ") && strstr(body, "# TYPE pollen_step gauge\n") &&
             strstr(body, "\npollen_step 123\n"), "pollen_step sample");
-  CHECK(strstr(body, "pollen_val_accuracy NaN\n"), "NaN value");
-  CHECK(strstr(body, "pollen_worker_step_time_seconds{rank=\"1\",host=\"node\\\"1\"} 1.25\n"),
+  REQUIRE(strstr(body, "pollen_val_accuracy NaN\n"), "NaN value");
+  REQUIRE(strstr(body, "pollen_worker_step_time_seconds{rank=\"1\",host=\"node\\\"1\"} 1.25\n"),
         "escaped label");
   check_prometheus(body);
   free(r);
@@ -648,7 +640,7 @@ static void test_tcp(void) {
   status_server_stop(s);
   char path[512];
   snprintf(path, sizeof path, "%s/status.token", dir);
-  CHECK(access(path, F_OK) != 0, "token removed at stop");
+  REQUIRE(access(path, F_OK) != 0, "token removed at stop");
   free(tok);
   rmjob(dir);
   free(dir);
@@ -694,21 +686,21 @@ static void test_stop_through_socket(const char *dir, status_server *s) {
   usleep(100000);
   client c = cl_unix(dir);
   cJSON *o = ask(&c, "{\"cmd\":\"checkpoint\"}\n");
-  CHECK(is_true(o, "accepted"), "checkpoint accepted");
+  REQUIRE(is_true(o, "accepted"), "checkpoint accepted");
   cJSON_Delete(o);
   o = ask(&c, "{\"cmd\":\"stop\"}\n");
-  CHECK(is_true(o, "accepted") && !strcmp(str(o, "state"), "training"), "stop accepted");
+  REQUIRE(is_true(o, "accepted") && !strcmp(str(o, "state"), "training"), "stop accepted");
   cJSON_Delete(o);
   double t0 = wall();
   while (!atomic_load(&t.done) && wall() - t0 < 5) usleep(10000);
-  CHECK(atomic_load(&t.done) && t.saw_stop && t.saw_ckpt, "trainer saw checkpoint and stop");
+  REQUIRE(atomic_load(&t.done) && t.saw_stop && t.saw_ckpt, "trainer saw checkpoint and stop");
   pthread_join(th, NULL);
   o = ask(&c, "{\"cmd\":\"status\"}\n");
-  CHECK(!strcmp(str(o, "state"), "finished") && num(o, "step") == (double)t.steps,
+  REQUIRE(!strcmp(str(o, "state"), "finished") && num(o, "step") == (double)t.steps,
         "status after stop");
   cJSON_Delete(o);
   o = ask(&c, "{\"cmd\":\"stop\"}\n");
-  CHECK(is_true(o, "ok") && !is_true(o, "accepted"), "stop of a finished job not accepted");
+  REQUIRE(is_true(o, "ok") && !is_true(o, "accepted"), "stop of a finished job not accepted");
   cJSON_Delete(o);
   status_server_poll_requests(s);
   cl_close(&c);
@@ -725,28 +717,28 @@ static void test_sockets_on_disk(void) {
   char path[600];
   snprintf(path, sizeof path, "%s/status.sock", dir);
   struct stat st;
-  CHECK(stat(path, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600,
+  REQUIRE(stat(path, &st) == 0 && S_ISSOCK(st.st_mode) && (st.st_mode & 0777) == 0600,
         "socket mode %o", st.st_mode & 0777);
   status_server *s2 = status_server_start_opts(dir, NULL, NULL, err, sizeof err);
-  CHECK(!s2 && strstr(err, "another pollen job is live"), "live socket refused: %s", err);
-  CHECK(stat(path, &st) == 0, "the live job's socket is left alone");
+  REQUIRE(!s2 && strstr(err, "another pollen job is live"), "live socket refused: %s", err);
+  REQUIRE(stat(path, &st) == 0, "the live job's socket is left alone");
   client c = cl_unix(dir);
   cJSON_Delete(ask(&c, "{\"cmd\":\"status\"}\n"));
   cl_close(&c);
   status_server_stop(s);
-  CHECK(stat(path, &st) != 0, "socket removed at stop");
+  REQUIRE(stat(path, &st) != 0, "socket removed at stop");
 
   /* Stale socket: bound, never listened, process gone: replaced. */
   int fd = socket(AF_UNIX, SOCK_STREAM, 0);
   struct sockaddr_un a = {.sun_family = AF_UNIX};
-  CHECK(strlen(path) < sizeof a.sun_path, "temp path too long");
+  REQUIRE(strlen(path) < sizeof a.sun_path, "temp path too long");
   memcpy(a.sun_path, path, strlen(path) + 1);
-  CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0, "bind stale: %s", strerror(errno));
+  REQUIRE(bind(fd, (struct sockaddr *)&a, sizeof a) == 0, "bind stale: %s", strerror(errno));
   close(fd);
   s = start(dir, NULL, 5000, 0);
   c = cl_unix(dir);
   cJSON *o = ask(&c, "{\"cmd\":\"status\"}\n");
-  CHECK(is_true(o, "ok"), "served after replacing a stale socket");
+  REQUIRE(is_true(o, "ok"), "served after replacing a stale socket");
   cJSON_Delete(o);
   cl_close(&c);
   status_server_stop(s);
@@ -756,15 +748,15 @@ static void test_sockets_on_disk(void) {
   fputs("precious\n", f);
   fclose(f);
   s2 = status_server_start_opts(dir, NULL, NULL, err, sizeof err);
-  CHECK(!s2 && strstr(err, "not a socket"), "regular file refused: %s", err);
-  CHECK(stat(path, &st) == 0 && S_ISREG(st.st_mode), "regular file kept");
+  REQUIRE(!s2 && strstr(err, "not a socket"), "regular file refused: %s", err);
+  REQUIRE(stat(path, &st) == 0 && S_ISREG(st.st_mode), "regular file kept");
   unlink(path);
   /* Missing folder. */
   s2 = status_server_start_opts("/nonexistent/pollen-job", NULL, NULL, err, sizeof err);
-  CHECK(!s2 && strstr(err, "/nonexistent/pollen-job"), "missing folder named: %s", err);
+  REQUIRE(!s2 && strstr(err, "/nonexistent/pollen-job"), "missing folder named: %s", err);
   s2 = status_server_start_opts(dir, "127.0.0.1:99999", NULL, err, sizeof err);
-  CHECK(!s2 && strstr(err, "99999"), "bad TCP spec named: %s", err);
-  CHECK(stat(path, &st) != 0, "failed start leaves no socket");
+  REQUIRE(!s2 && strstr(err, "99999"), "bad TCP spec named: %s", err);
+  REQUIRE(stat(path, &st) != 0, "failed start leaves no socket");
   rmjob(dir);
   free(dir);
 
@@ -772,11 +764,11 @@ static void test_sockets_on_disk(void) {
   dir = mkjob();
   char longdir[400];
   snprintf(longdir, sizeof longdir, "%s/%0150d", dir, 7);
-  CHECK(mkdir(longdir, 0700) == 0, "mkdir long");
+  REQUIRE(mkdir(longdir, 0700) == 0, "mkdir long");
   s = start(longdir, NULL, 5000, 0);
   c = cl_unix(longdir);
   o = ask(&c, "{\"cmd\":\"status\"}\n");
-  CHECK(is_true(o, "ok"), "long path served");
+  REQUIRE(is_true(o, "ok"), "long path served");
   cJSON_Delete(o);
   cl_close(&c);
   status_server_stop(s);
@@ -792,9 +784,9 @@ static void test_other_user(const char *dir) {
     return;
   }
   /* Open the folder to everyone so that only the socket's own mode keeps them out. */
-  CHECK(chmod(dir, 0755) == 0, "chmod job dir");
+  REQUIRE(chmod(dir, 0755) == 0, "chmod job dir");
   pid_t pid = fork();
-  CHECK(pid >= 0, "fork");
+  REQUIRE(pid >= 0, "fork");
   if (pid == 0) {
     if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
     int fd = status_server_connect(dir);
@@ -802,14 +794,14 @@ static void test_other_user(const char *dir) {
   }
   int st = 0;
   waitpid(pid, &st, 0);
-  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+  REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0,
         "uid 65534 must get EACCES connecting (child exit %d)", WEXITSTATUS(st));
   /* Even with the socket opened up by hand, the server drops another user unanswered. */
   char sock[600];
   snprintf(sock, sizeof sock, "%s/status.sock", dir);
-  CHECK(chmod(sock, 0666) == 0, "chmod socket");
+  REQUIRE(chmod(sock, 0666) == 0, "chmod socket");
   pid = fork();
-  CHECK(pid >= 0, "fork");
+  REQUIRE(pid >= 0, "fork");
   if (pid == 0) {
     if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
     int fd = status_server_connect(dir);
@@ -821,7 +813,7 @@ static void test_other_user(const char *dir) {
     _exit(l ? 1 : c.eof ? 0 : 2);
   }
   waitpid(pid, &st, 0);
-  CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+  REQUIRE(WIFEXITED(st) && WEXITSTATUS(st) == 0,
         "another user must be dropped unanswered (child exit %d)", WEXITSTATUS(st));
   chmod(sock, 0600);
   chmod(dir, 0700);
@@ -883,7 +875,7 @@ static void *poll_main(void *arg) {
     for (int i = 0; i < N; i++) cl_sends(&cs[i], "{\"cmd\":\"status\"}\n");
     for (int i = 0; i < N; i++) {
       char *l = cl_line(&cs[i], 5000);
-      CHECK(l, "poller reply");
+      REQUIRE(l, "poller reply");
       free(l);
       p->answered++;
     }
@@ -929,7 +921,7 @@ static int bench(int n) {
     cl_sends(&c, "{\"cmd\":\"status\"}\n");
     char *l = cl_line(&c, 5000);
     lat[i] = time_now() - t0;
-    CHECK(l && strstr(l, "\"ok\":true"), "bench reply");
+    REQUIRE(l && strstr(l, "\"ok\":true"), "bench reply");
     free(l);
   }
   qsort(lat, (size_t)n, sizeof *lat, cmp_double);
