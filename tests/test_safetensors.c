@@ -365,7 +365,7 @@ int main(void) {
   unlink(path);
   rmdir(dir);
   if (check_failures) {
-    fprintf(stderr, "%d check_failures\n", check_failures);
+    fprintf(stderr, "%d failures\n", check_failures);
     return 1;
   }
   printf("safetensors: all checks passed\n");
