@@ -35,6 +35,13 @@ long cli_parse_long(const char *flag, const char *text, long min, long max);
 double cli_parse_double(const char *flag, const char *text, double min, double max);
 /* Prints "pollen CMD: unknown option; see 'pollen CMD --help'" and returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd);
+/* --device: "cpu" | "cuda" | "auto" -> worker/device.h's kind, or exit 2 naming the flag. */
+int cli_parse_device(const char *text);
+/* For the commands that run a model in one process: resolves kind and moves the prepared
+ * model to the GPU when it is cuda (exact fp32 GEMMs). Dies with the reason when cuda was
+ * asked for and cannot be had. Returns 1 on the GPU, 0 on the CPU. */
+struct model;
+int cli_use_device(struct model *m, int kind);
 /* 1 when stdout is a terminal (human output), 0 when piped (plain/--json output). */
 int cli_is_tty(void);
 

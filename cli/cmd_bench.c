@@ -65,7 +65,8 @@ int cmd_bench(int argc, char **argv) {
       {"device", required_argument, 0, 'd'}, {"precision", required_argument, 0, 'p'},
       {"profile", no_argument, 0, 'P'},
       {0, 0, 0, 0}};
-  const char *model_name = "mnv3-small", *mode = "both", *device = "cpu", *precision = "fp32";
+  const char *model_name = "mnv3-small", *mode = "both", *precision = "fp32";
+  int device = DEVICE_CPU;
   double width = 1.0;
   int size = 224, batch = 32, threads = 0, steps = 10, warmup = 2, json = 0, profile = 0, c;
   optind = 1;
@@ -81,10 +82,7 @@ int cmd_bench(int argc, char **argv) {
     case 'o': mode = optarg; break;
     case 'j': json = 1; break;
     case 'P': profile = 1; break;
-    case 'd':
-      if (device_parse(optarg) < 0) die_status(EXIT_USAGE, "--device: '%s' is not cpu, cuda or auto", optarg);
-      device = optarg;
-      break;
+    case 'd': device = cli_parse_device(optarg); break;
     case 'p':
       if (device_precision_parse(optarg) < 0) die_status(EXIT_USAGE, "--precision: '%s' is not fp32, tf32, bf16 or fp16", optarg);
       precision = optarg;
@@ -106,7 +104,7 @@ int cmd_bench(int argc, char **argv) {
   model_init(&m, &cfg, 1);
   model_prepare(&m, batch, size);
   int gpu = -1;
-  device_kind dev = device_select((device_kind)device_parse(device), 0, &gpu);
+  device_kind dev = device_select((device_kind)device, 0, &gpu);
   char where[256];
   device_describe(dev, gpu, where, sizeof where);
   if (dev == DEVICE_CPU) snprintf(where, sizeof where, "cpu, %d threads", threads_get());

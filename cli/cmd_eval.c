@@ -11,6 +11,7 @@
 #include "worker/loader.h"
 #include "worker/model.h"
 #include "worker/weights.h"
+#include "worker/device.h"
 
 static void usage(FILE *to) {
   fprintf(to,
@@ -24,6 +25,8 @@ static void usage(FILE *to) {
           "  --size S         image size (default: the job's, else 224)\n"
           "  --batch B        (default 32)\n"
           "  --threads N\n"
+          "  --device D       cpu, cuda or auto (default: cuda when built with it and a GPU is\n"
+          "                   visible)\n"
           "  --json           machine-readable output\n"
           "  --help\n");
 }
@@ -34,9 +37,10 @@ int cmd_eval(int argc, char **argv) {
       {"data", required_argument, 0, 'd'},  {"split", required_argument, 0, 's'},
       {"size", required_argument, 0, 'z'},  {"batch", required_argument, 0, 'b'},
       {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'J'},
-      {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+      {"device", required_argument, 0, 'D'}, {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
   const char *job = NULL, *weights = NULL, *data = NULL, *split = "val";
-  int size = 0, batch = 32, threads = 0, json = 0, c;
+  int size = 0, batch = 32, threads = 0, json = 0, device = DEVICE_AUTO, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
@@ -48,6 +52,7 @@ int cmd_eval(int argc, char **argv) {
     case 'b': batch = (int)cli_parse_long("--batch", optarg, 1, 4096); break;
     case 't': threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
     case 'J': json = 1; break;
+    case 'D': device = cli_parse_device(optarg); break;
     case 'h': usage(stdout); return EXIT_OK;
     default: return cli_usage_error("eval");
     }
@@ -90,12 +95,13 @@ int cmd_eval(int argc, char **argv) {
   weights_load_state_dict(&m, f, "", 0, 1);
   st_close(f);
   model_prepare(&m, batch, size);
+  cli_use_device(&m, device);
 
   int64_t *order = xmalloc((size_t)n * sizeof *order);
   for (int i = 0; i < n; i++) order[i] = i;
   loader_start_epoch(l, 0, order, n);
-  float *images = xmalloc_aligned((size_t)batch * size * size * 3 * sizeof(float));
-  int *labels = xmalloc((size_t)batch * sizeof(int));
+  float *images = model_host_alloc(&m, (size_t)batch * size * size * 3 * sizeof(float));
+  int *labels = model_host_alloc(&m, (size_t)batch * sizeof(int));
   long *confusion = xcalloc((size_t)classes * classes, sizeof *confusion);
   double loss_sum = 0;
   int got, seen = 0;
@@ -143,7 +149,8 @@ int cmd_eval(int argc, char **argv) {
       printf("\n");
     }
   }
-  free(order), free(images), free(labels), free(confusion), free(probs);
+  model_host_free(&m, images), model_host_free(&m, labels);
+  free(order), free(confusion), free(probs);
   loader_close(l);
   model_free(&m);
   return EXIT_OK;

@@ -10,6 +10,7 @@
 #include "worker/loader.h"
 #include "worker/model.h"
 #include "worker/weights.h"
+#include "worker/device.h"
 
 static void usage(FILE *to) {
   fprintf(to,
@@ -20,6 +21,8 @@ static void usage(FILE *to) {
           "  --top K          classes per photo (default 3)\n"
           "  --size S         image size the model was trained at (default 224)\n"
           "  --threads N\n"
+          "  --device D       cpu, cuda or auto (default: cuda when built with it and a GPU is\n"
+          "                   visible)\n"
           "  --json           one JSON object per photo\n"
           "  --tensor FILE    instead of photos: the `input` tensor [N,3,H,W] of a safetensors\n"
           "                   file, already preprocessed; prints the logits as JSON (to compare an\n"
@@ -46,10 +49,10 @@ int cmd_predict(int argc, char **argv) {
       {"weights", required_argument, 0, 'w'}, {"top", required_argument, 0, 'k'},
       {"size", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'},
       {"json", no_argument, 0, 'j'},          {"tensor", required_argument, 0, 'T'},
-      {"help", no_argument, 0, 'h'},
+      {"device", required_argument, 0, 'D'},  {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   const char *weights = NULL, *tensor = NULL;
-  int top = 3, size = 224, threads = 0, json = 0, c;
+  int top = 3, size = 224, threads = 0, json = 0, device = DEVICE_AUTO, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
@@ -59,6 +62,7 @@ int cmd_predict(int argc, char **argv) {
     case 't': threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
     case 'j': json = 1; break;
     case 'T': tensor = optarg; break;
+    case 'D': device = cli_parse_device(optarg); break;
     case 'h': usage(stdout); return EXIT_OK;
     default: return cli_usage_error("predict");
     }
@@ -87,6 +91,7 @@ int cmd_predict(int argc, char **argv) {
     st_copy_f32(x, nchw, x->numel);
     weights_images_from_torch(nchw, nhwc, n, h * w);
     model_prepare(&m, n, h);
+    cli_use_device(&m, device);
     model_forward(&m, nhwc, NULL, n, 0, 0.0f);
     printf("{\"logits\":[");
     for (int b = 0; b < n; b++) {
@@ -105,6 +110,7 @@ int cmd_predict(int argc, char **argv) {
     return EXIT_OK;
   }
   model_prepare(&m, 1, size);
+  cli_use_device(&m, device);
   if (top > mc.num_classes) top = mc.num_classes;
   float *image = xmalloc_aligned((size_t)size * size * 3 * sizeof(float));
   int *rank = xmalloc((size_t)mc.num_classes * sizeof(int));

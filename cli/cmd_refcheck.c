@@ -218,9 +218,7 @@ int cmd_refcheck(int argc, char **argv) {
     case 'g': s.tol_grad = cli_parse_double("--tol-grad", optarg, 0, 1); break;
     case 'v': s.verbose = 1; break;
     case 't': threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
-    case 'd':
-      if ((device = device_parse(optarg)) < 0) die_status(EXIT_USAGE, "--device: '%s' is not cpu, cuda or auto", optarg);
-      break;
+    case 'd': device = cli_parse_device(optarg); break;
     case 'h': usage(stdout); return EXIT_OK;
     default: return cli_usage_error("refcheck");
     }

@@ -196,7 +196,7 @@ int cmd_train(int argc, char **argv) {
     case O_FORCE: cfg.force_config = 1; break;
     case O_NO_AUGMENT: cfg.augment = 0; break;
     case O_DEVICE:
-      if (device_parse(optarg) < 0) die_status(EXIT_USAGE, "--device: '%s' is not cpu, cuda or auto", optarg);
+      cli_parse_device(optarg);
       copy_flag(cfg.device, sizeof cfg.device, "--device", optarg);
       break;
     case O_PRECISION:

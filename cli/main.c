@@ -6,6 +6,8 @@
 
 #include "cli/cli.h"
 #include "ops/core.h"
+#include "worker/device.h"
+#include "worker/model.h"
 
 static const cli_command commands[] = {
     {"train", cmd_train, "train a model (mpirun -np N pollen train ... for many ranks)"},
@@ -55,6 +57,19 @@ int cli_usage_error(const char *cmd) {
 }
 
 int cli_is_tty(void) { return isatty(STDOUT_FILENO); }
+
+int cli_parse_device(const char *text) {
+  int kind = device_parse(text);
+  if (kind < 0) die_status(EXIT_USAGE, "--device: '%s' is not cpu, cuda or auto", text);
+  return kind;
+}
+
+int cli_use_device(model *m, int kind) {
+  int gpu = -1;
+  if (device_select((device_kind)kind, 0, &gpu) != DEVICE_CUDA) return 0;
+  model_use_cuda(m, 0);
+  return 1;
+}
 
 /* libgomp reads OMP_WAIT_POLICY when it loads, before main: to change its default we set it
  * and re-execute ourselves once. Passive waiting makes idle OpenMP threads sleep instead of

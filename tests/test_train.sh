@@ -101,10 +101,14 @@ expect_status 2 "is required" -- "$P" train --data "$T/data"
 expect_status 2 "not a whole number" -- "$P" train --job "$T/x" --batch many
 expect_status 2 "is not cpu, cuda or auto" -- "$P" train --job "$T/x" --device gpu
 expect_status 2 "is not fp32, tf32, bf16 or fp16" -- "$P" train --job "$T/x" --precision fp8
+expect_status 2 "is not cpu, cuda or auto" -- "$P" eval --job "$T/job" --device tpu
+expect_status 2 "is not cpu, cuda or auto" -- "$P" predict --weights "$T/job/weights.safetensors" --device tpu x.jpg
 # Without a GPU (or CUDA in this build) --device cuda says which, and trains nothing.
 if ! nvidia-smi -L >/dev/null 2>&1; then
   expect_status 1 "--device cuda: " -- "$P" train --data "$T/data" --job "$T/nogpu" --device cuda
+  expect_status 1 "--device cuda: " -- "$P" eval --job "$T/job" --device cuda
 fi
+"$P" eval --job "$T/job" --device cpu --json | grep -q '"accuracy"' || fail "eval --device cpu"
 # --max-steps only stops the job: the LR schedule (cosine) still spans all epochs, so a job
 # stopped by it and launched again without it ends with the weights of one uninterrupted run.
 short=(--data "$T/data" --size 32 --batch 16 --width 0.25 --epochs 2 --threads 2)

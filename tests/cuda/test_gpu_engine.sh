@@ -59,6 +59,26 @@ assert len(val) == 3, val
 print("GPU validation accuracy per epoch:", val)
 PY
 
+# Evaluation and prediction on the GPU give the CPU's answers.
+"$P" eval --job "$T/gpu" --device cuda --json >"$T/eval_gpu.json" || fail "eval --device cuda failed"
+"$P" eval --job "$T/gpu" --device cpu --json >"$T/eval_cpu.json" || fail "eval --device cpu failed"
+python3 - "$T/eval_gpu.json" "$T/eval_cpu.json" <<'PY' || fail "GPU evaluation differs from the CPU's"
+import json, sys
+g, c = (json.load(open(p)) for p in sys.argv[1:3])
+print(f"eval: GPU accuracy {g['accuracy']:.4f} loss {g['loss']:.6f}; CPU {c['accuracy']:.4f} {c['loss']:.6f}")
+sys.exit(0 if g["images"] == c["images"] and abs(g["loss"] - c["loss"]) <= 1e-4 * abs(c["loss"]) + 1e-6 else 1)
+PY
+photo=$(ls "$SRC"/tests/data/flowers_sample/daisy/*.jpg | head -n 1)
+top_gpu=$("$P" predict --weights "$T/gpu/weights.safetensors" --size 64 --top 5 --json --device cuda "$photo") || fail "predict --device cuda failed"
+top_cpu=$("$P" predict --weights "$T/gpu/weights.safetensors" --size 64 --top 5 --json --device cpu "$photo") || fail "predict --device cpu failed"
+python3 - "$top_gpu" "$top_cpu" <<'PY' || fail "predict --device cuda gave other probabilities than the CPU"
+import json, sys
+g, c = ({t["class"]: t["probability"] for t in json.loads(a)["top"]} for a in sys.argv[1:3])
+worst = max(abs(g[k] - c[k]) for k in c)
+print(f"predict: {len(c)} class probabilities, GPU and CPU differ by at most {worst:.2e}")
+sys.exit(0 if g.keys() == c.keys() and worst <= 1e-4 else 1)
+PY
+
 echo "== 3. stop on one device, resume on the other"
 "$P" train "${base[@]}" --job "$T/g2c" --device cuda --max-steps 7 >"$T/g2c.log" 2>&1 || { cat "$T/g2c.log"; fail "GPU half failed"; }
 "$P" train "${base[@]}" --job "$T/g2c" --device cpu >>"$T/g2c.log" 2>&1 || { cat "$T/g2c.log"; fail "CPU resume failed"; }
