@@ -303,9 +303,9 @@ static void free_activations(model *m) {
   free(m->grad_pool);
   m->grad_pool = NULL;
   m->n_grad_pool = m->grad_pool_cap = 0;
-  act_free(m, m->save), act_free(m, m->scratch), act_free(m, m->dlogits);
+  act_free(m, m->save), act_free(m, m->scratch);
   free(m->probs);
-  m->save = m->scratch = m->probs = m->dlogits = NULL;
+  m->save = m->scratch = m->probs = NULL;
 #ifdef POLLEN_HAVE_CUDA
   if (m->gpu) {
     for (int i = 0; i < 2; i++) {
@@ -411,7 +411,6 @@ void model_prepare(model *m, int batch, int size) {
   m->n_save = save, m->n_scratch = scratch, m->grad_floats = largest;
   m->save = act_alloc(m, save ? save : 1);
   m->scratch = act_alloc(m, scratch ? scratch : 1);
-  m->dlogits = act_alloc(m, logits);
   m->probs = xmalloc_aligned(logits * sizeof(float)); /* on the host: read by the caller */
 #ifdef POLLEN_HAVE_CUDA
   if (m->gpu) {

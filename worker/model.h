@@ -110,7 +110,6 @@ typedef struct model {
   float *scratch;         /* im2col */
   size_t n_scratch;
   float *probs;           /* softmax of the logits [batch][classes] */
-  float *dlogits;
   float **grad_pool;      /* backward's reusable gradient buffers */
   int n_grad_pool, grad_pool_cap;
   size_t grad_floats;
