@@ -46,7 +46,6 @@ typedef struct {
   lr_schedule sched;
   grad_sync *sync;           /* gradients averaged over MPI (CPU) ... */
   nccl_sync *nccl;           /* ... or NCCL (GPU, more than one rank) */
-  int on_gpu;
   loader *train, *val;
   int n_train, n_val, classes;
   int local_batch, steps_per_epoch;
@@ -472,7 +471,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
     die_status(EXIT_USAGE, "--batch %d (the global batch) must be a multiple of the %d ranks", cfg->batch, c->world);
   t->local_batch = cfg->batch / c->world;
   threads_set(cfg->threads);
-  t->on_gpu = select_device(t); /* before anything is written: a missing GPU changes nothing */
+  int on_gpu = select_device(t); /* before anything is written: a missing GPU changes nothing */
   settle_config(t);
 
   /* Data: staged from rank 0 to ranks that cannot read it. */
@@ -496,12 +495,12 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
   if (cfg->init_weights[0]) weights_import(&t->m, cfg->init_weights, 1);
   model_prepare(&t->m, t->local_batch, cfg->size);
   setup_optimizer(t);
-  if (t->on_gpu) {
+  if (on_gpu) {
     model_use_cuda(&t->m, device_precision_parse(cfg->precision));
     optim_use_cuda(&t->opt, &t->m);
   }
   size_t bucket = (size_t)cfg->bucket_kib * 1024 / sizeof(float);
-  if (!t->on_gpu) {
+  if (!on_gpu) {
     t->sync = grad_sync_new(c, t->m.grads, t->m.n_params, bucket, cfg->overlap);
     if (c->world > 1) t->m.grads_ready = grads_ready, t->m.grads_ready_ctx = t->sync;
   } else if (c->world > 1) {
