@@ -53,6 +53,17 @@ static long peak_rss_kib(void) {
   return ru.ru_maxrss;
 }
 
+/* One training step on the benchmark's batch: forward, loss, backward, SGD update. On a GPU
+ * it only queues the work (the next step's forward waits for it). */
+static void train_step(model *m, optimizer *o, const float *x, const int *labels, int batch,
+                       uint64_t step) {
+  m->dropout_seed = step;
+  model_zero_grads(m);
+  model_forward(m, x, labels, batch, 1, 0.0f);
+  model_backward(m, labels, batch, 0.0f);
+  optim_step(o, model_live_params(m), model_live_grads(m), 1e-4f);
+}
+
 int cmd_bench(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "ops")) return bench_ops(argc - 1, argv + 1);
   if (argc >= 2 && !strcmp(argv[1], "loader")) return bench_loader(argc - 1, argv + 1);
@@ -125,11 +136,7 @@ int cmd_bench(int argc, char **argv) {
   if (do_train) {
     for (int s = 0; s < warmup + steps; s++) {
       double t0 = time_now();
-      m.dropout_seed = (uint64_t)s;
-      model_zero_grads(&m);
-      model_forward(&m, x, labels, batch, 1, 0.0f);
-      model_backward(&m, labels, batch, 0.0f);
-      optim_step(&o, model_live_params(&m), model_live_grads(&m), 1e-4f);
+      train_step(&m, &o, x, labels, batch, (uint64_t)s);
       /* On a GPU the steps are not waited for one by one, as in pollen train: a step's batch
        * copy overlaps the previous step's backward and update, and each forward's read-back
        * of the loss paces the loop, so the interval between steps is the step time. */
@@ -174,12 +181,7 @@ int cmd_bench(int argc, char **argv) {
   }
   if (profile) {
     model_profile(&m, 1);
-    for (int s = 0; s < steps; s++) {
-      model_zero_grads(&m);
-      model_forward(&m, x, labels, batch, 1, 0.0f);
-      model_backward(&m, labels, batch, 0.0f);
-      optim_step(&o, model_live_params(&m), model_live_grads(&m), 1e-4f);
-    }
+    for (int s = 0; s < steps; s++) train_step(&m, &o, x, labels, batch, (uint64_t)(warmup + steps + s));
     model_wait(&m);
     model_profile_print(&m, json ? stderr : stdout, 25);
     model_profile(&m, 0);
