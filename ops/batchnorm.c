@@ -16,6 +16,19 @@
 
 static ops_scratch bn_partials;
 
+/* S1, S2 = the chunk partials (s1, s2 per chunk, as bn_sums lays them out) summed in chunk
+ * order, so the totals do not depend on which thread did which chunk. */
+static void bn_reduce_partials(double *S1, double *S2, const double *part, int nch, int C) {
+  for (int c = 0; c < C; c++) S1[c] = S2[c] = 0.0;
+  for (int ch = 0; ch < nch; ch++) {
+    const double *s1 = part + (size_t)ch * 2 * C, *s2 = s1 + C;
+    for (int c = 0; c < C; c++) {
+      S1[c] += s1[c];
+      S2[c] += s2[c];
+    }
+  }
+}
+
 /* Per chunk: s1[c] = sum a, s2[c] = sum a*b, over the chunk's rows, where a and b come from
  * the caller's two arrays (forward: a = b = x - shift; backward: a = dy, b = x - mean). */
 static void bn_sums(double *S1, double *S2, const float *A, const float *B, const float *shiftB,
@@ -43,14 +56,7 @@ static void bn_sums(double *S1, double *S2, const float *A, const float *B, cons
       }
     }
   }
-  for (int c = 0; c < C; c++) S1[c] = S2[c] = 0.0;
-  for (int ch = 0; ch < nch; ch++) {
-    const double *s1 = part + (size_t)ch * 2 * C, *s2 = s1 + C;
-    for (int c = 0; c < C; c++) {
-      S1[c] += s1[c];
-      S2[c] += s2[c];
-    }
-  }
+  bn_reduce_partials(S1, S2, part, nch, C);
 }
 
 /* out = (x - mean[c])*scale[c] + beta[c] over M rows; subtracting the mean first keeps
@@ -379,14 +385,7 @@ void batchnorm_act_backward(float *din, float *dgamma, float *dbeta, const float
     BN_ACT_DISPATCH(act, BN_SUMS)
 #undef BN_SUMS
   }
-  for (int c = 0; c < C; c++) Sdy[c] = Sdyx[c] = 0.0;
-  for (int ch = 0; ch < nch; ch++) {
-    const double *s1 = part + (size_t)ch * 2 * C, *s2 = s1 + C;
-    for (int c = 0; c < C; c++) {
-      Sdy[c] += s1[c];
-      Sdyx[c] += s2[c];
-    }
-  }
+  bn_reduce_partials(Sdy, Sdyx, part, nch, C);
   for (int c = 0; c < C; c++) {
     double rstd = save_rstd[c];
     double sum_dy_xhat = Sdyx[c] * rstd;
