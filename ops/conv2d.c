@@ -16,24 +16,19 @@
 #include "ops/ops.h"
 #include "ops/ops_simd.h"
 
-static ops_scratch c2d_partials;
-
 /* ---- direct path (AVX2) --------------------------------------------------------------- */
+#if OPS_VW == 8
 #define C2D_MAXCOUT 32
 #define C2D_MAXCIN 4
 #define C2D_MAXKKC 64 /* K*K*Cin: up to 5x5 (or 7x7 with Cin 1) */
 
+static ops_scratch c2d_partials;
+
 static int c2d_direct_ok(int Cin, int Cout, int K) {
-#if OPS_VW == 8
   return Cout % 8 == 0 && Cout <= C2D_MAXCOUT && Cin >= 1 && Cin <= C2D_MAXCIN &&
          K * K * Cin <= C2D_MAXKKC;
-#else
-  (void)Cin, (void)Cout, (void)K;
-  return 0;
-#endif
 }
 
-#if OPS_VW == 8
 #define C2D_INLINE static inline __attribute__((always_inline))
 
 /* PX output pixels of one row, starting at ow0, every tap inside the image. wt is the

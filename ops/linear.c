@@ -20,10 +20,11 @@
 #define LIN_SMALL_KMAX 4096
 #endif
 
-static ops_scratch linear_partials, lin_wt, lin_dw_partials;
+static ops_scratch linear_partials;
 
 /* ---- GEMM kernels (AVX2) -------------------------------------------------------------- */
 #if OPS_VW == 8
+static ops_scratch lin_wt, lin_dw_partials;
 #define LIN_INLINE static inline __attribute__((always_inline))
 
 /* C[MR][8*NB] = bias + A[MR][K] . B[K][8*NB] (lda, ldb, ldc in floats; bias may be NULL);
@@ -155,19 +156,12 @@ static void lin_dw(float *dw, const float *B, const float *A, long M, int K, int
       dw[(size_t)n * K + k] += a;
     }
 }
-#endif
 
 /* The kernels here take every shape the networks have. OpenBLAS is left for the rest: a
  * very long reduction (K), or a build without AVX2. Its results can change with the thread
  * count for some shapes (measured: M = 16, K = 336, N = 80), which the kernels here avoid. */
-static int lin_own(int K) {
-#if OPS_VW == 8
-  return K <= LIN_SMALL_KMAX;
-#else
-  (void)K;
-  return 0;
+static int lin_own(int K) { return K <= LIN_SMALL_KMAX; }
 #endif
-}
 
 void linear_forward(float *out, const float *in, const float *w, const float *bias, int M,
                     int Cin, int Cout) {
