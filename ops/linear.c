@@ -20,11 +20,17 @@
 #define LIN_SMALL_KMAX 4096
 #endif
 
-static ops_scratch linear_partials;
+static ops_scratch linear_partials, lin_dw_partials;
+
+/* Row chunks of dw's reduction over M: a function of M only (see ops_simd.h). */
+static long lin_dw_nchunks(long M) {
+  long nch = M / 512;
+  return nch > 16 ? 16 : (nch < 1 ? 1 : nch);
+}
 
 /* ---- GEMM kernels (AVX2) -------------------------------------------------------------- */
 #if OPS_VW == 8
-static ops_scratch lin_wt, lin_dw_partials;
+static ops_scratch lin_wt;
 #define LIN_INLINE static inline __attribute__((always_inline))
 
 /* C[MR][8*NB] = bias + A[MR][K] . B[K][8*NB] (lda, ldb, ldc in floats; bias may be NULL);
@@ -131,9 +137,7 @@ static long lin_tn_sub(int K, int N) {
  * fixed chunks of rows: partial P[K][N] per chunk, chunks added in order. */
 static void lin_dw(float *dw, const float *B, const float *A, long M, int K, int N) {
   const size_t kn = (size_t)K * N;
-  long nch = M / 512;
-  if (nch > 16) nch = 16;
-  if (nch < 1) nch = 1;
+  const long nch = lin_dw_nchunks(M);
   float *part = ops_scratch_get(&lin_dw_partials, sizeof(float) * kn * nch);
   const long sub = lin_tn_sub(K, N);
 #pragma omp parallel for schedule(static) if (M * (long)kn >= 4 * OPS_PAR_MIN)
@@ -158,10 +162,47 @@ static void lin_dw(float *dw, const float *B, const float *A, long M, int K, int
 }
 
 /* The kernels here take every shape the networks have. OpenBLAS is left for the rest: a
- * very long reduction (K), or a build without AVX2. Its results can change with the thread
- * count for some shapes (measured: M = 16, K = 336, N = 80), which the kernels here avoid. */
+ * very long reduction (K), or a build without AVX2. */
 static int lin_own(int K) { return K <= LIN_SMALL_KMAX; }
 #endif
+
+/* ---- OpenBLAS, for what the kernels above do not take ------------------------------------
+ * Its own threads split a GEMM by the thread count, which changes the bits for some shapes
+ * (measured: M = 16, K = 336, N = 80). So it gets fixed row chunks here, one call each,
+ * always inside an OpenMP region (where OpenBLAS runs serially): the same calls whatever the
+ * thread count. */
+
+/* C[M][N] = A[M][K] . op(B) + beta*C, op(B) = B^T for B [N][K], else B [K][N]. */
+static void blas_rows(float *C, const float *A, const float *B, int b_transposed, float beta,
+                      int M, int K, int N) {
+  const int nch = ops_nchunks(M, N);
+#pragma omp parallel for schedule(static)
+  for (int ch = 0; ch < nch; ch++) {
+    long m0 = ops_chunk_lo(M, nch, ch), m1 = ops_chunk_lo(M, nch, ch + 1);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, b_transposed ? CblasTrans : CblasNoTrans,
+                (int)(m1 - m0), N, K, 1.0f, A + (size_t)m0 * K, K, B, b_transposed ? K : N, beta,
+                C + (size_t)m0 * N, N);
+  }
+}
+
+/* dw[N][K] += sum_m dout[m][n] * in[m][k]: a partial per row chunk, added in chunk order. */
+static void blas_dw(float *dw, const float *dout, const float *in, long M, int K, int N) {
+  const size_t kn = (size_t)K * N;
+  const long nch = lin_dw_nchunks(M);
+  float *part = ops_scratch_get(&lin_dw_partials, sizeof(float) * kn * nch);
+#pragma omp parallel for schedule(static)
+  for (long ch = 0; ch < nch; ch++) {
+    long m0 = ops_chunk_lo(M, (int)nch, (int)ch), m1 = ops_chunk_lo(M, (int)nch, (int)ch + 1);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, (int)(m1 - m0), 1.0f,
+                dout + (size_t)m0 * N, N, in + (size_t)m0 * K, K, 0.0f, part + kn * ch, K);
+  }
+#pragma omp parallel for schedule(static) if ((long)kn * nch >= OPS_PAR_MIN)
+  for (size_t i = 0; i < kn; i++) {
+    float a = 0.0f;
+    for (long ch = 0; ch < nch; ch++) a += part[kn * ch + i];
+    dw[i] += a;
+  }
+}
 
 void linear_forward(float *out, const float *in, const float *w, const float *bias, int M,
                     int Cin, int Cout) {
@@ -188,8 +229,7 @@ void linear_forward(float *out, const float *in, const float *w, const float *bi
     if (!bias) memset(out, 0, sizeof(float) * (size_t)M * Cout);
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Cout, Cin, 1.0f, in, Cin, w, Cin, beta,
-              out, Cout);
+  blas_rows(out, in, w, 1, beta, M, Cin, Cout);
 }
 
 /* dbias[c] += sum_m dout[m][c], in a thread-count-independent order. */
@@ -221,8 +261,7 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
     else
 #endif
     if (Cout > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Cin, Cout, 1.0f, dout, Cout, w,
-                  Cin, 0.0f, din, Cin);
+      blas_rows(din, dout, w, 0, 0.0f, M, Cout, Cin);
     else
       memset(din, 0, sizeof(float) * (size_t)M * Cin);
   }
@@ -232,7 +271,6 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
   else
 #endif
   if (Cout > 0 && Cin > 0)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, Cin, M, 1.0f, dout, Cout, in, Cin,
-                1.0f, dw, Cin);
+    blas_dw(dw, dout, in, M, Cin, Cout);
   if (dbias && Cout > 0) linear_colsum(dbias, dout, M, Cout);
 }
