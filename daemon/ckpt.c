@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,14 +20,6 @@
 #include "ops/core.h"
 
 #define CKPT_SUBDIR "checkpoints"
-
-__attribute__((format(printf, 3, 4))) static void put_msg(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || !errlen) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
 
 static void copy_str(char *dst, size_t cap, const char *src) {
   if (!cap) return;
@@ -165,30 +156,30 @@ static int write_staged(ckpt_writer *w, char *msg, size_t msglen) {
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     e = errno;
-    put_msg(why, sizeof why, "%s: cannot create: %s", tmp, strerror(e));
+    err_set(why, sizeof why, "%s: cannot create: %s", tmp, strerror(e));
   } else if (ckptf_write_fd(fd, path, w->secs, w->n_secs, why, sizeof why)) {
     e = errno ? errno : EIO;
   } else if (fsync(fd)) {
     e = errno;
-    put_msg(why, sizeof why, "%s: fsync failed: %s", path, strerror(e));
+    err_set(why, sizeof why, "%s: fsync failed: %s", path, strerror(e));
   }
   if (fd >= 0 && close(fd) && !e) {
     e = errno;
-    put_msg(why, sizeof why, "%s: close failed: %s", path, strerror(e));
+    err_set(why, sizeof why, "%s: close failed: %s", path, strerror(e));
   }
   if (!e && rename(tmp, path)) {
     e = errno;
-    put_msg(why, sizeof why, "%s: rename from .tmp failed: %s", path, strerror(e));
+    err_set(why, sizeof why, "%s: rename from .tmp failed: %s", path, strerror(e));
   }
   if (e) {
     unlink(tmp);
-    put_msg(msg, msglen, "%s; earlier checkpoints are kept%s", why,
+    err_set(msg, msglen, "%s; earlier checkpoints are kept%s", why,
             e == ENOSPC || e == EDQUOT ? " (disk full: free space or lower --keep)" : "");
     return e;
   }
   if (fsync_dir(w->dir)) {
     e = errno;
-    put_msg(msg, msglen, "%s: written, but fsync of %s failed: %s (it may not survive a power cut)",
+    err_set(msg, msglen, "%s: written, but fsync of %s failed: %s (it may not survive a power cut)",
             path, w->dir, strerror(e));
     return e;
   }
@@ -220,11 +211,11 @@ static void *writer_main(void *arg) {
 
 ckpt_writer *ckpt_writer_start(const char *job_dir, int keep, char *err, size_t errlen) {
   if (keep < 1) {
-    put_msg(err, errlen, "--keep %d: keep at least 1 checkpoint", keep);
+    err_set(err, errlen, "--keep %d: keep at least 1 checkpoint", keep);
     return NULL;
   }
   if (strlen(job_dir) >= 4096 - 64) {
-    put_msg(err, errlen, "job directory path is too long");
+    err_set(err, errlen, "job directory path is too long");
     return NULL;
   }
   ckpt_writer *w = xcalloc(1, sizeof *w);
@@ -233,18 +224,18 @@ ckpt_writer *ckpt_writer_start(const char *job_dir, int keep, char *err, size_t 
   w->keep = keep;
   w->lock_fd = -1;
   if ((mkdir(w->job, 0755) && errno != EEXIST) || (mkdir(w->dir, 0755) && errno != EEXIST)) {
-    put_msg(err, errlen, "cannot create %s: %s; pick a writable --job directory", w->dir, strerror(errno));
+    err_set(err, errlen, "cannot create %s: %s; pick a writable --job directory", w->dir, strerror(errno));
     goto fail;
   }
   char lock[8192];
   snprintf(lock, sizeof lock, "%s/.lock", w->dir);
   w->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (w->lock_fd < 0) {
-    put_msg(err, errlen, "cannot create %s: %s; pick a writable --job directory", lock, strerror(errno));
+    err_set(err, errlen, "cannot create %s: %s; pick a writable --job directory", lock, strerror(errno));
     goto fail;
   }
   if (flock(w->lock_fd, LOCK_EX | LOCK_NB)) {
-    put_msg(err, errlen, "%s is in use by another pollen process (it holds %s); stop it or use another --job directory",
+    err_set(err, errlen, "%s is in use by another pollen process (it holds %s); stop it or use another --job directory",
             w->job, lock);
     goto fail;
   }
@@ -252,7 +243,7 @@ ckpt_writer *ckpt_writer_start(const char *job_dir, int keep, char *err, size_t 
   pthread_mutex_init(&w->mu, NULL);
   pthread_cond_init(&w->cv, NULL);
   if (pthread_create(&w->thread, NULL, writer_main, w)) {
-    put_msg(err, errlen, "cannot start the checkpoint writer thread");
+    err_set(err, errlen, "cannot start the checkpoint writer thread");
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
     goto fail;
@@ -365,7 +356,7 @@ int ckpt_writer_stop(ckpt_writer *w) {
 static int open_checked(const char *path, uint64_t step, ckptf_file *f, char *err, size_t errlen) {
   if (ckptf_open(path, f, err, errlen)) return -1;
   if ((uint64_t)f->meta.step != step) {
-    put_msg(err, errlen, "%s: its name says step %llu but it holds step %lld (renamed by hand?)", path,
+    err_set(err, errlen, "%s: its name says step %llu but it holds step %lld (renamed by hand?)", path,
             (unsigned long long)step, (long long)f->meta.step);
     ckptf_close(f);
     return -1;
@@ -382,11 +373,11 @@ ckpt_status ckpt_load_latest(const char *job_dir, const char *expect_model,
   uint64_t *steps;
   int n;
   if (scan_steps(dir, &steps, &n)) {
-    put_msg(err, errlen, "cannot read %s: %s", dir, strerror(errno));
+    err_set(err, errlen, "cannot read %s: %s", dir, strerror(errno));
     return CKPT_IO_ERROR;
   }
   if (n == 0) {
-    put_msg(err, errlen, "no checkpoint in %s", dir);
+    err_set(err, errlen, "no checkpoint in %s", dir);
     return CKPT_NONE;
   }
   for (int i = 0; i < n; i++) {
@@ -394,7 +385,7 @@ ckpt_status ckpt_load_latest(const char *job_dir, const char *expect_model,
     ckpt_path(path, sizeof path, job_dir, steps[i]);
     if (open_checked(path, steps[i], &out->file, why, sizeof why)) {
       char note[1100];
-      put_msg(note, sizeof note, "%s; %s", why,
+      err_set(note, sizeof note, "%s; %s", why,
                i + 1 < n ? "falling back to the previous checkpoint" : "no older checkpoint left");
       log_warn("%s", note);
       if (!out->n_skipped) copy_str(out->skipped, sizeof out->skipped, note);
@@ -404,7 +395,7 @@ ckpt_status ckpt_load_latest(const char *job_dir, const char *expect_model,
     const ckptf_meta *m = &out->file.meta;
     if ((expect_model && strcmp(expect_model, m->model)) ||
         (expect_config_hash && strcmp(expect_config_hash, m->config_hash))) {
-      put_msg(err, errlen,
+      err_set(err, errlen,
               "%s was saved by model '%s' with config hash '%s', but this run is model '%s' with "
               "config hash '%s'; resume with the original model and config, or use a new --job directory",
               path, m->model, m->config_hash, expect_model ? expect_model : m->model,
@@ -420,7 +411,7 @@ ckpt_status ckpt_load_latest(const char *job_dir, const char *expect_model,
     free(steps);
     return CKPT_LOADED;
   }
-  put_msg(err, errlen, "none of the %d checkpoints in %s verifies (newest: %s); restore one from a backup, or delete them to start over",
+  err_set(err, errlen, "none of the %d checkpoints in %s verifies (newest: %s); restore one from a backup, or delete them to start over",
           n, dir, out->skipped);
   free(steps);
   return CKPT_ALL_CORRUPT;
@@ -443,7 +434,7 @@ int ckpt_list(const char *job_dir, ckpt_info **out, int *n, char *err, size_t er
   *n = 0;
   int count;
   if (scan_steps(dir, &steps, &count)) {
-    put_msg(err, errlen, "cannot read %s: %s", dir, strerror(errno));
+    err_set(err, errlen, "cannot read %s: %s", dir, strerror(errno));
     return -1;
   }
   ckpt_info *v = xcalloc(count ? (size_t)count : 1, sizeof *v);
