@@ -184,7 +184,10 @@ static cJSON *last_metrics(const char *dir, cJSON **val) {
       if (cJSON_IsObject(o) && !found) found = o;
       else if (has_val) *val = o;
       else cJSON_Delete(o);
-      if (has_val && o == found) break; /* the newest line has it */
+      if (has_val && o == found) { /* the newest line has it */
+        *val = cJSON_Duplicate(o, 1);
+        break;
+      }
     }
     if (line == buf) break;
     n = (size_t)(line - buf);

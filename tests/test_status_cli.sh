@@ -40,6 +40,7 @@ touch "$job/checkpoints/notes.txt"
 run "$POLLEN" status "$job"
 [ $rc = 3 ] || fail "stopped job: exit $rc"
 grep -q "step 200, epoch 2, loss 0.7500, train acc 62.5%, val acc 50.0%" <<<"$out" || fail "last metrics: $out"
+grep -q "last val acc  50.0% at step 200 (end of epoch 2)" <<<"$out" || fail "last validation: $out"
 [ "$(grep -o 'step[0-9]*\.ckpt' <<<"$out" | tr '\n' ' ')" = "step200.ckpt step100.ckpt " ] \
   || fail "checkpoints newest first, .ckpt only: $out"
 run "$POLLEN" status "$job" --json
@@ -49,6 +50,7 @@ import json, sys
 o = json.loads(sys.argv[1])
 assert o["running"] is False and o["code"] == "not_running", o
 assert o["last_metrics"]["step"] == 200, o
+assert o["last_validation"]["step"] == 200 and o["last_validation"]["val_acc"] == 0.5, o
 assert [c["name"] for c in o["checkpoints"]] == ["step200.ckpt", "step100.ckpt"], o
 assert o["checkpoints"][0]["bytes"] == 2000, o
 EOF
