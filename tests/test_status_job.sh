@@ -129,7 +129,7 @@ assert ($np == 1) <= all(x['comm_exposed_s'] == 0 for x in w), 'no comm on 1 ran
 " "workers ($np ranks)"
   run "$POLLEN" status "$job" --workers
   [ $rc = 0 ] || fail "status --workers: exit $rc: $out"
-  grep -q "^job .*$job  (\(training\|evaluating\))" <<<"$out" && grep -q "mnv3-small, $np worker" <<<"$out" \
+  grep -q "^job .*$job  (\(training\|evaluating\|checkpointing\))" <<<"$out" && grep -q "mnv3-small, $np worker" <<<"$out" \
     && grep -q "^checkpoint  step [0-9]*, $job/checkpoints/step-" <<<"$out" || fail "status summary: $out"
   for p in $pids; do
     grep -Eq "^ +[0-9]+  $(uname -n | cut -c1-20) +$p +[0-9.]+ +[0-9.]+ +[0-9.]+s ago +[0-9.]+$" <<<"$out" \
@@ -207,7 +207,7 @@ check "$(python3 "$CLIENT" tcp "$port" - '{"cmd":"status"}')" "assert o['ok'] is
 check "$(python3 "$CLIENT" tcp "$port" 0123456789abcdef0123456789abcdef '{"cmd":"status"}' 2>/dev/null | head -1)" \
   "assert o['ok'] is False and o['code'] == 'auth_failed'" "TCP wrong token"
 out=$(python3 "$CLIENT" tcp "$port" "$token" '{"cmd":"status"}' '{"cmd":"workers"}') || fail "TCP right token: $out"
-check "$(sed -n 2p <<<"$out")" "assert o['ok'] is True and o['state'] in ('training','evaluating') and o['world_size'] == 1" "TCP status"
+check "$(sed -n 2p <<<"$out")" "assert o['ok'] is True and o['state'] in ('training', 'evaluating', 'checkpointing') and o['world_size'] == 1" "TCP status"
 check "$(sed -n 3p <<<"$out")" "assert o['ok'] is True and len(o['workers']) == 1" "TCP workers"
 [ "$(python3 "$CLIENT" http "$port" - | head -1)" = 401 ] || fail "GET /metrics without a token should be 401"
 [ "$(python3 "$CLIENT" http "$port" 0123456789abcdef0123456789abcdef | head -1)" = 401 ] || fail "GET /metrics with a wrong token should be 401"
