@@ -77,7 +77,7 @@ def cmd_subscribe(job, secs, n):
     times, steps, pushes, figures = [], [], 0, []
     for _ in range(int(n)):
         o = json.loads(readline(f))
-        times.append(time.monotonic())
+        times.append(o["time"])  # the server's clock: the client may read two pushes at once
         steps.append(o.get("step"))
         figures.append([o.get("state"), o.get("loss"), o.get("images_per_s")])
         pushes += o.get("push") is True and o.get("ok") is True
