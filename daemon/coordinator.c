@@ -26,12 +26,6 @@ struct coordinator {
   double shown_loss, shown_acc, shown_ips, shown_eta;
 };
 
-static double unix_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* The writer says nothing until the next submit or wait, which at epoch-end checkpoints is a
  * whole epoch later: status would name the previous file as the last checkpoint. The final
  * name appears only after the data is complete and synced (ckpt.c renames last), so its
@@ -76,7 +70,7 @@ void coord_publish(coordinator *co, const statusp_job *job, const control_timing
     co->workers = xrealloc(co->workers, (size_t)world * sizeof *co->workers);
     co->n_workers = world;
   }
-  double now = unix_now(); /* whole seconds would age every heartbeat by up to 1 s */
+  double now = time_unix(); /* whole seconds would age every heartbeat by up to 1 s */
   for (int r = 0; r < world; r++) {
     statusp_worker *w = &co->workers[r];
     memset(w, 0, sizeof *w);

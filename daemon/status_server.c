@@ -90,12 +90,6 @@ typedef struct {
   char *data;
 } write_req;
 
-static double unix_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* sun_path holds 108 bytes. A longer JOB_DIR is reached through /proc/self/fd/DIRFD, which
  * names the same directory in a few bytes; dirfd must stay open across bind/connect. */
 static int unix_addr(const char *dir, int dirfd, const char *name, struct sockaddr_un *a) {
@@ -296,7 +290,7 @@ static void on_sub_tick(uv_timer_t *t) {
   conn *c = t->data;
   job_status j;
   snap_job(c->srv, &j);
-  conn_send_line(c, statusp_reply_status(&j, unix_now(), 1));
+  conn_send_line(c, statusp_reply_status(&j, time_unix(), 1));
 }
 
 static int state_is(const char *state, const char *const *names) {
@@ -311,11 +305,11 @@ static void handle_request(conn *c, const statusp_request *r) {
   switch (r->cmd) {
     case STATUSP_CMD_STATUS:
       snap_job(srv, &j);
-      conn_send_line(c, statusp_reply_status(&j, unix_now(), 0));
+      conn_send_line(c, statusp_reply_status(&j, time_unix(), 0));
       break;
     case STATUSP_CMD_WORKERS: {
       int n = snap_workers(srv, NULL);
-      conn_send_line(c, statusp_reply_workers(srv->lw, n, unix_now()));
+      conn_send_line(c, statusp_reply_workers(srv->lw, n, time_unix()));
       break;
     }
     case STATUSP_CMD_METRICS: {
@@ -392,7 +386,7 @@ static void handle_http(conn *c, size_t head_len) {
     if (hr.has_token && statusp_token_equal(hr.token, hr.token_len, c->srv->token, TOKEN_HEX)) {
       job_status j;
       int n = snap_workers(c->srv, &j);
-      body = statusp_prometheus(&j, c->srv->lw, n, unix_now());
+      body = statusp_prometheus(&j, c->srv->lw, n, time_unix());
       code = body ? 200 : 500;
     } else {
       code = 401;
@@ -754,7 +748,7 @@ status_server *status_server_start_opts(const char *job_dir, const char *tcp_spe
   srv->job.val_acc = NAN;
   srv->job.eta_s = -1;
   srv->job.last_ckpt_step = -1;
-  srv->job.start_time = unix_now();
+  srv->job.start_time = time_unix();
   srv->dirfd = open(job_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (srv->dirfd < 0) {
     snprintf(err, err_cap, "job folder %s: %s; create it first", job_dir, strerror(errno));

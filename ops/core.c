@@ -141,11 +141,14 @@ void log_warn(const char *fmt, ...) {
   va_end(ap);
 }
 
-double time_now(void) {
+static double clock_seconds(clockid_t clock) {
   struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(clock, &ts);
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+double time_now(void) { return clock_seconds(CLOCK_MONOTONIC); }
+double time_unix(void) { return clock_seconds(CLOCK_REALTIME); }
 
 static int threads_current;
 

@@ -59,6 +59,8 @@ void log_set_prefix(const char *prefix);
 
 /* Monotonic seconds. */
 double time_now(void);
+/* Unix time in seconds, with the fraction (status replies, heartbeats). */
+double time_unix(void);
 
 /* Threads: pollen's own loops use OpenMP and OpenBLAS is the OpenMP build, so one number
  * governs both. 0 means all cores available to this process. */

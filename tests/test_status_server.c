@@ -33,12 +33,6 @@
 #include "tests/check.h"
 
 
-static double wall(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void fake_job(job_status *j, int64_t step, const char *state) {
   memset(j, 0, sizeof *j);
   snprintf(j->state, sizeof j->state, "%s", state);
@@ -55,9 +49,9 @@ static void fake_job(job_status *j, int64_t step, const char *state) {
   j->eta_s = 60;
   j->last_ckpt_step = 100;
   snprintf(j->last_ckpt_path, sizeof j->last_ckpt_path, "checkpoints/step100.ckpt");
-  j->last_ckpt_time = wall() - 5;
+  j->last_ckpt_time = time_unix() - 5;
   j->world_size = 2;
-  j->start_time = wall() - 30;
+  j->start_time = time_unix() - 30;
 }
 
 static void fake_workers(worker_status w[2]) {
@@ -68,7 +62,7 @@ static void fake_workers(worker_status w[2]) {
     w[r].pid = 1000 + r;
     w[r].step_time_s = 0.25 + r;
     w[r].images_per_s = 256;
-    w[r].last_heartbeat = wall() - 1;
+    w[r].last_heartbeat = time_unix() - 1;
     w[r].comm_exposed_s = 0.01;
   }
 }
@@ -134,7 +128,7 @@ static void cl_sends(client *c, const char *s) { cl_send(c, s, strlen(s)); }
 
 /* Next line (malloc'd, no '\n'), or NULL on EOF or after timeout_ms. */
 static char *cl_line(client *c, int timeout_ms) {
-  double deadline = wall() + timeout_ms / 1000.0;
+  double deadline = time_unix() + timeout_ms / 1000.0;
   for (;;) {
     char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
     if (nl) {
@@ -147,7 +141,7 @@ static char *cl_line(client *c, int timeout_ms) {
       return line;
     }
     if (c->eof) return NULL;
-    int left = (int)((deadline - wall()) * 1000);
+    int left = (int)((deadline - time_unix()) * 1000);
     if (left <= 0) return NULL;
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
     if (poll(&p, 1, left) <= 0) continue;
@@ -163,8 +157,8 @@ static char *cl_line(client *c, int timeout_ms) {
 
 /* Reads everything until EOF (or timeout); returns it. For HTTP answers. */
 static char *cl_all(client *c, int timeout_ms) {
-  double deadline = wall() + timeout_ms / 1000.0;
-  while (!c->eof && wall() < deadline) {
+  double deadline = time_unix() + timeout_ms / 1000.0;
+  while (!c->eof && time_unix() < deadline) {
     struct pollfd p = {.fd = c->fd, .events = POLLIN};
     if (poll(&p, 1, 100) <= 0) continue;
     if (c->cap - c->len < 65536) {
@@ -390,7 +384,7 @@ static void test_subscribe(const char *dir, status_server *s) {
   cJSON *o = ask(&c, "{\"cmd\":\"subscribe\",\"interval\":0.2}\n");
   REQUIRE(is_true(o, "ok") && num(o, "interval") == 0.2, "subscribe ok");
   cJSON_Delete(o);
-  double t0 = wall();
+  double t0 = time_unix();
   int pushes = 0, saw_new = 0;
   while (pushes < 4) {
     char *l = cl_line(&c, 3000);
@@ -402,7 +396,7 @@ static void test_subscribe(const char *dir, status_server *s) {
     cJSON_Delete(o);
     if (++pushes == 2) publish_fake(s, 124, "training");
   }
-  double dt = wall() - t0;
+  double dt = time_unix() - t0;
   REQUIRE(saw_new, "pushes follow newly published state");
   REQUIRE(dt > 0.45 && dt < 3, "4 pushes at 0.2 s took %.2f s", dt);
   o = ask(&c, "{\"cmd\":\"unsubscribe\"}\n");
@@ -429,13 +423,13 @@ static void test_half_open(void) {
   publish_fake(s, 123, "training");
   client silent = cl_unix(dir), half = cl_unix(dir);
   cl_sends(&half, "{\"cmd\":\"sta");
-  double t0 = wall();
+  double t0 = time_unix();
   int served = 0;
-  while (wall() - t0 < 1.0) {
+  while (time_unix() - t0 < 1.0) {
     client c = cl_unix(dir);
-    double r0 = wall();
+    double r0 = time_unix();
     cJSON *o = ask(&c, "{\"cmd\":\"status\"}\n");
-    REQUIRE(is_true(o, "ok") && wall() - r0 < 0.5, "others are served while clients hang");
+    REQUIRE(is_true(o, "ok") && time_unix() - r0 < 0.5, "others are served while clients hang");
     cJSON_Delete(o);
     cl_close(&c);
     served++;
@@ -466,7 +460,7 @@ static void test_many(const char *dir, int n) {
   getrlimit(RLIMIT_NOFILE, &rl);
   REQUIRE(rl.rlim_cur >= (rlim_t)(2 * n + 64), "need %d open files (ulimit -n)", 2 * n + 64);
   client *cs = xcalloc((size_t)n, sizeof *cs);
-  double t0 = wall();
+  double t0 = time_unix();
   for (int i = 0; i < n; i++) cs[i] = cl_unix(dir);
   for (int i = 0; i < n; i++) cl_sends(&cs[i], "{\"cmd\":\"status\"}\n");
   int ok = 0;
@@ -475,7 +469,7 @@ static void test_many(const char *dir, int n) {
     if (l && strstr(l, "\"ok\":true") && strstr(l, "\"step\":123")) ok++;
     free(l);
   }
-  double dt = wall() - t0;
+  double dt = time_unix() - t0;
   for (int i = 0; i < n; i++) cl_close(&cs[i]);
   free(cs);
   REQUIRE(ok == n, "%d of %d concurrent clients answered", ok, n);
@@ -691,8 +685,8 @@ static void test_stop_through_socket(const char *dir, status_server *s) {
   o = ask(&c, "{\"cmd\":\"stop\"}\n");
   REQUIRE(is_true(o, "accepted") && !strcmp(str(o, "state"), "training"), "stop accepted");
   cJSON_Delete(o);
-  double t0 = wall();
-  while (!atomic_load(&t.done) && wall() - t0 < 5) usleep(10000);
+  double t0 = time_unix();
+  while (!atomic_load(&t.done) && time_unix() - t0 < 5) usleep(10000);
   REQUIRE(atomic_load(&t.done) && t.saw_stop && t.saw_ckpt, "trainer saw checkpoint and stop");
   pthread_join(th, NULL);
   o = ask(&c, "{\"cmd\":\"status\"}\n");
@@ -835,10 +829,10 @@ static int serve(const char *dir, double secs) {
                       .val_acc = NAN, .lr = 0.01, .images_per_s = 500};
     status_server_push_metric(s, &p);
   }
-  double t0 = wall();
+  double t0 = time_unix();
   int64_t step = 490;
   int rc = 0;
-  while (!got_term && wall() - t0 < secs) {
+  while (!got_term && time_unix() - t0 < secs) {
     publish_fake(s, step++, "training");
     int req = status_server_poll_requests(s);
     if (req & STATUS_REQ_STOP) {
