@@ -37,6 +37,8 @@ double cli_parse_double(const char *flag, const char *text, double min, double m
 int cli_usage_error(const char *cmd);
 /* --device: "cpu" | "cuda" | "auto" -> worker/device.h's kind, or exit 2 naming the flag. */
 int cli_parse_device(const char *text);
+/* --precision: "fp32" | "tf32" | "bf16" | "fp16" -> the GEMM math index, or exit 2. */
+int cli_parse_precision(const char *text);
 /* For the commands that run a model in one process: resolves kind and moves the prepared
  * model to the GPU when it is cuda (exact fp32 GEMMs). Dies with the reason when cuda was
  * asked for and cannot be had. Returns 1 on the GPU, 0 on the CPU. */

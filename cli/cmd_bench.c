@@ -77,7 +77,7 @@ int cmd_bench(int argc, char **argv) {
       {"profile", no_argument, 0, 'P'},
       {0, 0, 0, 0}};
   const char *model_name = "mnv3-small", *mode = "both", *precision = "fp32";
-  int device = DEVICE_CPU;
+  int device = DEVICE_CPU, math = 0; /* fp32 */
   double width = 1.0;
   int size = 224, batch = 32, threads = 0, steps = 10, warmup = 2, json = 0, profile = 0, c;
   optind = 1;
@@ -95,7 +95,7 @@ int cmd_bench(int argc, char **argv) {
     case 'P': profile = 1; break;
     case 'd': device = cli_parse_device(optarg); break;
     case 'p':
-      if (device_precision_parse(optarg) < 0) die_status(EXIT_USAGE, "--precision: '%s' is not fp32, tf32, bf16 or fp16", optarg);
+      math = cli_parse_precision(optarg);
       precision = optarg;
       break;
     case 'h': usage(stdout); return EXIT_OK;
@@ -119,7 +119,7 @@ int cmd_bench(int argc, char **argv) {
   char where[256];
   device_describe(dev, gpu, where, sizeof where);
   if (dev == DEVICE_CPU) snprintf(where, sizeof where, "cpu, %d threads", threads_get());
-  if (dev == DEVICE_CUDA) model_use_cuda(&m, device_precision_parse(precision));
+  if (dev == DEVICE_CUDA) model_use_cuda(&m, math);
   size_t n_in = (size_t)batch * size * size * 3;
   float *x = model_host_alloc(&m, n_in * sizeof(float));
   int *labels = model_host_alloc(&m, (size_t)batch * sizeof(int));

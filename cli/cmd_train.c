@@ -200,7 +200,7 @@ int cmd_train(int argc, char **argv) {
       copy_flag(cfg.device, sizeof cfg.device, "--device", optarg);
       break;
     case O_PRECISION:
-      if (device_precision_parse(optarg) < 0) die_status(EXIT_USAGE, "--precision: '%s' is not fp32, tf32, bf16 or fp16", optarg);
+      cli_parse_precision(optarg);
       copy_flag(cfg.precision, sizeof cfg.precision, "--precision", optarg);
       break;
     case O_HELP: usage(stdout); return EXIT_OK;

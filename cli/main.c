@@ -64,6 +64,12 @@ int cli_parse_device(const char *text) {
   return kind;
 }
 
+int cli_parse_precision(const char *text) {
+  int math = device_precision_parse(text);
+  if (math < 0) die_status(EXIT_USAGE, "--precision: '%s' is not fp32, tf32, bf16 or fp16", text);
+  return math;
+}
+
 int cli_use_device(model *m, int kind) {
   int gpu = -1;
   if (device_select((device_kind)kind, 0, &gpu) != DEVICE_CUDA) return 0;
