@@ -439,6 +439,12 @@ static void format_eta(double s, char *out, size_t cap) {
   else snprintf(out, cap, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
 }
 
+/* Seconds left at this launch's average rate so far; NaN before the first step. */
+static double eta_seconds(const trainer *t) {
+  double rate = (double)(t->step - t->first_step) / (time_now() - t->run_start);
+  return rate > 0 ? (double)(t->total_steps - t->step) / rate : NAN;
+}
+
 static void publish(trainer *t, const char *state, double loss, double acc, double ips) {
   if (t->c->rank != 0) return;
   snprintf(t->state, sizeof t->state, "%s", state);
@@ -452,8 +458,7 @@ static void publish(trainer *t, const char *state, double loss, double acc, doub
   j.loss = loss, j.train_acc = acc, j.val_acc = t->last_val;
   j.lr = lr_at(&t->sched, (long)(t->step > 0 ? t->step - 1 : 0), t->schedule_steps);
   j.images_per_s = ips;
-  double rate = (double)(t->step - t->first_step) / (time_now() - t->run_start);
-  j.eta_s = rate > 0 ? (double)(t->total_steps - t->step) / rate : NAN;
+  j.eta_s = eta_seconds(t);
   j.world_size = t->c->world;
   j.start_time = t->start_time;
   coord_publish(t->co, &j, t->timings, t->c->world, t->hosts);
@@ -532,9 +537,8 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
     goto done;
   }
 
-  double last_ckpt_time = time_now(), run_start = time_now();
-  int64_t first_step = t->step;
-  t->run_start = run_start, t->first_step = first_step;
+  double last_ckpt_time = time_now();
+  t->run_start = time_now(), t->first_step = t->step;
   publish(t, "training", NAN, NAN, 0);
   while (t->step < t->total_steps) {
     /* Epoch plan: this rank's slice of every remaining step. */
@@ -596,14 +600,12 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
       if (t->step % cfg->log_every == 0 || t->step_in_epoch == t->steps_per_epoch || ctl[CONTROL_STOP] > 0) {
         if (c->rank == 0) {
           char eta[32];
-          double elapsed = time_now() - run_start;
-          double rate = (double)(t->step - first_step) / elapsed;
-          format_eta(rate > 0 ? (t->total_steps - t->step) / rate : NAN, eta, sizeof eta);
+          format_eta(eta_seconds(t), eta, sizeof eta);
           log_info("epoch %d/%d  step %d/%d  loss %.4f  acc %.3f  lr %.3g  %.1f img/s  comm %.1f ms  ETA %s",
                    t->epoch + 1, cfg->epochs, t->step_in_epoch, t->steps_per_epoch, wloss, wacc, lr, ips,
                    1e3 * t->window_comm / t->window_steps, eta);
           statusp_metric p = {t->step, t->epoch, wloss, wacc, NAN, lr, ips};
-          coord_metric(t->co, &p, elapsed, t->window_comm / t->window_steps);
+          coord_metric(t->co, &p, time_now() - t->run_start, t->window_comm / t->window_steps);
         }
         publish(t, "training", wloss, wacc, ips);
         t->window_loss = t->window_correct = t->window_samples = t->window_time = t->window_comm = 0;
@@ -650,7 +652,7 @@ int trainer_run(job_config *cfg, const char *job_dir, comm *c) {
       if (c->rank == 0) {
         log_info("epoch %d/%d done: validation accuracy %.4f (best %.4f)", t->epoch, cfg->epochs, val, t->best_val);
         statusp_metric p = {t->step, t->epoch - 1, NAN, NAN, val, lr_at(&t->sched, (long)t->step - 1, t->schedule_steps), 0};
-        coord_metric(t->co, &p, time_now() - run_start, 0);
+        coord_metric(t->co, &p, time_now() - t->run_start, 0);
       }
       check_same_weights(t, "at an epoch end");
       take_checkpoint(t, "epoch end");
