@@ -44,6 +44,31 @@ static unsigned char *read_whole(const char *path, size_t *n) {
   return buf;
 }
 
+/* --tensor: the logits of every image in FILE's "input" [N,3,S,S] (NCHW, as PyTorch takes
+ * it), as JSON, for comparing with another implementation. */
+static void predict_tensor(model *m, const char *path, int device) {
+  st_file *in = st_open_or_die(path);
+  const st_tensor *x = st_expect(in, "input", ST_F32, 4, NULL);
+  int n = (int)x->shape[0], c = (int)x->shape[1], h = (int)x->shape[2], w = (int)x->shape[3];
+  if (c != 3 || h != w || n < 1 || h < 32) die("%s: 'input' must be [N,3,S,S] with S >= 32", path);
+  float *nchw = xmalloc(x->numel * sizeof(float)), *nhwc = xmalloc(x->numel * sizeof(float));
+  st_copy_f32(x, nchw, x->numel);
+  weights_images_from_torch(nchw, nhwc, n, h * w);
+  model_prepare(m, n, h);
+  cli_use_device(m, device);
+  model_forward(m, nhwc, NULL, n, 0, 0.0f);
+  const int classes = m->cfg.num_classes;
+  printf("{\"logits\":[");
+  for (int b = 0; b < n; b++) {
+    printf("%s[", b ? "," : "");
+    for (int k = 0; k < classes; k++) printf("%s%.9g", k ? "," : "", model_logits(m)[b * classes + k]);
+    printf("]");
+  }
+  printf("]}\n");
+  free(nchw), free(nhwc);
+  st_close(in);
+}
+
 int cmd_predict(int argc, char **argv) {
   static const struct option opts[] = {
       {"weights", required_argument, 0, 'w'}, {"top", required_argument, 0, 'k'},
@@ -71,6 +96,10 @@ int cmd_predict(int argc, char **argv) {
     fprintf(stderr, "pollen predict: --weights FILE and at least one image are required; see 'pollen predict --help'\n");
     return EXIT_USAGE;
   }
+  if (tensor && optind < argc) {
+    fprintf(stderr, "pollen predict: give images or --tensor FILE, not both; see 'pollen predict --help'\n");
+    return EXIT_USAGE;
+  }
   threads_set(threads);
   st_file *f = st_open_or_die(weights);
   model_config mc;
@@ -80,35 +109,14 @@ int cmd_predict(int argc, char **argv) {
   model m;
   model_init(&m, &mc, 0);
   weights_load_state_dict(&m, f, "", 0, 1);
-  char **names = weights_class_names(f, mc.num_classes);
-  st_close(f);
   if (tensor) {
-    st_file *in = st_open_or_die(tensor);
-    const st_tensor *x = st_expect(in, "input", ST_F32, 4, NULL);
-    int n = (int)x->shape[0], c = (int)x->shape[1], h = (int)x->shape[2], w = (int)x->shape[3];
-    if (c != 3 || h != w || n < 1 || h < 32) die("%s: 'input' must be [N,3,S,S] with S >= 32", tensor);
-    float *nchw = xmalloc(x->numel * sizeof(float)), *nhwc = xmalloc(x->numel * sizeof(float));
-    st_copy_f32(x, nchw, x->numel);
-    weights_images_from_torch(nchw, nhwc, n, h * w);
-    model_prepare(&m, n, h);
-    cli_use_device(&m, device);
-    model_forward(&m, nhwc, NULL, n, 0, 0.0f);
-    printf("{\"logits\":[");
-    for (int b = 0; b < n; b++) {
-      printf("%s[", b ? "," : "");
-      for (int k = 0; k < mc.num_classes; k++) printf("%s%.9g", k ? "," : "", model_logits(&m)[b * mc.num_classes + k]);
-      printf("]");
-    }
-    printf("]}\n");
-    free(nchw), free(nhwc);
-    st_close(in);
-    if (names) {
-      for (int k = 0; k < mc.num_classes; k++) free(names[k]);
-      free(names);
-    }
+    st_close(f);
+    predict_tensor(&m, tensor, device);
     model_free(&m);
     return EXIT_OK;
   }
+  char **names = weights_class_names(f, mc.num_classes);
+  st_close(f);
   model_prepare(&m, 1, size);
   cli_use_device(&m, device);
   if (top > mc.num_classes) top = mc.num_classes;

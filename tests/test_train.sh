@@ -103,6 +103,7 @@ expect_status 2 "is not cpu, cuda or auto" -- "$P" train --job "$T/x" --device g
 expect_status 2 "is not fp32, tf32, bf16 or fp16" -- "$P" train --job "$T/x" --precision fp8
 expect_status 2 "is not cpu, cuda or auto" -- "$P" eval --job "$T/job" --device tpu
 expect_status 2 "is not cpu, cuda or auto" -- "$P" predict --weights "$T/job/weights.safetensors" --device tpu x.jpg
+expect_status 2 "images or --tensor FILE, not both" -- "$P" predict --weights "$T/job/weights.safetensors" --tensor t.safetensors x.jpg
 # Without a GPU (or CUDA in this build) --device cuda says which, and trains nothing.
 if ! nvidia-smi -L >/dev/null 2>&1; then
   expect_status 1 "--device cuda: " -- "$P" train --data "$T/data" --job "$T/nogpu" --device cuda
