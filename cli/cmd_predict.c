@@ -14,7 +14,8 @@
 
 static void usage(FILE *to) {
   fprintf(to,
-          "usage: pollen predict --weights FILE [--top K] [--size S] [--json] IMAGE.jpg...\n\n"
+          "usage: pollen predict --weights FILE [--top K] [--size S] [--json] IMAGE.jpg...\n"
+          "       pollen predict --weights FILE --tensor FILE\n\n"
           "Prints the K most likely classes of each photo with their probabilities (eval\n"
           "preprocessing: shorter side to S/0.875, center S x S crop).\n\n"
           "  --weights FILE   weights exported by pollen train/export (JOB/weights.safetensors)\n"
