@@ -4,36 +4,13 @@
  * finite differences are meaningless. Also in-place use (out == in, din == dout). */
 #include "ops/ops.h"
 #include "tests/gradcheck.h"
-
-static double ref_act(double x, act_kind a) {
-  double r6 = fmin(fmax(x + 3.0, 0.0), 6.0);
-  switch (a) {
-    case ACT_NONE: return x;
-    case ACT_RELU: return fmax(x, 0.0);
-    case ACT_RELU6: return fmin(fmax(x, 0.0), 6.0);
-    case ACT_HARDSWISH: return x * r6 / 6.0;
-    case ACT_HARDSIGMOID: return r6 / 6.0;
-  }
-  return 0.0;
-}
+#include "tests/op_ref.h"
 
 typedef struct {
   size_t n;
   act_kind a;
   double *in, *R;
 } ctx_t;
-
-/* PyTorch's gradient at x (the values ops.h promises, breakpoints included). */
-static double torch_grad(double x, act_kind a) {
-  switch (a) {
-    case ACT_NONE: return 1.0;
-    case ACT_RELU: return x > 0 ? 1.0 : 0.0;
-    case ACT_RELU6: return (x > 0 && x < 6) ? 1.0 : 0.0;
-    case ACT_HARDSWISH: return x < -3 ? 0.0 : (x <= 3 ? x / 3.0 + 0.5 : 1.0);
-    case ACT_HARDSIGMOID: return (x > -3 && x < 3) ? 1.0 / 6.0 : 0.0;
-  }
-  return 0.0;
-}
 
 static void run(act_kind a, size_t n) {
   float *in = GC_NEWF(n), *out = GC_NEWF(n), *R = GC_NEWF(n), *din = GC_NEWF(n);
@@ -82,7 +59,7 @@ static void run(act_kind a, size_t n) {
   const int np = (int)(sizeof pts / sizeof pts[0]);
   float g[16], y[16], ones[16];
   double want[16], wy[16];
-  for (int i = 0; i < np; i++) ones[i] = 1.0f, want[i] = torch_grad(pts[i], a), wy[i] = ref_act(pts[i], a);
+  for (int i = 0; i < np; i++) ones[i] = 1.0f, want[i] = ref_act_grad(pts[i], a), wy[i] = ref_act(pts[i], a);
   act_backward(g, ones, pts, (size_t)np, a);
   act_forward(y, pts, (size_t)np, a);
   snprintf(what, sizeof what, "%-11s grad at -3,0,3,6 and +-1e-4", act_name(a));

@@ -4,6 +4,7 @@
  * per-channel offset so a mean-less variance formula would also be caught. */
 #include "ops/ops.h"
 #include "tests/gradcheck.h"
+#include "tests/op_ref.h"
 
 typedef struct {
   int M, C;
@@ -12,21 +13,7 @@ typedef struct {
 } ctx_t;
 
 static void ref_forward(ctx_t *c) {
-  for (int ch = 0; ch < c->C; ch++) {
-    double s = 0.0, q = 0.0;
-    for (int m = 0; m < c->M; m++) s += c->in[(size_t)m * c->C + ch];
-    double mean = s / c->M;
-    for (int m = 0; m < c->M; m++) {
-      double d = c->in[(size_t)m * c->C + ch] - mean;
-      q += d * d;
-    }
-    double var = q / c->M;
-    c->mean[ch] = mean;
-    c->var[ch] = var;
-    for (int m = 0; m < c->M; m++)
-      c->out[(size_t)m * c->C + ch] =
-          (c->in[(size_t)m * c->C + ch] - mean) / sqrt(var + c->eps) * c->gamma[ch] + c->beta[ch];
-  }
+  ref_batchnorm(c->out, c->mean, c->var, c->in, c->gamma, c->beta, c->M, c->C, c->eps);
 }
 static double loss(void *p) {
   ctx_t *c = p;
@@ -100,21 +87,8 @@ static void run(int M, int C, double offset, int fd) {
     snprintf(what, sizeof what, "bn din vs FD     %s", name);
     gc_check(what, din, t, n, 1e-3, 1e-4);
   }
-  ref_forward(&c); /* FD left perturbed statistics in c.mean, c.var */
-  /* The closed form in double (checked against FD above on the small shapes):
-   * din = rstd*gamma*(dout - mean(dout) - xhat*mean(dout*xhat)). */
-  for (int ch = 0; ch < C; ch++) {
-    double rstd = 1.0 / sqrt(c.var[ch] + eps), mdy = 0.0, mdyx = 0.0;
-    for (int m = 0; m < M; m++) {
-      size_t i = (size_t)m * C + ch;
-      mdy += c.R[i] / M;
-      mdyx += c.R[i] * (c.in[i] - c.mean[ch]) * rstd / M;
-    }
-    for (int m = 0; m < M; m++) {
-      size_t i = (size_t)m * C + ch;
-      t[i] = rstd * c.gamma[ch] * (c.R[i] - mdy - (c.in[i] - c.mean[ch]) * rstd * mdyx);
-    }
-  }
+  /* The closed form in double (checked against FD above on the small shapes). */
+  ref_batchnorm_din(t, c.R, c.in, c.gamma, M, C, eps);
   snprintf(what, sizeof what, "bn din vs formula %s", name);
   gc_check(what, din, t, n, 1e-3, 1e-4);
   gc_fd(t, c.gamma, C, loss, &c, 1e-4);

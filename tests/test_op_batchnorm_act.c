@@ -9,6 +9,7 @@
 
 #include "ops/ops.h"
 #include "tests/gradcheck.h"
+#include "tests/op_ref.h"
 
 typedef struct {
   int M, C;
@@ -17,45 +18,10 @@ typedef struct {
   double *in, *gamma, *beta, *R, *y, *out;
 } ctx_t;
 
-static double relu6d(double x) { return x < 0 ? 0 : (x > 6 ? 6 : x); }
-static double act_d(double y, act_kind a) {
-  switch (a) {
-    case ACT_RELU: return y > 0 ? y : 0;
-    case ACT_RELU6: return relu6d(y);
-    case ACT_HARDSWISH: return y * relu6d(y + 3) / 6;
-    case ACT_HARDSIGMOID: return relu6d(y + 3) / 6;
-    case ACT_NONE: break;
-  }
-  return y;
-}
-/* PyTorch's derivative rules at the break points (ops.h). */
-static double act_grad_d(double y, act_kind a) {
-  switch (a) {
-    case ACT_RELU: return y > 0 ? 1 : 0;
-    case ACT_RELU6: return y > 0 && y < 6 ? 1 : 0;
-    case ACT_HARDSWISH: return y < -3 ? 0 : (y <= 3 ? y / 3 + 0.5 : 1);
-    case ACT_HARDSIGMOID: return y > -3 && y < 3 ? 1.0 / 6 : 0;
-    case ACT_NONE: break;
-  }
-  return 1;
-}
-
+/* y = the BN output, kept for the activation's gradient. */
 static void ref_forward(ctx_t *c) {
-  for (int ch = 0; ch < c->C; ch++) {
-    double s = 0.0, q = 0.0;
-    for (int m = 0; m < c->M; m++) s += c->in[(size_t)m * c->C + ch];
-    double mean = s / c->M;
-    for (int m = 0; m < c->M; m++) {
-      double d = c->in[(size_t)m * c->C + ch] - mean;
-      q += d * d;
-    }
-    double rstd = 1.0 / sqrt(q / c->M + c->eps);
-    for (int m = 0; m < c->M; m++) {
-      size_t i = (size_t)m * c->C + ch;
-      c->y[i] = (c->in[i] - mean) * rstd * c->gamma[ch] + c->beta[ch];
-      c->out[i] = act_d(c->y[i], c->act);
-    }
-  }
+  ref_batchnorm(c->y, NULL, NULL, c->in, c->gamma, c->beta, c->M, c->C, c->eps);
+  for (size_t i = 0; i < (size_t)c->M * c->C; i++) c->out[i] = ref_act(c->y[i], c->act);
 }
 static double loss(void *p) {
   ctx_t *c = p;
@@ -119,7 +85,7 @@ static void run(int M, int C, act_kind act, int fd) {
   double *t = GC_NEWD(n);
   for (size_t i = 0; i < n; i++) {
     int ch = (int)(i % C);
-    t[i] = act_d((c.in[i] - rm[ch]) / sqrt((double)rv[ch] + eps) * gamma[ch] + beta[ch], act);
+    t[i] = ref_act((c.in[i] - rm[ch]) / sqrt((double)rv[ch] + eps) * gamma[ch] + beta[ch], act);
   }
   snprintf(what, sizeof what, "bnact fwd eval vs double  %s", name);
   gc_check(what, din, t, n, 1e-4, 1e-5);
@@ -132,26 +98,11 @@ static void run(int M, int C, act_kind act, int fd) {
   gc_expect(same_bits(din, ref_din, n) && same_bits(dg, dg2, C) && same_bits(db, db2, C), what);
   for (int ch = 0; ch < C; ch++) dg0[ch] = dg[ch] - dg0[ch], db0[ch] = db[ch] - db0[ch];
   {
-    /* dy = act'(y) * R; din = rstd*gamma*(dy - mean(dy) - xhat*mean(dy*xhat)) */
+    /* dy = act'(y) * R, then batch norm's closed form. */
     double *dy = GC_NEWD(n);
     ref_forward(&c);
-    for (size_t i = 0; i < n; i++) dy[i] = act_grad_d(c.y[i], act) * c.R[i];
-    for (int ch = 0; ch < C; ch++) {
-      double s = 0, q = 0;
-      for (int m = 0; m < M; m++) s += c.in[(size_t)m * C + ch];
-      double mean = s / M;
-      for (int m = 0; m < M; m++) q += pow(c.in[(size_t)m * C + ch] - mean, 2);
-      double rstd = 1.0 / sqrt(q / M + eps), mdy = 0, mdyx = 0;
-      for (int m = 0; m < M; m++) {
-        size_t i = (size_t)m * C + ch;
-        mdy += dy[i] / M;
-        mdyx += dy[i] * (c.in[i] - mean) * rstd / M;
-      }
-      for (int m = 0; m < M; m++) {
-        size_t i = (size_t)m * C + ch;
-        t[i] = rstd * c.gamma[ch] * (dy[i] - mdy - (c.in[i] - mean) * rstd * mdyx);
-      }
-    }
+    for (size_t i = 0; i < n; i++) dy[i] = ref_act_grad(c.y[i], act) * c.R[i];
+    ref_batchnorm_din(t, dy, c.in, c.gamma, M, C, eps);
     free(dy);
   }
   snprintf(what, sizeof what, "bnact din vs formula  %s", name);
