@@ -99,16 +99,51 @@ static void bn_finish_stats(float *save_mean, float *save_rstd, float *scale, fl
   }
 }
 
-void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd, float *running_mean,
-                             float *running_var, const float *in, const float *gamma,
-                             const float *beta, int M, int C, float eps, float momentum) {
-  POLLEN_ASSERT(C > 0 && C <= BN_MAXC_STACK && M > 0);
+/* The training forward's statistics: sums shifted by the first row, then bn_finish_stats. */
+static void bn_train_stats(float *save_mean, float *save_rstd, float *scale, float *running_mean,
+                           float *running_var, const float *in, const float *gamma, int M, int C,
+                           float eps, float momentum) {
+  POLLEN_ASSERT(C > 0 && C <= BN_MAXC_STACK && M > 0); /* also tells GCC the arrays are set */
   double S1[C], S2[C];
-  float ref[C], scale[C];
+  float ref[C];
   for (int c = 0; c < C; c++) ref[c] = in[c]; /* first row: the shift */
   bn_sums(S1, S2, NULL, in, ref, 1, M, C);
   bn_finish_stats(save_mean, save_rstd, scale, running_mean, running_var, S1, S2, ref, gamma, M,
                   C, eps, momentum);
+}
+
+/* Evaluation: scale = gamma / sqrt(running_var + eps). */
+static void bn_eval_scale(float *scale, const float *gamma, const float *running_var, int C,
+                          float eps) {
+  for (int c = 0; c < C; c++)
+    scale[c] = (float)((double)gamma[c] / sqrt((double)running_var[c] + (double)eps));
+}
+
+/* From the backward sums Sdy = sum dy and Sdyx = sum dy*(x - mean): dbeta and dgamma (added),
+ * and din = a*dy + b*(x - mean) + k, the closed form
+ * din = g*rstd*(dy - mean(dy) - xhat*mean(dy*xhat)), xhat = (x-mean)*rstd. */
+static void bn_backward_coefs(float *a, float *b, float *k, float *dgamma, float *dbeta,
+                              const double *Sdy, const double *Sdyx, const float *save_rstd,
+                              const float *gamma, int M, int C) {
+  for (int c = 0; c < C; c++) {
+    double rstd = save_rstd[c];
+    double sum_dy_xhat = Sdyx[c] * rstd;
+    dbeta[c] += (float)Sdy[c];
+    dgamma[c] += (float)sum_dy_xhat;
+    double ga = (double)gamma[c] * rstd;
+    a[c] = (float)ga;
+    b[c] = (float)(-ga * rstd * sum_dy_xhat / M);
+    k[c] = (float)(-ga * Sdy[c] / M);
+  }
+}
+
+void batchnorm_forward_train(float *out, float *save_mean, float *save_rstd, float *running_mean,
+                             float *running_var, const float *in, const float *gamma,
+                             const float *beta, int M, int C, float eps, float momentum) {
+  POLLEN_ASSERT(C > 0 && C <= BN_MAXC_STACK && M > 0);
+  float scale[C];
+  bn_train_stats(save_mean, save_rstd, scale, running_mean, running_var, in, gamma, M, C, eps,
+                 momentum);
   bn_affine(out, in, save_mean, scale, beta, M, C);
 }
 
@@ -117,8 +152,7 @@ void batchnorm_forward_eval(float *out, const float *in, const float *gamma, con
                             float eps) {
   POLLEN_ASSERT(C > 0 && C <= BN_MAXC_STACK);
   float scale[C];
-  for (int c = 0; c < C; c++)
-    scale[c] = (float)((double)gamma[c] / sqrt((double)running_var[c] + (double)eps));
+  bn_eval_scale(scale, gamma, running_var, C, eps);
   bn_affine(out, in, running_mean, scale, beta, M, C);
 }
 
@@ -130,18 +164,7 @@ void batchnorm_backward(float *din, float *dgamma, float *dbeta, const float *do
   float a[C], b[C], k[C];
   const float *mu = save_mean;
   bn_sums(Sdy, Sdyx, dout, in, save_mean, 0, M, C);
-  for (int c = 0; c < C; c++) {
-    double rstd = save_rstd[c];
-    double sum_dy_xhat = Sdyx[c] * rstd;
-    dbeta[c] += (float)Sdy[c];
-    dgamma[c] += (float)sum_dy_xhat;
-    /* din = g*rstd*(dy - mean(dy) - xhat*mean(dy*xhat)), xhat = (x-mean)*rstd */
-    double ga = (double)gamma[c] * rstd;
-    double bb = -ga * rstd * sum_dy_xhat / M;
-    a[c] = (float)ga;
-    b[c] = (float)bb;
-    k[c] = (float)(-ga * Sdy[c] / M);
-  }
+  bn_backward_coefs(a, b, k, dgamma, dbeta, Sdy, Sdyx, save_rstd, gamma, M, C);
 #pragma omp parallel for schedule(static) if ((long)M * C >= OPS_PAR_MIN)
   for (long m = 0; m < M; m++) {
     const float *dy = dout + (size_t)m * C, *x = in + (size_t)m * C;
@@ -286,12 +309,9 @@ void batchnorm_act_forward_train(float *out, float *save_mean, float *save_rstd,
                                  const float *gamma, const float *beta, int M, int C, float eps,
                                  float momentum, act_kind act) {
   POLLEN_ASSERT(C > 0 && C <= BN_MAXC_STACK && M > 0);
-  double S1[C], S2[C];
-  float ref[C], scale[C];
-  for (int c = 0; c < C; c++) ref[c] = in[c];
-  bn_sums(S1, S2, NULL, in, ref, 1, M, C);
-  bn_finish_stats(save_mean, save_rstd, scale, running_mean, running_var, S1, S2, ref, gamma, M,
-                  C, eps, momentum);
+  float scale[C];
+  bn_train_stats(save_mean, save_rstd, scale, running_mean, running_var, in, gamma, M, C, eps,
+                 momentum);
   bn_affine_act(out, in, save_mean, scale, beta, M, C, act);
 }
 
@@ -301,8 +321,7 @@ void batchnorm_act_forward_eval(float *out, const float *in, const float *gamma,
                                 act_kind act) {
   POLLEN_ASSERT(C > 0 && C <= BN_MAXC_STACK);
   float scale[C];
-  for (int c = 0; c < C; c++)
-    scale[c] = (float)((double)gamma[c] / sqrt((double)running_var[c] + (double)eps));
+  bn_eval_scale(scale, gamma, running_var, C, eps);
   bn_affine_act(out, in, running_mean, scale, beta, M, C, act);
 }
 
@@ -386,16 +405,7 @@ void batchnorm_act_backward(float *din, float *dgamma, float *dbeta, const float
 #undef BN_SUMS
   }
   bn_reduce_partials(Sdy, Sdyx, part, nch, C);
-  for (int c = 0; c < C; c++) {
-    double rstd = save_rstd[c];
-    double sum_dy_xhat = Sdyx[c] * rstd;
-    dbeta[c] += (float)Sdy[c];
-    dgamma[c] += (float)sum_dy_xhat;
-    double ga = (double)gamma[c] * rstd;
-    a[c] = (float)ga;
-    b[c] = (float)(-ga * rstd * sum_dy_xhat / M);
-    k[c] = (float)(-ga * Sdy[c] / M);
-  }
+  bn_backward_coefs(a, b, k, dgamma, dbeta, Sdy, Sdyx, save_rstd, gamma, M, C);
 #pragma omp parallel for schedule(static) if ((long)M * C >= OPS_PAR_MIN)
   for (int ch = 0; ch < nch; ch++) {
     long m0 = ops_chunk_lo(M, nch, ch), m1 = ops_chunk_lo(M, nch, ch + 1);
