@@ -111,10 +111,32 @@ static void dwc_run(float *dst0, long dstep, const float *const *src0, long sste
 }
 #endif
 
+/* The taps of output pixel (n, oh, ow) that fall inside the image: src[t] its input pixel,
+ * wt[t] its weights. Returns the count. */
+static inline int dwc_fwd_taps(const float **src, const float **wt, const float *in,
+                               const float *w, int n, int oh, int ow, int H, int W, int C, int K,
+                               int stride) {
+  const int pad = (K - 1) / 2;
+  int nt = 0;
+  for (int kh = 0; kh < K; kh++) {
+    int ih = oh * stride - pad + kh;
+    if (ih < 0 || ih >= H) continue;
+    const float *irow = in + ((size_t)n * H + ih) * W * C;
+    for (int kw = 0; kw < K; kw++) {
+      int iw = ow * stride - pad + kw;
+      if (iw < 0 || iw >= W) continue;
+      src[nt] = irow + (size_t)iw * C;
+      wt[nt] = w + ((size_t)kh * K + kw) * C;
+      nt++;
+    }
+  }
+  return nt;
+}
+
 void dwconv_forward(float *out, const float *in, const float *w, int N, int H, int W, int C, int K,
                     int stride) {
   POLLEN_ASSERT(K >= 1 && K * K <= DWC_MAXTAPS && stride >= 1);
-  const int pad = (K - 1) / 2, Ho = conv_out_size(H, K, stride), Wo = conv_out_size(W, K, stride);
+  const int Ho = conv_out_size(H, K, stride), Wo = conv_out_size(W, K, stride);
   const long rows = (long)N * Ho;
 #pragma omp parallel for schedule(static) if (rows * Wo * C * K >= OPS_PAR_MIN)
   for (long r = 0; r < rows; r++) {
@@ -125,22 +147,13 @@ void dwconv_forward(float *out, const float *in, const float *w, int N, int H, i
     int lo = 0, hi = 0;
 #if OPS_VW == 8
     if (dwc_blocks_pay(C, stride)) {
+      const int pad = (K - 1) / 2;
       lo = (pad + stride - 1) / stride;
       hi = W - K + pad >= 0 ? (W - K + pad) / stride + 1 : 0;
       if (hi > Wo) hi = Wo;
       if (lo > hi) lo = hi = 0;
-      if (hi > lo) {
-        int nt = 0;
-        for (int kh = 0; kh < K; kh++) {
-          int ih = oh * stride - pad + kh;
-          if (ih < 0 || ih >= H) continue;
-          const float *irow = in + ((size_t)n * H + ih) * W * C;
-          for (int kw = 0; kw < K; kw++) {
-            src[nt] = irow + ((long)lo * stride - pad + kw) * C; /* at pixel lo */
-            wt[nt] = w + ((size_t)kh * K + kw) * C;
-            nt++;
-          }
-        }
+      if (hi > lo) { /* the taps of pixel lo; pixel lo + j reads them j*stride pixels on */
+        int nt = dwc_fwd_taps(src, wt, in, w, n, oh, lo, H, W, C, K, stride);
         dwc_run(orow + (size_t)lo * C, C, src, (long)stride * C, wt, nt, C, 0, hi - lo);
       }
     }
@@ -150,29 +163,38 @@ void dwconv_forward(float *out, const float *in, const float *w, int N, int H, i
         ow = hi - 1;
         continue;
       }
-      int nt = 0;
-      for (int kh = 0; kh < K; kh++) {
-        int ih = oh * stride - pad + kh;
-        if (ih < 0 || ih >= H) continue;
-        const float *irow = in + ((size_t)n * H + ih) * W * C;
-        for (int kw = 0; kw < K; kw++) {
-          int iw = ow * stride - pad + kw;
-          if (iw < 0 || iw >= W) continue;
-          src[nt] = irow + (size_t)iw * C;
-          wt[nt] = w + ((size_t)kh * K + kw) * C;
-          nt++;
-        }
-      }
+      int nt = dwc_fwd_taps(src, wt, in, w, n, oh, ow, H, W, C, K, stride);
       dwc_tapsum(orow + (size_t)ow * C, src, wt, nt, C);
     }
   }
+}
+
+/* The output pixels that input pixel (n, ih, iw) feeds: src[t] the output gradient there,
+ * wt[t] the tap's weights. Returns the count. */
+static inline int dwc_din_taps(const float **src, const float **wt, const float *dout,
+                               const float *w, int n, int ih, int iw, int Ho, int Wo, int C, int K,
+                               int s) {
+  const int pad = (K - 1) / 2;
+  int nt = 0;
+  for (int kh = 0; kh < K; kh++) {
+    int t = ih + pad - kh;
+    if (t < 0 || t % s || t / s >= Ho) continue;
+    const float *grow = dout + ((size_t)n * Ho + t / s) * Wo * C;
+    for (int kw = 0; kw < K; kw++) {
+      int u = iw + pad - kw;
+      if (u < 0 || u % s || u / s >= Wo) continue;
+      src[nt] = grow + (size_t)(u / s) * C;
+      wt[nt] = w + ((size_t)kh * K + kw) * C;
+      nt++;
+    }
+  }
+  return nt;
 }
 
 /* din[n][ih][iw][c] = sum of dout[n][oh][ow][c]*w[kh][kw][c] over oh*s-pad+kh = ih and
  * ow*s-pad+kw = iw. */
 static void dwc_din(float *din, const float *dout, const float *w, int N, int H, int W, int C,
                     int K, int s, int Ho, int Wo) {
-  const int pad = (K - 1) / 2;
   const long rows = (long)N * H;
 #pragma omp parallel for schedule(static) if (rows * W * C * K >= OPS_PAR_MIN)
   for (long r = 0; r < rows; r++) {
@@ -185,24 +207,13 @@ static void dwc_din(float *din, const float *dout, const float *w, int N, int H,
     int lo = 0, hi = 0;
 #if OPS_VW == 8
     if (dwc_blocks_pay(C, s)) {
+      const int pad = (K - 1) / 2;
       lo = K - 1 - pad;          /* iw + pad - kw >= 0 for every kw */
       hi = (Wo - 1) * s - pad + 1; /* (iw + pad - kw)/s <= Wo - 1 for every valid kw */
       if (hi > W) hi = W;
       if (lo > hi) lo = hi = 0;
       for (int q = lo; q < lo + s && q < hi; q++) {
-        int nt = 0;
-        for (int kh = 0; kh < K; kh++) {
-          int t = ih + pad - kh;
-          if (t < 0 || t % s || t / s >= Ho) continue;
-          const float *grow = dout + ((size_t)n * Ho + t / s) * Wo * C;
-          for (int kw = 0; kw < K; kw++) {
-            int u = q + pad - kw;
-            if (u % s) continue;
-            src[nt] = grow + (size_t)(u / s) * C; /* at pixel q */
-            wt[nt] = w + ((size_t)kh * K + kw) * C;
-            nt++;
-          }
-        }
+        int nt = dwc_din_taps(src, wt, dout, w, n, ih, q, Ho, Wo, C, K, s); /* at pixel q */
         int cnt = (hi - q + s - 1) / s; /* pixels q, q+s, ... < hi */
         dwc_run(drow + (size_t)q * C, (long)s * C, src, C, wt, nt, C, 0, cnt);
       }
@@ -213,19 +224,7 @@ static void dwc_din(float *din, const float *dout, const float *w, int N, int H,
         iw = hi - 1;
         continue;
       }
-      int nt = 0;
-      for (int kh = 0; kh < K; kh++) {
-        int t = ih + pad - kh;
-        if (t < 0 || t % s || t / s >= Ho) continue;
-        const float *grow = dout + ((size_t)n * Ho + t / s) * Wo * C;
-        for (int kw = 0; kw < K; kw++) {
-          int u = iw + pad - kw;
-          if (u < 0 || u % s || u / s >= Wo) continue;
-          src[nt] = grow + (size_t)(u / s) * C;
-          wt[nt] = w + ((size_t)kh * K + kw) * C;
-          nt++;
-        }
-      }
+      int nt = dwc_din_taps(src, wt, dout, w, n, ih, iw, Ho, Wo, C, K, s);
       dwc_tapsum(drow + (size_t)iw * C, src, wt, nt, C);
     }
   }
