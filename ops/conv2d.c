@@ -278,23 +278,19 @@ void conv2d_backward(float *din, float *dw, const float *dout, const float *in, 
                      int N, int H, int W, int Cin, int Cout, int K, int stride, float *scratch) {
   const int Ho = conv_out_size(H, K, stride), Wo = conv_out_size(W, K, stride);
   const int kkc = K * K * Cin, P = Ho * Wo;
+  int direct = 0; /* dw straight from the input, without columns */
 #if OPS_VW == 8
-  if (c2d_direct_ok(Cin, Cout, K)) {
-    c2d_direct_dw(dw, dout, in, N, H, W, Cin, Cout, K, stride);
-    if (!din) return;
-    for (int n = 0; n < N; n++) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P, kkc, Cout, 1.0f,
-                  dout + (size_t)n * P * Cout, Cout, w, kkc, 0.0f, scratch, kkc);
-      conv2d_col2im(din + (size_t)n * H * W * Cin, scratch, H, W, Cin, K, stride, Ho, Wo);
-    }
-    return;
-  }
+  direct = c2d_direct_ok(Cin, Cout, K);
+  if (direct) c2d_direct_dw(dw, dout, in, N, H, W, Cin, Cout, K, stride);
 #endif
+  if (direct && !din) return;
   for (int n = 0; n < N; n++) {
     const float *g = dout + (size_t)n * P * Cout;
-    conv2d_im2col(scratch, in + (size_t)n * H * W * Cin, H, W, Cin, K, stride, Ho, Wo);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, kkc, P, 1.0f, g, Cout, scratch,
-                kkc, 1.0f, dw, kkc);
+    if (!direct) {
+      conv2d_im2col(scratch, in + (size_t)n * H * W * Cin, H, W, Cin, K, stride, Ho, Wo);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, kkc, P, 1.0f, g, Cout, scratch,
+                  kkc, 1.0f, dw, kkc);
+    }
     if (!din) continue;
     /* The columns are no longer needed: reuse the scratch for dcol. */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P, kkc, Cout, 1.0f, g, Cout, w, kkc,
