@@ -82,10 +82,6 @@ struct dwconv_dw_f {
   }
 };
 
-__global__ void dwconv_acc_k(float *dst, const float *src, size_t n) {
-  CU_FOR(i, n) dst[i] += src[i];
-}
-
 /* part[chunk][tap][c]: the sums of chunk blockIdx.y's output pixels for channels
  * blockIdx.x*blockDim.x + threadIdx.x; threadIdx.y strides over the chunk's pixels. */
 template <int K>
@@ -207,6 +203,5 @@ void cuda_dwconv_backward(cuda_ctx *ctx, float *din, float *dw, const float *dou
   float *sum = part + np;
   cu_colsum2<float>(ctx->stream, sum, (float *)NULL, part, M, kkc,
                     dwconv_dw_f{dout, in, H, W, C, K, stride, Ho, Wo});
-  dwconv_acc_k<<<cu_blocks((size_t)kkc), CU_THREADS, 0, ctx->stream>>>(dw, sum, (size_t)kkc);
-  CUDA_CHECK_LAUNCH();
+  cuda_residual_backward(ctx, dw, sum, (size_t)kkc); /* dw += sum */
 }

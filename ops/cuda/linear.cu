@@ -14,10 +14,6 @@ struct linear_col_f {
   }
 };
 
-__global__ void linear_acc_k(float *dst, const float *src, int n) {
-  CU_FOR(i, (size_t)n) dst[i] += src[i];
-}
-
 void cuda_linear_forward(cuda_ctx *ctx, float *out, const float *in, const float *w,
                          const float *bias, int M, int Cin, int Cout) {
   if (M <= 0 || Cout <= 0) return;
@@ -52,7 +48,6 @@ void cuda_linear_backward(cuda_ctx *ctx, float *din, float *dw, float *dbias, co
     float *part = (float *)cuda_ctx_scratch(ctx, 0, sizeof(float) * (np + (size_t)Cout));
     float *sum = part + np;
     cu_colsum2<float>(ctx->stream, sum, (float *)NULL, part, M, Cout, linear_col_f{dout, Cout});
-    linear_acc_k<<<cu_blocks((size_t)Cout), CU_THREADS, 0, ctx->stream>>>(dbias, sum, Cout);
-    CUDA_CHECK_LAUNCH();
+    cuda_residual_backward(ctx, dbias, sum, (size_t)Cout); /* dbias += sum */
   }
 }
