@@ -20,16 +20,6 @@ resume_cleanup() {
 trap resume_cleanup EXIT
 trap 'exit 1' INT TERM
 
-# Under ASan: Open MPI's plugins have no frame pointers, so the fast unwinder stops at
-# "<unknown module>" and tests/lsan.supp cannot match their process-lifetime allocations; the
-# full unwinder reaches the library names. Its progress thread also leaks from plugins that
-# are already unloaded at exit (frames "<unknown module>" then libevent): libevent is added to
-# the suppression file given (or tests/lsan.supp).
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0
-given=$(echo "${LSAN_OPTIONS:-}" | grep -o 'suppressions=[^:]*' | tail -1 | cut -d= -f2)
-{ cat "${given:-$POLLEN_SRC/tests/lsan.supp}" 2>/dev/null; echo "leak:libevent_core"; } >"$tmp/lsan.supp"
-export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$tmp/lsan.supp"
-
 n_fail=0
 pass() { echo "PASS: $*"; }
 fail() { echo "FAIL: $*"; n_fail=$((n_fail + 1)); }

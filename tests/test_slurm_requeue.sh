@@ -75,12 +75,6 @@ else
   echo "note: testing the requeue machinery with tests/slurm/fake_pollen.sh (pollen train without --ckpt-every, or POLLEN_SLURM_WORKLOAD=fake)"
 fi
 
-# Under ASan, srun's PMIx path leaves process-lifetime allocations in Open MPI's and PMIx's
-# plugins, which are unloaded before LeakSanitizer reports: the default fast unwinder then
-# stops at "<unknown module>" and tests/lsan.supp cannot match them. The full unwinder
-# reaches the libraries' names. (Ignored by binaries built without ASan.)
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0
-
 # The uninterrupted reference run, on the second core while the SLURM job uses the first.
 OMP_NUM_THREADS=1 "$bin" train "${train_args[@]}" --job "$tmp/ref" >"$tmp/ref.log" 2>&1 &
 refpid=$!

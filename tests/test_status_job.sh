@@ -276,12 +276,6 @@ if ! command -v mpirun >/dev/null; then
   exit 0
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-# Under ASan, Open MPI's own threads leak a few bytes (libevent, dlclose'd plugins) that
-# tests/lsan.supp does not cover, which turns exit 75 into 1; pollen's code is leak-checked
-# by the 1-rank runs above.
-if ldd "$REAL_POLLEN" 2>/dev/null | grep -q libasan; then
-  export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
-fi
 job=$tmp/job2
 mkdir -p "$job"
 start_job "$tmp/job2.log" 2
