@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "daemon/plan.h"
-#include "ops/core.h"
+#include "proto/plan.h"
+#include "base/core.h"
 #include "worker/loader.h"
 
 static void help(void) {

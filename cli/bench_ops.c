@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "ops/core.h"
+#include "base/core.h"
 #include "ops/ops.h"
 
 typedef enum { B_CONV, B_LINEAR, B_DW, B_BN, B_ACT, B_SE, B_RES, B_POOL, B_DROP, B_CE, B_NKIND } bop_kind;

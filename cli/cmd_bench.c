@@ -7,7 +7,7 @@
 #include <sys/resource.h>
 
 #include "cli/cli.h"
-#include "ops/core.h"
+#include "base/core.h"
 #include "worker/device.h"
 #include "worker/model.h"
 #include "worker/optim.h"

@@ -10,7 +10,7 @@
 
 #include "cli/cli.h"
 #include "daemon/ckpt.h"
-#include "ops/core.h"
+#include "base/core.h"
 
 static void usage(FILE *to) {
   fprintf(to,

@@ -7,7 +7,7 @@
 
 #include "cli/cli.h"
 #include "daemon/ckpt.h"
-#include "ops/core.h"
+#include "base/core.h"
 #include "proto/job_config.h"
 #include "worker/dataset_prepare.h"
 #include "worker/model.h"

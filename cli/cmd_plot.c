@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "ops/core.h"
+#include "base/core.h"
 
 typedef struct {
   double *x, *y;

@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "ops/core.h"
+#include "base/core.h"
 #include "worker/loader.h"
 #include "worker/model.h"
 #include "worker/weights.h"

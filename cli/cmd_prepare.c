@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "ops/core.h"
+#include "base/core.h"
 #include "worker/dataset_prepare.h"
 
 static void help(void) {

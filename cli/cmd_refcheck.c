@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "ops/core.h"
+#include "base/core.h"
 #include "proto/safetensors.h"
 #include "worker/device.h"
 #include "worker/model.h"

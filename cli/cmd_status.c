@@ -19,7 +19,7 @@
 
 #include "cli/cli.h"
 #include "daemon/status_server.h"
-#include "ops/core.h"
+#include "base/core.h"
 
 #define STATUS_EXIT_NOT_RUNNING 3
 #define REPLY_MAX (16u << 20)

@@ -8,14 +8,14 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
-#include "ops/core.h"
+#include "base/core.h"
 #include "proto/job_config.h"
 #include "worker/collective.h"
 #include "worker/dataset_prepare.h"
 #include "worker/device.h"
 #include "worker/model.h"
 #include "worker/optim.h"
-#include "worker/trainer.h"
+#include "daemon/driver.h"
 
 #ifndef POLLEN_SAMPLE_DIR
 #define POLLEN_SAMPLE_DIR "tests/data/flowers_sample"

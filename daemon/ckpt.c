@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 
 #define CKPT_SUBDIR "checkpoints"
 

@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 
 struct coordinator {
   char job_dir[4096];

@@ -26,7 +26,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 
 #define SOCK_NAME "status.sock"
 #define TOKEN_NAME "status.token"

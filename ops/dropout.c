@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "ops/ops.h"
 #include "ops/ops_simd.h"
 

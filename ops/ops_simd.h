@@ -13,7 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "proto/crc32c.h"
 
 static const char HEADER_MAGIC[8] = {'P', 'L', 'N', 'C', 'K', 'P', 'T', '\0'};

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 
 void job_config_defaults(job_config *c) {
   memset(c, 0, sizeof *c);

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "proto/crc32c.h"
 
 static const char shard_magic[8] = {'P', 'L', 'N', 'S', 'H', 'A', 'R', 'D'};

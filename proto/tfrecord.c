@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "proto/crc32c.h"
 #include "proto/example.pb-c.h"
 

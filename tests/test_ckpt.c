@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "daemon/ckpt.h"
-#include "ops/core.h"
+#include "base/core.h"
 #include "proto/ckpt_format.h"
 #include "tests/check.h"
 

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "daemon/ckpt.h"
-#include "ops/core.h"
+#include "base/core.h"
 #include "tests/check.h"
 
 static char root[] = "/tmp/pollen-test-full-XXXXXX";

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "daemon/ckpt.h"
-#include "ops/core.h"
+#include "base/core.h"
 #include "tests/check.h"
 
 

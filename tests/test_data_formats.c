@@ -7,8 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/plan.h"
-#include "ops/core.h"
+#include "proto/plan.h"
+#include "base/core.h"
 #include "proto/crc32c.h"
 #include "proto/shard.h"
 #include "proto/tfrecord.h"
@@ -250,15 +250,21 @@ static void test_plan(void) {
   CHECK(same, "deterministic");
   CHECK(diff > 900, "another epoch gives another order (%d differ)", diff);
   CHECK(fixed < 20, "shuffled (%d fixed points)", fixed);
-  /* Rank slices: equal, contiguous, disjoint, remainder dropped. */
-  int64_t begin, total = 0;
+  /* Each rank's samples from step 2 on (global batch 12 over 3 ranks, 83 steps): rank r
+   * takes the r-th contiguous 4 of each step, so together the ranks read every sample of
+   * those steps once and the 4 samples past the last full step never. */
+  static int64_t mine[3][1000];
+  int taken[1000] = {0};
   for (int r = 0; r < 3; r++) {
-    int64_t cnt = plan_rank_slice(1001, r, 3, &begin);
-    CHECK(cnt == 333 && begin == r * 333, "rank %d slice", r);
-    total += cnt;
+    int64_t cnt = plan_rank_samples(a, 2, 83, 12, r, 4, mine[r]);
+    CHECK(cnt == 81 * 4, "rank %d takes 4 samples of each of 81 steps (%lld)", r, (long long)cnt);
+    CHECK(mine[r][0] == a[2 * 12 + r * 4] && mine[r][4] == a[3 * 12 + r * 4], "rank %d: its part of steps 2 and 3", r);
+    for (int64_t k = 0; k < cnt; k++) taken[mine[r][k]]++;
   }
-  CHECK(total == 999, "remainder dropped");
-  CHECK(plan_rank_slice(5, 0, 8, &begin) == 0, "more ranks than samples");
+  int once = 1;
+  for (int i = 0; i < n; i++) once &= taken[a[i]] == (i >= 24 && i < 996);
+  CHECK(once, "the ranks together read steps 2..82 once each, and nothing else");
+  CHECK(plan_rank_samples(a, 83, 83, 12, 0, 4, mine[0]) == 0, "nothing left after the last step");
 }
 
 int main(void) {

@@ -9,8 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/plan.h"
-#include "ops/core.h"
+#include "proto/plan.h"
+#include "base/core.h"
 #include "proto/crc32c.h"
 #include "proto/shard.h"
 #include "worker/dataset_prepare.h"

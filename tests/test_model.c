@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "worker/model.h"
 #include "worker/optim.h"
 #include "tests/check.h"

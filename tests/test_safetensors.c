@@ -8,7 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "proto/safetensors.h"
 #include "tests/check.h"
 

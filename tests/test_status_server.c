@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "daemon/status_server.h"
-#include "ops/core.h"
+#include "base/core.h"
 #include "tests/check.h"
 
 

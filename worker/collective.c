@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 
 static char *hosts; /* world x 64 */
 

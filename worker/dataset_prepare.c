@@ -17,7 +17,7 @@
 #include <turbojpeg.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "proto/shard.h"
 #include "proto/tfrecord.h"
 

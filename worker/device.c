@@ -5,7 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 
 #ifdef POLLEN_HAVE_CUDA
 #include <cuda_runtime_api.h>

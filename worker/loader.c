@@ -13,7 +13,7 @@
 #include <turbojpeg.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "proto/shard.h"
 #include "worker/dataset_prepare.h"
 

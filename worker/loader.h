@@ -10,7 +10,7 @@
  * JPEGs far larger than needed are decoded at a reduced DCT scale (1/2, 1/4, ... the smallest
  * that still covers the crop at S pixels), so the remaining bilinear downscale is under 2x.
  * Every random choice comes from Philox keyed by (seed, epoch, sample index): the batches are
- * identical whatever the thread count or timing. Not for: the epoch order (daemon/plan.h). */
+ * identical whatever the thread count or timing. Not for: the epoch order (proto/plan.h). */
 #ifndef POLLEN_LOADER_H
 #define POLLEN_LOADER_H
 

@@ -3,7 +3,7 @@
  * SE widths, activations and module names. */
 #include <stdio.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "worker/model_build.h"
 
 int make_divisible(double v, int divisor) {

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "worker/model_build.h"
 
 #ifdef POLLEN_HAVE_CUDA

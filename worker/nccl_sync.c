@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 
 #ifdef POLLEN_HAVE_CUDA
 #include <cuda_runtime_api.h>

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #ifdef POLLEN_HAVE_CUDA
 #include "ops/cuda/ops_cuda.h"
 #endif

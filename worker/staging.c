@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "proto/crc32c.h"
 #include "proto/stage_msg.h"
 #include "proto/shard.h"

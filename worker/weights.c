@@ -7,7 +7,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 
 /* Index maps between torchvision's order (o, c, s) and the engine's. */
 static size_t engine_index(const param_info *p, int64_t o, int64_t c, int64_t s, int64_t ci,

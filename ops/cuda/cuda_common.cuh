@@ -15,7 +15,7 @@
 
 /* core.h is C without extern "C" guards: die(), xcalloc() must keep their C names here. */
 extern "C" {
-#include "ops/core.h"
+#include "base/core.h"
 }
 #include "ops/cuda/ops_cuda.h"
 

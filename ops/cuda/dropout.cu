@@ -1,6 +1,6 @@
 /* dropout.cu - inverted dropout with ops/dropout.c's exact mask: element i is kept iff
  * u >= p, u = lane i%4 of philox4x32(counter = {i/4 low, i/4 high, 0, 0}, key = seed) as a
- * float from its 24 high bits. The Philox rounds below are ops/core.c's, word for word, so a
+ * float from its 24 high bits. The Philox rounds below are base/core.c's, word for word, so a
  * CPU run and a GPU run drop the same elements. One thread per group of 4 elements. */
 #include "ops/cuda/cuda_common.cuh"
 

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "ops/cuda/ops_cuda.h"
 #include "worker/collective.h"
 #include "worker/device.h"

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops/core.h"
+#include "base/core.h"
 #include "worker/collective.h"
 #include "worker/model.h"
 #include "worker/optim.h"

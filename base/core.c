@@ -1,5 +1,5 @@
 /* core.c - errors, allocation, logging, time, threads and counter-based RNG. */
-#include "ops/core.h"
+#include "base/core.h"
 
 #include <errno.h>
 #include <omp.h>

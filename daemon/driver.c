@@ -6,7 +6,7 @@
  * world size, which is what lets a job resume on more or fewer ranks. Randomness is
  * counter-based (augmentation: seed, epoch, sample; dropout: seed, step, rank), so there is
  * no RNG state to save and a resumed run repeats an uninterrupted one bit for bit. */
-#include "worker/trainer.h"
+#include "daemon/driver.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -20,9 +20,9 @@
 #include <unistd.h>
 
 #include "daemon/coordinator.h"
-#include "daemon/plan.h"
+#include "proto/plan.h"
 #include "daemon/signals.h"
-#include "ops/core.h"
+#include "base/core.h"
 #ifdef POLLEN_HAVE_CUDA
 #include "ops/cuda/ops_cuda.h"
 #endif

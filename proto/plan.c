@@ -1,7 +1,7 @@
-/* plan.c - the epoch shuffle and the per-rank slice. */
-#include "daemon/plan.h"
+/* plan.c - the epoch shuffle and each rank's samples of it (see plan.h). */
+#include "proto/plan.h"
 
-#include "ops/core.h"
+#include "base/core.h"
 
 void plan_shuffle(uint64_t seed, int epoch, int64_t n, int64_t *order) {
   /* A separate key stream from the loader's augmentation keys (hash_mix of seed, epoch). */
@@ -19,9 +19,11 @@ void plan_shuffle(uint64_t seed, int epoch, int64_t n, int64_t *order) {
   }
 }
 
-int64_t plan_rank_slice(int64_t n, int rank, int world, int64_t *begin) {
-  POLLEN_ASSERT(world >= 1 && rank >= 0 && rank < world && n >= 0);
-  int64_t count = n / world;
-  *begin = (int64_t)rank * count;
+int64_t plan_rank_samples(const int64_t *order, int first_step, int steps_per_epoch,
+                          int global_batch, int rank, int local_batch, int64_t *mine) {
+  int64_t count = 0;
+  for (int s = first_step; s < steps_per_epoch; s++)
+    for (int b = 0; b < local_batch; b++)
+      mine[count++] = order[(int64_t)s * global_batch + (int64_t)rank * local_batch + b];
   return count;
 }

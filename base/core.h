@@ -1,7 +1,9 @@
-/* core.h - the one way pollen reports errors, allocates, logs, times and draws random numbers.
+/* core.h - the base layer: the one way pollen reports errors, allocates, logs, times, runs
+ * threads, hashes and draws random numbers.
  *
- * Everything in pollen sits on ops/, so these basics live here. Not for: tensor math (ops.h),
- * file formats (proto/). Every public name is prefixed by what it does, not by a module. */
+ * Every other folder (ops/, proto/, worker/, daemon/, cli/) sits on this one, and it includes
+ * nothing of theirs. Not for: tensor math (ops/ops.h), file formats (proto/). Every public name
+ * is prefixed by what it does, not by a module. */
 #ifndef POLLEN_CORE_H
 #define POLLEN_CORE_H
 

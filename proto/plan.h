@@ -1,0 +1,25 @@
+/* plan.h - the job's sample order, a contract every rank computes alike: which samples each
+ * global step takes, and which of them each rank reads.
+ *
+ * Epoch e is plan_shuffle(seed, e) of the training split; step s of the epoch takes
+ * order[s*B .. (s+1)*B) where B is the global batch, and rank r of W takes the r-th contiguous
+ * B/W of it. A checkpoint's position (epoch, sample in the epoch) means something only through
+ * this order, and it does not depend on the world size: that is what lets a job resume on more
+ * or fewer ranks. Pure functions, so no rank needs to be told its samples.
+ * Not for: reading data (worker/loader.h). */
+#ifndef POLLEN_PLAN_H
+#define POLLEN_PLAN_H
+
+#include <stdint.h>
+
+/* order[0..n) = a permutation of 0..n-1 from Fisher-Yates driven by Philox keyed by
+ * (seed, epoch): identical on every machine and thread count. */
+void plan_shuffle(uint64_t seed, int epoch, int64_t n, int64_t *order);
+
+/* This rank's samples for steps first_step .. steps_per_epoch-1 of an epoch whose order is
+ * `order`, step after step, into mine; returns how many (the steps times local_batch, where
+ * local_batch = global_batch / world). */
+int64_t plan_rank_samples(const int64_t *order, int first_step, int steps_per_epoch,
+                          int global_batch, int rank, int local_batch, int64_t *mine);
+
+#endif
