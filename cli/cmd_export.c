@@ -9,7 +9,7 @@
 #include "daemon/ckpt.h"
 #include "base/core.h"
 #include "proto/job_config.h"
-#include "worker/dataset_prepare.h"
+#include "proto/manifest.h"
 #include "worker/model.h"
 #include "worker/weights.h"
 
@@ -57,7 +57,7 @@ int cmd_export(int argc, char **argv) {
    * is the one whose parameter count matches the checkpoint. */
   int classes = 0;
   const ckptf_section *params = ckpt_loaded_find(&l, "params");
-  dataset_manifest *dm = dataset_manifest_read(jc.data_dir, err, sizeof err);
+  manifest_info *dm = manifest_read(jc.data_dir, err, sizeof err);
   if (dm) classes = dm->num_classes;
   for (int k = 2; !classes && k <= 100000 && params; k++) {
     model_config probe = {(model_arch)model_arch_parse(jc.model), jc.width, k, 0.0};
@@ -89,7 +89,7 @@ int cmd_export(int argc, char **argv) {
     for (size_t i = 0; i < m.n_stats; i++) m.stats[i] += v[i] / (float)world;
   }
   weights_export(&m, out, dm ? (const char *const *)dm->classes : NULL);
-  if (dm) dataset_manifest_free(dm);
+  if (dm) manifest_free(dm);
   printf("exported %s (step %lld, epoch %lld) to %s\n", l.path, (long long)l.file.meta.step,
          (long long)l.file.meta.epoch, out);
   model_free(&m);

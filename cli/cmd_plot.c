@@ -1,7 +1,6 @@
 /* cmd_plot.c - `pollen plot`: the loss and accuracy curves of a job's metrics.jsonl as an
  * SVG file (two panels: training loss; training and validation accuracy) that any browser
  * shows. */
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "base/core.h"
+#include "proto/metrics.h"
 
 typedef struct {
   double *x, *y;
@@ -25,9 +25,18 @@ static void push(series *s, double x, double y) {
   s->x[s->n] = x, s->y[s->n] = y, s->n++;
 }
 
-static double number(const cJSON *o, const char *key) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-  return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+typedef struct {
+  series loss, train_acc, val_acc;
+  double xmax;
+} curves;
+
+static void add_record(const metrics_record *r, void *ctx) {
+  curves *c = ctx;
+  double step = (double)r->step;
+  push(&c->loss, step, r->loss);
+  push(&c->train_acc, step, r->train_acc);
+  push(&c->val_acc, step, r->val_acc);
+  if (step > c->xmax) c->xmax = step;
 }
 
 /* One panel at (px, py) of size w x h with its own y range. */
@@ -91,45 +100,30 @@ int cmd_plot(int argc, char **argv) {
   if (!out) snprintf(outbuf, sizeof outbuf, "%s/curves.svg", job), out = outbuf;
   FILE *in = fopen(path, "r");
   if (!in) die("%s has no metrics.jsonl yet; train first (pollen train --job %s)", job, job);
-  series loss = {0}, train_acc = {0}, val_acc = {0};
-  char line[8192];
-  int lineno = 0, bad = 0;
-  double xmax = 1;
-  while (fgets(line, sizeof line, in)) {
-    lineno++;
-    cJSON *o = cJSON_Parse(line);
-    if (!cJSON_IsObject(o)) {
-      bad++; /* a line cut by a crash: skip it */
-      cJSON_Delete(o);
-      continue;
-    }
-    double step = number(o, "step");
-    if (isfinite(step)) {
-      push(&loss, step, number(o, "loss"));
-      push(&train_acc, step, number(o, "train_acc"));
-      push(&val_acc, step, number(o, "val_acc"));
-      if (step > xmax) xmax = step;
-    }
-    cJSON_Delete(o);
-  }
+  curves plot = {.xmax = 1};
+  metrics_tally tally;
+  char err[512];
+  int rc = metrics_read(in, 0, add_record, &plot, &tally, err, sizeof err);
   fclose(in);
-  if (bad) log_warn("%s: skipped %d malformed line(s) of %d", path, bad, lineno);
-  if (loss.n == 0 && val_acc.n == 0) die("%s holds no metrics yet; let the job log a few steps", path);
+  if (rc != 0) die("%s: %s", path, err);
+  if (tally.skipped) /* a line cut by a crash */
+    log_warn("%s: skipped %lld malformed line(s) of %lld", path, (long long)tally.skipped, (long long)tally.lines);
+  if (plot.loss.n == 0 && plot.val_acc.n == 0) die("%s holds no metrics yet; let the job log a few steps", path);
   double lmax = 0;
-  for (int i = 0; i < loss.n; i++) lmax = fmax(lmax, loss.y[i]);
+  for (int i = 0; i < plot.loss.n; i++) lmax = fmax(lmax, plot.loss.y[i]);
   if (lmax <= 0) lmax = 1;
   FILE *f = fopen(out, "w");
   if (!f) die("cannot write %s; check the path", out);
   fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"980\" height=\"380\" font-family=\"sans-serif\">\n");
   fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
   const char *lc[] = {"#1f77b4"}, *ll[] = {"training loss"};
-  panel(f, 60, 40, 400, 280, xmax, 0, lmax * 1.05, "loss", &loss, lc, ll, 1);
-  series acc[2] = {train_acc, val_acc};
+  panel(f, 60, 40, 400, 280, plot.xmax, 0, lmax * 1.05, "loss", &plot.loss, lc, ll, 1);
+  series acc[2] = {plot.train_acc, plot.val_acc};
   const char *ac[] = {"#ff7f0e", "#2ca02c"}, *al[] = {"training accuracy", "validation accuracy"};
-  panel(f, 540, 40, 400, 280, xmax, 0, 1, "accuracy", acc, ac, al, 2);
+  panel(f, 540, 40, 400, 280, plot.xmax, 0, 1, "accuracy", acc, ac, al, 2);
   fprintf(f, "</svg>\n");
   if (fclose(f) != 0) die("cannot write %s", out);
-  printf("wrote %s (%d loss points, %d validation points)\n", out, loss.n, val_acc.n);
-  free(loss.x), free(loss.y), free(train_acc.x), free(train_acc.y), free(val_acc.x), free(val_acc.y);
+  printf("wrote %s (%d loss points, %d validation points)\n", out, plot.loss.n, plot.val_acc.n);
+  free(plot.loss.x), free(plot.loss.y), free(plot.train_acc.x), free(plot.train_acc.y), free(plot.val_acc.x), free(plot.val_acc.y);
   return EXIT_OK;
 }

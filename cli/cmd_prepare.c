@@ -7,6 +7,7 @@
 
 #include "cli/cli.h"
 #include "base/core.h"
+#include "proto/manifest.h"
 #include "worker/dataset_prepare.h"
 
 static void help(void) {
@@ -50,7 +51,7 @@ int cmd_prepare(int argc, char **argv) {
       case 'n': o.shards = (int)cli_parse_long("--shards", optarg, 1, 10000); break;
       case 'v': o.val_fraction = cli_parse_double("--val-fraction", optarg, 0.0, 0.9); break;
       case 'm': o.max_side = (int)cli_parse_long("--max-side", optarg, 0, 65535); break;
-      case 'S': o.seed = (uint64_t)cli_parse_long("--seed", optarg, 0, (long)DATASET_MAX_SEED); break;
+      case 'S': o.seed = (uint64_t)cli_parse_long("--seed", optarg, 0, (long)MANIFEST_MAX_SEED); break;
       case 't': o.threads = (int)cli_parse_long("--threads", optarg, 0, 1024); break;
       case 'f': o.force = 1; break;
       case 'j': json = 1; break;

@@ -20,6 +20,7 @@
 #include "cli/cli.h"
 #include "daemon/status_server.h"
 #include "base/core.h"
+#include "proto/metrics.h"
 
 #define STATUS_EXIT_NOT_RUNNING 3
 #define REPLY_MAX (16u << 20)
@@ -155,46 +156,53 @@ static void print_workers(const cJSON *o) {
 
 /* ---- job not running: what the folder knows ---- */
 
-/* The newest parseable line of JOB_DIR/metrics.jsonl (a killed job may leave half a line),
- * and in *val the newest one with a validation accuracy (NULL if none in the file's tail):
- * a job stopped mid-epoch has none on its last line. */
-static cJSON *last_metrics(const char *dir, cJSON **val) {
-  *val = NULL;
-  char path[4096];
+/* What JOB_DIR/metrics.jsonl's tail says: its newest record, and the newest one with a
+ * validation accuracy (a job stopped mid-epoch has none on its last line). */
+typedef struct {
+  metrics_record last, last_val;
+  int has_last, has_val;
+} newest_metrics;
+
+static void keep_newest(const metrics_record *r, void *ctx) {
+  newest_metrics *n = ctx;
+  n->last = *r, n->has_last = 1;
+  if (isfinite(r->val_acc)) n->last_val = *r, n->has_val = 1;
+}
+
+/* A killed job may leave half a line; metrics_read skips it. Nothing when no readable file. */
+static newest_metrics read_newest_metrics(const char *dir) {
+  newest_metrics n = {0};
+  char path[4096], err[512];
   snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
   FILE *f = fopen(path, "rb");
-  if (!f) return NULL;
-  const long tail = 65536;
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  long start = size > tail ? size - tail : 0;
-  fseek(f, start, SEEK_SET);
-  char *buf = xmalloc((size_t)tail + 1);
-  size_t n = fread(buf, 1, (size_t)tail, f);
-  fclose(f);
-  buf[n] = 0;
-  cJSON *found = NULL;
-  while (n > 0 && !*val) {
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;
-    char *line = memrchr(buf, '\n', n);
-    line = line ? line + 1 : buf;
-    if (line != buf || start == 0) {
-      cJSON *o = cJSON_Parse(line);
-      int has_val = cJSON_IsObject(o) && cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, "val_acc"));
-      if (cJSON_IsObject(o) && !found) found = o;
-      else if (has_val) *val = o;
-      else cJSON_Delete(o);
-      if (has_val && o == found) { /* the newest line has it */
-        *val = cJSON_Duplicate(o, 1);
-        break;
-      }
-    }
-    if (line == buf) break;
-    n = (size_t)(line - buf);
-    buf[n] = 0;
+  if (!f) return n;
+  if (metrics_read(f, 65536, keep_newest, &n, NULL, err, sizeof err) != 0) {
+    log_warn("%s: %s", path, err);
+    n = (newest_metrics){0};
   }
-  free(buf);
-  return found;
+  fclose(f);
+  return n;
+}
+
+static void add_number(cJSON *o, const char *key, double v) {
+  if (isfinite(v)) cJSON_AddNumberToObject(o, key, v);
+  else cJSON_AddNullToObject(o, key);
+}
+
+/* A record as the line has it, less its version. */
+static cJSON *record_json(const metrics_record *r) {
+  cJSON *o = cJSON_CreateObject();
+  cJSON_AddNumberToObject(o, "step", (double)r->step);
+  cJSON_AddNumberToObject(o, "epoch", r->epoch);
+  add_number(o, "loss", r->loss);
+  add_number(o, "train_acc", r->train_acc);
+  add_number(o, "val_acc", r->val_acc);
+  add_number(o, "lr", r->lr);
+  add_number(o, "images_per_s", r->images_per_s);
+  add_number(o, "comm_exposed_s", r->comm_exposed_s);
+  add_number(o, "elapsed_s", r->elapsed_s);
+  cJSON_AddNumberToObject(o, "time", (double)r->time);
+  return o;
 }
 
 typedef struct {
@@ -238,8 +246,8 @@ static int list_checkpoints(const char *dir, ckpt_file **out) {
 }
 
 static int show_offline(const char *dir, int json) {
-  cJSON *v;
-  cJSON *m = last_metrics(dir, &v);
+  newest_metrics nm = read_newest_metrics(dir);
+  const metrics_record *m = nm.has_last ? &nm.last : NULL, *v = nm.has_val ? &nm.last_val : NULL;
   ckpt_file *ck;
   int n = list_checkpoints(dir, &ck);
   if (json) {
@@ -248,9 +256,9 @@ static int show_offline(const char *dir, int json) {
     cJSON_AddBoolToObject(o, "running", 0);
     cJSON_AddStringToObject(o, "code", "not_running");
     cJSON_AddStringToObject(o, "job_dir", dir);
-    if (m) cJSON_AddItemToObject(o, "last_metrics", m);
+    if (m) cJSON_AddItemToObject(o, "last_metrics", record_json(m));
     else cJSON_AddNullToObject(o, "last_metrics");
-    if (v) cJSON_AddItemToObject(o, "last_validation", v);
+    if (v) cJSON_AddItemToObject(o, "last_validation", record_json(v));
     cJSON *a = cJSON_AddArrayToObject(o, "checkpoints");
     for (int i = 0; i < n; i++) {
       cJSON *c = cJSON_CreateObject();
@@ -267,13 +275,13 @@ static int show_offline(const char *dir, int json) {
     char a[32], b[32], c[32], d[32], e[32];
     printf("job not running: nothing answers on %s/status.sock\n", dir);
     if (m) {
-      printf("last metrics  step %.0f, epoch %.0f, loss %s, train acc %s, val acc %s, lr %s, %s images/s\n",
-             num(m, "step"), num(m, "epoch") + 1, fmt_num(num(m, "loss"), "%.4f", a, sizeof a),
-             fmt_pct(num(m, "train_acc"), b, sizeof b), fmt_pct(num(m, "val_acc"), c, sizeof c),
-             fmt_num(num(m, "lr"), "%.4g", d, sizeof d), fmt_num(num(m, "images_per_s"), "%.1f", e, sizeof e));
+      printf("last metrics  step %lld, epoch %lld, loss %s, train acc %s, val acc %s, lr %s, %s images/s\n",
+             (long long)m->step, (long long)m->epoch + 1, fmt_num(m->loss, "%.4f", a, sizeof a), fmt_pct(m->train_acc, b, sizeof b),
+             fmt_pct(m->val_acc, c, sizeof c), fmt_num(m->lr, "%.4g", d, sizeof d),
+             fmt_num(m->images_per_s, "%.1f", e, sizeof e));
       if (v)
-        printf("last val acc  %s at step %.0f (end of epoch %.0f)\n", fmt_pct(num(v, "val_acc"), c, sizeof c),
-               num(v, "step"), num(v, "epoch") + 1);
+        printf("last val acc  %s at step %lld (end of epoch %lld)\n", fmt_pct(v->val_acc, c, sizeof c), (long long)v->step,
+               (long long)v->epoch + 1);
     } else {
       printf("last metrics  none (no readable %s/metrics.jsonl)\n", dir);
     }
@@ -286,8 +294,6 @@ static int show_offline(const char *dir, int json) {
       printf("%-13s %s  %s  %.1f MB\n", i ? "" : "checkpoints", ck[i].name, when, ck[i].bytes / 1e6);
     }
     if (n > 10) printf("              ... and %d older\n", n - 10);
-    cJSON_Delete(m);
-    cJSON_Delete(v);
   }
   free(ck);
   return STATUS_EXIT_NOT_RUNNING;

@@ -9,7 +9,7 @@
  *   index    record_count x u64 absolute offset of each record
  *   footer   u64 index_offset, u64 record_count, u32 crc32c(index), u32 crc32c(footer's first
  *            20 bytes), "PLNSHEND"                                           (32 bytes)
- * Not for: the manifest (worker/dataset_prepare.c writes it) or decoding images (loader). */
+ * Not for: the manifest (proto/manifest.h) or decoding images (loader). */
 #ifndef POLLEN_SHARD_H
 #define POLLEN_SHARD_H
 

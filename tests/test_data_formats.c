@@ -1,5 +1,6 @@
 /* test_data_formats.c - CRC32C vectors, shard write/read and its corruption checks, TFRecord
- * framing against the Python-made fixture, and the epoch shuffle / rank slice. */
+ * framing against the Python-made fixture, the manifest's write/read, and the epoch shuffle /
+ * rank slice. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "proto/plan.h"
 #include "base/core.h"
 #include "proto/crc32c.h"
+#include "proto/manifest.h"
 #include "proto/shard.h"
 #include "proto/tfrecord.h"
 #include "tests/check.h"
@@ -234,6 +236,66 @@ static void test_tfrecord(void) {
   unlink(path);
 }
 
+/* Rewrites the manifest with the first FROM replaced by TO. */
+static void edit_manifest(const char *path, const char *from, const char *to) {
+  size_t n;
+  unsigned char *b = slurp(path, &n);
+  REQUIRE(b, "read %s", path);
+  b[n] = 0;
+  char *at = strstr((char *)b, from);
+  REQUIRE(at, "'%s' in %s", from, path);
+  FILE *f = fopen(path, "wb");
+  REQUIRE(f, "rewrite %s", path);
+  fwrite(b, 1, (size_t)(at - (char *)b), f);
+  fputs(to, f);
+  fputs(at + strlen(from), f);
+  fclose(f);
+  free(b);
+}
+
+static void test_manifest(void) {
+  char *classes[2] = {"cat", "dog"}, tr0[] = "train-00000-of-00002.shard", tr1[] = "train-00001-of-00002.shard",
+       va0[] = "val-00000-of-00001.shard";
+  int64_t train_per_class[2] = {3, 2}, val_per_class[2] = {1, 1};
+  manifest_shard train_shards[2] = {{tr0, 3, 1000, 0xdeadbeefu}, {tr1, 2, 700, 0x00000001u}};
+  manifest_shard val_shards[1] = {{va0, 2, 300, 0x89abcdefu}};
+  manifest_info m = {.source = "/photos", .source_kind = "folder", .seed = MANIFEST_MAX_SEED, .val_fraction = 0.25,
+                     .max_side = 256, .shards = 2, .num_classes = 2, .classes = classes,
+                     .train = {5, train_per_class, 2, train_shards}, .val = {2, val_per_class, 1, val_shards},
+                     .skipped_not_image = 4, .skipped_corrupt = 1, .skipped_unreadable = 0};
+  char err[SHARD_ERR_LEN], path[128];
+  snprintf(path, sizeof path, "%s/" MANIFEST_FILE, tmpdir);
+  REQUIRE(manifest_write(tmpdir, &m, err, sizeof err) == 0, "%s", err);
+  CHECK(access(path, F_OK) == 0, "written under its final name");
+  snprintf(err, sizeof err, "%s.tmp", path);
+  CHECK(access(err, F_OK) != 0, "no .tmp left");
+  manifest_info *r = manifest_read(tmpdir, err, sizeof err);
+  REQUIRE(r, "%s", err);
+  CHECK(!strcmp(r->source, "/photos") && !strcmp(r->source_kind, "folder") && r->seed == MANIFEST_MAX_SEED &&
+            r->val_fraction == 0.25 && r->max_side == 256 && r->shards == 2,
+        "settings");
+  CHECK(r->num_classes == 2 && !strcmp(r->classes[0], "cat") && !strcmp(r->classes[1], "dog"), "classes");
+  CHECK(r->skipped_not_image == 4 && r->skipped_corrupt == 1 && r->skipped_unreadable == 0, "skipped");
+  const manifest_split *t = manifest_find_split(r, "train"), *v = manifest_find_split(r, "val");
+  REQUIRE(t && v && !manifest_find_split(r, "test"), "splits by name");
+  CHECK(t->count == 5 && t->per_class[0] == 3 && t->n_shards == 2 && v->count == 2 && v->n_shards == 1, "counts");
+  CHECK(!strcmp(t->shards[1].file, tr1) && t->shards[1].count == 2 && t->shards[1].bytes == 700 &&
+            t->shards[1].crc32c == 1 && v->shards[0].crc32c == 0x89abcdefu,
+        "shard entries");
+  manifest_free(r);
+
+  edit_manifest(path, "\"format_version\":\t1", "\"format_version\":\t2");
+  CHECK(!manifest_read(tmpdir, err, sizeof err) && strstr(err, "version 2 but this pollen reads version 1"), "%s", err);
+  REQUIRE(manifest_write(tmpdir, &m, err, sizeof err) == 0, "%s", err);
+  edit_manifest(path, "\"count\":\t5", "\"count\":\t6");
+  CHECK(!manifest_read(tmpdir, err, sizeof err) && strstr(err, "is damaged"), "counts that do not add up: %s", err);
+  REQUIRE(manifest_write(tmpdir, &m, err, sizeof err) == 0, "%s", err);
+  edit_manifest(path, tr0, "../escape.shard");
+  CHECK(!manifest_read(tmpdir, err, sizeof err) && strstr(err, "is damaged"), "a shard outside the folder: %s", err);
+  unlink(path);
+  CHECK(!manifest_read(tmpdir, err, sizeof err) && strstr(err, "pollen prepare --src"), "missing: %s", err);
+}
+
 static void test_plan(void) {
   int64_t n = 1000, a[1000], b[1000], c[1000];
   plan_shuffle(7, 3, n, a);
@@ -273,6 +335,7 @@ int main(void) {
   test_crc();
   test_shard();
   test_tfrecord();
+  test_manifest();
   test_plan();
   rmdir(tmpdir);
   if (check_failures) fprintf(stderr, "%d checks failed\n", check_failures);

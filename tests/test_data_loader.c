@@ -12,6 +12,7 @@
 #include "proto/plan.h"
 #include "base/core.h"
 #include "proto/crc32c.h"
+#include "proto/manifest.h"
 #include "proto/shard.h"
 #include "worker/dataset_prepare.h"
 #include "worker/loader.h"
@@ -42,13 +43,13 @@ static int cmp_rec(const void *a, const void *b) {
 
 static int read_all(const char *dir, rec_id *out, int cap, int *per_class) {
   char err[SHARD_ERR_LEN];
-  dataset_manifest *m = dataset_manifest_read(dir, err, sizeof err);
+  manifest_info *m = manifest_read(dir, err, sizeof err);
   CHECK(m, "manifest: %s", err);
   if (!m) return 0;
   int n = 0;
   shard_buf buf = {0};
   for (int s = 0; s < 2; s++) {
-    const dataset_split_info *sp = dataset_manifest_split(m, s ? "val" : "train");
+    const manifest_split *sp = manifest_find_split(m, s ? "val" : "train");
     int64_t split_total = 0;
     for (int j = 0; j < sp->n_shards; j++) {
       char path[512];
@@ -74,7 +75,7 @@ static int read_all(const char *dir, rec_id *out, int cap, int *per_class) {
     CHECK(split_total == sp->count, "split count");
   }
   free(buf.p);
-  dataset_manifest_free(m);
+  manifest_free(m);
   qsort(out, (size_t)n, sizeof *out, cmp_rec);
   return n;
 }
@@ -87,7 +88,7 @@ static void test_prepare_sample(const char *tmp) {
   dataset_prepare(&o, &r);
   CHECK(!r.already && r.train + r.val == 100 && r.val == 20, "counts %lld + %lld", (long long)r.train, (long long)r.val);
   char err[SHARD_ERR_LEN];
-  dataset_manifest *m = dataset_manifest_read(out, err, sizeof err);
+  manifest_info *m = manifest_read(out, err, sizeof err);
   CHECK(m && m->num_classes == 5 && !strcmp(m->classes[0], "daisy") && !strcmp(m->classes[4], "tulips"), "classes sorted");
   int per_class[5] = {0};
   rec_id ids[200];
@@ -98,7 +99,7 @@ static void test_prepare_sample(const char *tmp) {
           count_images(m->classes[k]));
     CHECK(m->val.per_class[k] == 4, "stratified: 4 val per class, got %lld", (long long)m->val.per_class[k]);
   }
-  dataset_manifest_free(m);
+  manifest_free(m);
   /* Same settings again: a no-op. */
   dataset_prepare(&o, &r);
   CHECK(r.already, "second run is 'already prepared'");
@@ -210,7 +211,7 @@ static void test_loader(const char *tmp) {
   CHECK(!memcmp(e1, e2, sizeof(float) * per * (size_t)n), "eval preprocessing deterministic");
   /* Labels agree with the shard records the order points at. */
   char err[SHARD_ERR_LEN];
-  dataset_manifest *m = dataset_manifest_read(dir, err, sizeof err);
+  manifest_info *m = manifest_read(dir, err, sizeof err);
   int64_t base = 0;
   shard_buf buf = {0};
   for (int j = 0; m && j < m->train.n_shards; j++) {
@@ -227,7 +228,7 @@ static void test_loader(const char *tmp) {
     shard_close(r);
   }
   free(buf.p);
-  dataset_manifest_free(m);
+  manifest_free(m);
   /* Restart half way and an empty epoch. */
   cfg.threads = 3;
   l = loader_open(&cfg);

@@ -1,8 +1,7 @@
 /* dataset_prepare.c - `pollen prepare`: source discovery, parallel decode/validate/downscale,
- * the seeded stratified split, shard writing and manifest.json (format in proto/README.md). */
+ * the seeded stratified split, shard writing, then manifest.json (proto/manifest.h). */
 #include "worker/dataset_prepare.h"
 
-#include <cjson/cJSON.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -18,6 +17,7 @@
 #include <unistd.h>
 
 #include "base/core.h"
+#include "proto/manifest.h"
 #include "proto/shard.h"
 #include "proto/tfrecord.h"
 
@@ -532,14 +532,14 @@ static char *shard_name(const char *split, int j, int n) { return xasprintf("%s-
 
 /* Writes one split's shards; fills info. idx: the split's items in shuffled order. */
 static void write_split(const char *out, const char *split, const source *s, const int64_t *idx, int64_t count,
-                        int requested, dataset_split_info *info) {
+                        int requested, manifest_split *info) {
   info->count = count;
   info->per_class = xcalloc((size_t)s->num_classes, sizeof(int64_t));
   info->n_shards = split_shards(count, requested);
-  info->shards = xcalloc((size_t)(info->n_shards ? info->n_shards : 1), sizeof(dataset_shard_info));
+  info->shards = xcalloc((size_t)(info->n_shards ? info->n_shards : 1), sizeof(manifest_shard));
   for (int64_t i = 0; i < count; i++) info->per_class[s->items.v[idx[i]].label]++;
   for (int j = 0; j < info->n_shards; j++) {
-    dataset_shard_info *sh = &info->shards[j];
+    manifest_shard *sh = &info->shards[j];
     sh->file = shard_name(split, j, info->n_shards);
     sh->count = count / info->n_shards + (j < count % info->n_shards);
     char *path = xasprintf("%s/%s", out, sh->file);
@@ -553,220 +553,10 @@ static void write_split(const char *out, const char *split, const source *s, con
   }
 }
 
-/* ---------------------------------------------------------------- manifest */
-
-static cJSON *split_json(const dataset_split_info *sp, int num_classes) {
-  cJSON *o = cJSON_CreateObject();
-  cJSON_AddNumberToObject(o, "count", (double)sp->count);
-  cJSON *pc = cJSON_AddArrayToObject(o, "per_class");
-  for (int k = 0; k < num_classes; k++) cJSON_AddItemToArray(pc, cJSON_CreateNumber((double)sp->per_class[k]));
-  cJSON *arr = cJSON_AddArrayToObject(o, "shards");
-  for (int j = 0; j < sp->n_shards; j++) {
-    cJSON *sh = cJSON_CreateObject();
-    char hex[16];
-    snprintf(hex, sizeof hex, "%08x", sp->shards[j].crc32c);
-    cJSON_AddStringToObject(sh, "file", sp->shards[j].file);
-    cJSON_AddNumberToObject(sh, "count", (double)sp->shards[j].count);
-    cJSON_AddNumberToObject(sh, "bytes", (double)sp->shards[j].bytes);
-    cJSON_AddStringToObject(sh, "crc32c", hex);
-    cJSON_AddItemToArray(arr, sh);
-  }
-  return o;
-}
-
-static void write_manifest(const char *out, const dataset_manifest *m) {
-  cJSON *root = cJSON_CreateObject();
-  cJSON_AddStringToObject(root, "format", "pollen-shards");
-  cJSON_AddNumberToObject(root, "format_version", m->format_version);
-  cJSON_AddStringToObject(root, "source", m->source);
-  cJSON_AddStringToObject(root, "source_kind", m->source_kind);
-  cJSON_AddNumberToObject(root, "seed", (double)m->seed);
-  cJSON_AddNumberToObject(root, "val_fraction", m->val_fraction);
-  cJSON_AddNumberToObject(root, "max_side", m->max_side);
-  cJSON_AddNumberToObject(root, "shards", m->shards);
-  cJSON *cl = cJSON_AddArrayToObject(root, "classes");
-  for (int k = 0; k < m->num_classes; k++) cJSON_AddItemToArray(cl, cJSON_CreateString(m->classes[k]));
-  cJSON *sk = cJSON_AddObjectToObject(root, "skipped");
-  cJSON_AddNumberToObject(sk, "not_image", (double)m->skipped_not_image);
-  cJSON_AddNumberToObject(sk, "corrupt", (double)m->skipped_corrupt);
-  cJSON_AddNumberToObject(sk, "unreadable", (double)m->skipped_unreadable);
-  cJSON *sp = cJSON_AddObjectToObject(root, "splits");
-  cJSON_AddItemToObject(sp, "train", split_json(&m->train, m->num_classes));
-  cJSON_AddItemToObject(sp, "val", split_json(&m->val, m->num_classes));
-  char *text = cJSON_Print(root);
-  cJSON_Delete(root);
-  char *tmp = xasprintf("%s/%s.tmp", out, DATASET_MANIFEST), *path = xasprintf("%s/%s", out, DATASET_MANIFEST);
-  FILE *f = fopen(tmp, "w");
-  if (!f) die("cannot write %s: %s", tmp, strerror(errno));
-  if (fputs(text, f) < 0 || fputc('\n', f) < 0 || fclose(f) != 0) die("cannot write %s: %s", tmp, strerror(errno));
-  if (rename(tmp, path) != 0) die("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-  free(text);
-  free(tmp);
-  free(path);
-}
-
-static int json_int(const cJSON *o, const char *key, double min, double max, double *out) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-  if (!cJSON_IsNumber(v) || !(v->valuedouble >= min && v->valuedouble <= max) || v->valuedouble != floor(v->valuedouble))
-    return -1;
-  *out = v->valuedouble;
-  return 0;
-}
-
-static int valid_shard_file(const char *s) {
-  size_t n = strlen(s);
-  return n > 6 && n < 200 && !strchr(s, '/') && s[0] != '.' && has_suffix_ci(s, ".shard");
-}
-
-static int parse_split(const cJSON *o, int num_classes, dataset_split_info *sp) {
-  double d;
-  if (!cJSON_IsObject(o) || json_int(o, "count", 0, 1e15, &d)) return -1;
-  sp->count = (int64_t)d;
-  const cJSON *pc = cJSON_GetObjectItemCaseSensitive(o, "per_class");
-  const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "shards");
-  if (!cJSON_IsArray(pc) || cJSON_GetArraySize(pc) != num_classes || !cJSON_IsArray(arr)) return -1;
-  sp->per_class = xcalloc((size_t)num_classes, sizeof(int64_t));
-  int64_t sum = 0;
-  for (int k = 0; k < num_classes; k++) {
-    const cJSON *v = cJSON_GetArrayItem(pc, k);
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0) return -1;
-    sp->per_class[k] = (int64_t)v->valuedouble;
-    sum += sp->per_class[k];
-  }
-  int n = cJSON_GetArraySize(arr);
-  if (n > 100000) return -1;
-  sp->n_shards = n;
-  sp->shards = xcalloc((size_t)(n ? n : 1), sizeof(dataset_shard_info));
-  int64_t total = 0;
-  for (int j = 0; j < n; j++) {
-    const cJSON *sh = cJSON_GetArrayItem(arr, j);
-    const cJSON *file = cJSON_GetObjectItemCaseSensitive(sh, "file");
-    const cJSON *crc = cJSON_GetObjectItemCaseSensitive(sh, "crc32c");
-    if (!cJSON_IsString(file) || !valid_shard_file(file->valuestring) || !cJSON_IsString(crc)) return -1;
-    sp->shards[j].file = xstrdup(file->valuestring);
-    char *end;
-    errno = 0;
-    unsigned long c = strtoul(crc->valuestring, &end, 16);
-    if (strlen(crc->valuestring) != 8 || *end || c > 0xFFFFFFFFul) return -1;
-    sp->shards[j].crc32c = (uint32_t)c;
-    if (json_int(sh, "count", 0, 1e15, &d)) return -1;
-    sp->shards[j].count = (int64_t)d;
-    total += sp->shards[j].count;
-    if (json_int(sh, "bytes", 0, 1e18, &d)) return -1;
-    sp->shards[j].bytes = (uint64_t)d;
-  }
-  return total == sp->count && sum == sp->count ? 0 : -1;
-}
-
-dataset_manifest *dataset_manifest_read(const char *dir, char *err, size_t errlen) {
-  char *path = xasprintf("%s/%s", dir, DATASET_MANIFEST);
-  dataset_manifest *m = NULL;
-  cJSON *root = NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    snprintf(err, errlen, "cannot open %s: %s; prepare the data first with 'pollen prepare --src PHOTOS --out %s'",
-             path, strerror(errno), dir);
-    goto done;
-  }
-  char *text = xmalloc(1 << 22);
-  size_t n = fread(text, 1, (1 << 22) - 1, f);
-  int too_big = !feof(f);
-  fclose(f);
-  text[n] = 0;
-  if (too_big) {
-    free(text);
-    snprintf(err, errlen, "%s is larger than 4 MiB; regenerate it with 'pollen prepare --force'", path);
-    goto done;
-  }
-  root = cJSON_Parse(text);
-  free(text);
-  double d = -1;
-  const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(root, "format");
-  if (!cJSON_IsObject(root) || !cJSON_IsString(fmt) || strcmp(fmt->valuestring, "pollen-shards")) {
-    snprintf(err, errlen, "%s is not a pollen data manifest; regenerate it with 'pollen prepare --force'", path);
-    goto done;
-  }
-  if (json_int(root, "format_version", 0, 1e9, &d) || d != DATASET_FORMAT_VERSION) {
-    snprintf(err, errlen, "%s has data format version %g but this pollen reads version %d; regenerate with 'pollen prepare --force'",
-             path, d, DATASET_FORMAT_VERSION);
-    goto done;
-  }
-  m = xcalloc(1, sizeof *m);
-  m->format_version = DATASET_FORMAT_VERSION;
-  const cJSON *src = cJSON_GetObjectItemCaseSensitive(root, "source");
-  const cJSON *kind = cJSON_GetObjectItemCaseSensitive(root, "source_kind");
-  const cJSON *vf = cJSON_GetObjectItemCaseSensitive(root, "val_fraction");
-  const cJSON *cl = cJSON_GetObjectItemCaseSensitive(root, "classes");
-  const cJSON *sk = cJSON_GetObjectItemCaseSensitive(root, "skipped");
-  const cJSON *sp = cJSON_GetObjectItemCaseSensitive(root, "splits");
-  if (!cJSON_IsString(src) || !cJSON_IsString(kind) || !cJSON_IsNumber(vf) || !cJSON_IsArray(cl) || !cJSON_IsObject(sk) ||
-      !cJSON_IsObject(sp))
-    goto bad;
-  m->source = xstrdup(src->valuestring);
-  m->source_kind = xstrdup(kind->valuestring);
-  m->val_fraction = vf->valuedouble;
-  if (json_int(root, "seed", 0, (double)DATASET_MAX_SEED, &d)) goto bad;
-  m->seed = (uint64_t)d;
-  if (json_int(root, "max_side", 0, 1e6, &d)) goto bad;
-  m->max_side = (int)d;
-  if (json_int(root, "shards", 1, 1e5, &d)) goto bad;
-  m->shards = (int)d;
-  int nc = cJSON_GetArraySize(cl);
-  if (nc < 1 || nc > SHARD_MAX_CLASSES) goto bad;
-  m->classes = xcalloc((size_t)nc, sizeof(char *));
-  m->num_classes = nc;
-  for (int k = 0; k < nc; k++) {
-    const cJSON *c = cJSON_GetArrayItem(cl, k);
-    if (!cJSON_IsString(c) || !c->valuestring[0] || strlen(c->valuestring) > SHARD_MAX_CLASS_NAME) goto bad;
-    m->classes[k] = xstrdup(c->valuestring);
-  }
-  if (json_int(sk, "not_image", 0, 1e15, &d)) goto bad;
-  m->skipped_not_image = (int64_t)d;
-  if (json_int(sk, "corrupt", 0, 1e15, &d)) goto bad;
-  m->skipped_corrupt = (int64_t)d;
-  if (json_int(sk, "unreadable", 0, 1e15, &d)) goto bad;
-  m->skipped_unreadable = (int64_t)d;
-  if (parse_split(cJSON_GetObjectItemCaseSensitive(sp, "train"), nc, &m->train) ||
-      parse_split(cJSON_GetObjectItemCaseSensitive(sp, "val"), nc, &m->val))
-    goto bad;
-  goto done;
-bad:
-  snprintf(err, errlen, "%s is damaged (a field is missing or out of range); regenerate it with 'pollen prepare --force'", path);
-  dataset_manifest_free(m);
-  m = NULL;
-done:
-  cJSON_Delete(root);
-  free(path);
-  return m;
-}
-
-static void free_split(dataset_split_info *sp) {
-  for (int j = 0; j < sp->n_shards && sp->shards; j++) free(sp->shards[j].file);
-  free(sp->shards);
-  free(sp->per_class);
-}
-
-void dataset_manifest_free(dataset_manifest *m) {
-  if (!m) return;
-  for (int k = 0; k < m->num_classes && m->classes; k++) free(m->classes[k]);
-  free(m->classes);
-  free(m->source);
-  free(m->source_kind);
-  free_split(&m->train);
-  free_split(&m->val);
-  free(m);
-}
-
-const dataset_split_info *dataset_manifest_split(const dataset_manifest *m, const char *split) {
-  if (!strcmp(split, "train")) return &m->train;
-  if (!strcmp(split, "val")) return &m->val;
-  return NULL;
-}
-
 /* ---------------------------------------------------------------- the command */
 
 /* Names the first setting that differs, or NULL when the manifest matches these options. */
-static const char *settings_differ(const dataset_manifest *m, const prepare_opts *o, const char *identity,
+static const char *settings_differ(const manifest_info *m, const prepare_opts *o, const char *identity,
                                    char *buf, size_t cap) {
   if (strcmp(m->source, identity)) snprintf(buf, cap, "--src %s here, %s there", identity, m->source);
   else if (m->seed != o->seed) snprintf(buf, cap, "--seed %llu here, %llu there", (unsigned long long)o->seed, (unsigned long long)m->seed);
@@ -778,11 +568,11 @@ static const char *settings_differ(const dataset_manifest *m, const prepare_opts
 }
 
 /* 0 when every shard in the manifest is present with its size and checksum. */
-static int verify_output(const char *out, const dataset_manifest *m, char *why, size_t cap) {
-  const dataset_split_info *sp[2] = {&m->train, &m->val};
+static int verify_output(const char *out, const manifest_info *m, char *why, size_t cap) {
+  const manifest_split *sp[2] = {&m->train, &m->val};
   for (int s = 0; s < 2; s++)
     for (int j = 0; j < sp[s]->n_shards; j++) {
-      const dataset_shard_info *sh = &sp[s]->shards[j];
+      const manifest_shard *sh = &sp[s]->shards[j];
       char *path = xasprintf("%s/%s", out, sh->file), err[SHARD_ERR_LEN];
       uint64_t bytes;
       uint32_t crc;
@@ -796,15 +586,15 @@ static int verify_output(const char *out, const dataset_manifest *m, char *why, 
   return 0;
 }
 
-static void remove_old(const char *out, const dataset_manifest *m) {
-  const dataset_split_info *sp[2] = {&m->train, &m->val};
+static void remove_old(const char *out, const manifest_info *m) {
+  const manifest_split *sp[2] = {&m->train, &m->val};
   for (int s = 0; s < 2; s++)
     for (int j = 0; j < sp[s]->n_shards; j++) {
       char *path = xasprintf("%s/%s", out, sp[s]->shards[j].file);
       unlink(path);
       free(path);
     }
-  char *path = xasprintf("%s/%s", out, DATASET_MANIFEST);
+  char *path = xasprintf("%s/%s", out, MANIFEST_FILE);
   unlink(path);
   free(path);
 }
@@ -818,10 +608,10 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
   if (stat(o->out, &st) == 0 && !S_ISDIR(st.st_mode)) die_status(EXIT_USAGE, "--out %s exists and is not a folder", o->out);
   if (stat(o->out, &st) != 0 && make_dirs(o->out) != 0)
     die("cannot create --out folder %s: %s", o->out, strerror(errno));
-  char *mpath = xasprintf("%s/%s", o->out, DATASET_MANIFEST);
+  char *mpath = xasprintf("%s/%s", o->out, MANIFEST_FILE);
   if (access(mpath, F_OK) == 0) {
     char err[SHARD_ERR_LEN], why[SHARD_ERR_LEN];
-    dataset_manifest *old = dataset_manifest_read(o->out, err, sizeof err);
+    manifest_info *old = manifest_read(o->out, err, sizeof err);
     if (!old && !o->force) die("%s", err);
     if (old) {
       const char *diff = settings_differ(old, o, s.identity, why, sizeof why);
@@ -834,13 +624,13 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
         res->skipped_not_image = old->skipped_not_image;
         res->skipped_corrupt = old->skipped_corrupt;
         res->skipped_unreadable = old->skipped_unreadable;
-        dataset_manifest_free(old);
+        manifest_free(old);
         goto cleanup;
       }
       if (diff && !o->force)
         die("%s was prepared with different settings (%s); add --force to overwrite it or choose another --out", o->out, diff);
       remove_old(o->out, old);
-      dataset_manifest_free(old);
+      manifest_free(old);
     } else {
       unlink(mpath);
     }
@@ -886,8 +676,7 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
   shuffle(train, nt, hash_mix(o->seed, 0x747261696eull /* "train" */));
   shuffle(val, nv, hash_mix(o->seed, 0x76616cull /* "val" */));
 
-  dataset_manifest m = {0};
-  m.format_version = DATASET_FORMAT_VERSION;
+  manifest_info m = {0};
   m.source = s.identity;
   m.source_kind = s.is_folder ? "folder" : "tfrecord";
   m.seed = o->seed;
@@ -901,11 +690,12 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
   m.skipped_unreadable = res->skipped_unreadable;
   write_split(o->out, "train", &s, train, nt, o->shards, &m.train);
   write_split(o->out, "val", &s, val, nv, o->shards, &m.val);
-  write_manifest(o->out, &m);
+  char err[SHARD_ERR_LEN];
+  if (manifest_write(o->out, &m, err, sizeof err) != 0) die("%s", err);
   res->train = nt;
   res->val = nv;
-  free_split(&m.train);
-  free_split(&m.val);
+  manifest_split_free(&m.train);
+  manifest_split_free(&m.val);
   free(train);
   free(val);
   free(per_class);

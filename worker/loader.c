@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "base/core.h"
+#include "proto/manifest.h"
 #include "proto/shard.h"
-#include "worker/dataset_prepare.h"
 
 #define LOADER_RING 3
 #define MAX_PIXELS (200ll * 1000 * 1000)
@@ -23,7 +23,7 @@
 struct loader {
   loader_config cfg;
   char *dir, *split;
-  dataset_manifest *m;
+  manifest_info *m;
   int n_shards;
   shard_reader **shards;
   int64_t *first; /* first[j] = index of shard j's first sample; first[n_shards] = size */
@@ -235,9 +235,9 @@ loader *loader_open(const loader_config *cfg) {
   l->cfg.data_dir = l->dir;
   l->cfg.split = l->split;
   char err[SHARD_ERR_LEN];
-  l->m = dataset_manifest_read(cfg->data_dir, err, sizeof err);
+  l->m = manifest_read(cfg->data_dir, err, sizeof err);
   if (!l->m) die("%s", err);
-  const dataset_split_info *sp = dataset_manifest_split(l->m, cfg->split);
+  const manifest_split *sp = manifest_find_split(l->m, cfg->split);
   if (sp->count == 0)
     die("%s has no %s samples; prepare it with --val-fraction above 0 ('pollen prepare --force ...')", cfg->data_dir, cfg->split);
   l->n_shards = sp->n_shards;
@@ -355,7 +355,7 @@ void loader_close(loader *l) {
   free(l->first);
   free(l->threads);
   free(l->order);
-  dataset_manifest_free(l->m);
+  manifest_free(l->m);
   free(l->dir);
   free(l->split);
   free(l);

@@ -1,4 +1,4 @@
-/* loader.h - reads a prepared split (worker/dataset_prepare.h) as batches of float images for
+/* loader.h - reads a prepared split (proto/manifest.h) as batches of float images for
  * training or evaluation, decoding on background threads ahead of the training step.
  *
  * Preprocessing (output [B][S][S][3] NHWC float32, x/127.5 - 1, i.e. in [-1, 1]):

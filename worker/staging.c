@@ -11,9 +11,9 @@
 
 #include "base/core.h"
 #include "proto/crc32c.h"
-#include "proto/stage_msg.h"
+#include "proto/manifest.h"
 #include "proto/shard.h"
-#include "worker/dataset_prepare.h"
+#include "proto/stage_msg.h"
 
 void staging_send(const comm *c, int to, const void *buf, size_t bytes) {
   comm_send(c, to, STAGE_TAG_STATS, buf, bytes);
@@ -23,9 +23,9 @@ void staging_recv(const comm *c, int from, void *buf, size_t bytes) {
 }
 
 /* The shards of both splits, train first, as (name, bytes, crc). */
-static int all_shards(const dataset_manifest *m, const dataset_shard_info **out) {
+static int all_shards(const manifest_info *m, const manifest_shard **out) {
   int n = m->train.n_shards + m->val.n_shards;
-  const dataset_shard_info **list = (const dataset_shard_info **)out;
+  const manifest_shard **list = (const manifest_shard **)out;
   for (int i = 0; i < m->train.n_shards; i++) list[i] = &m->train.shards[i];
   for (int i = 0; i < m->val.n_shards; i++) list[m->train.n_shards + i] = &m->val.shards[i];
   return n;
@@ -34,10 +34,10 @@ static int all_shards(const dataset_manifest *m, const dataset_shard_info **out)
 /* Readable in place: the manifest parses and every shard has its recorded size. */
 static int readable(const char *dir) {
   char err[512], path[4400];
-  dataset_manifest *m = dataset_manifest_read(dir, err, sizeof err);
+  manifest_info *m = manifest_read(dir, err, sizeof err);
   if (!m) return 0;
   int ok = 1;
-  const dataset_shard_info *list[4096];
+  const manifest_shard *list[4096];
   if (m->train.n_shards + m->val.n_shards > 4096) ok = 0;
   int n = ok ? all_shards(m, list) : 0;
   for (int i = 0; i < n && ok; i++) {
@@ -45,7 +45,7 @@ static int readable(const char *dir) {
     snprintf(path, sizeof path, "%s/%s", dir, list[i]->file);
     ok = stat(path, &st) == 0 && (uint64_t)st.st_size == list[i]->bytes;
   }
-  dataset_manifest_free(m);
+  manifest_free(m);
   return ok;
 }
 
@@ -78,16 +78,16 @@ static void write_file_atomic(const char *path, const void *data, size_t n) {
 
 static void serve(const comm *c, int to, const char *data_dir) {
   char path[4400];
-  snprintf(path, sizeof path, "%s/" DATASET_MANIFEST, data_dir);
+  snprintf(path, sizeof path, "%s/" MANIFEST_FILE, data_dir);
   size_t n;
   unsigned char *manifest = read_file(path, &n);
   if (n > STAGE_MAX_MANIFEST) die("%s is larger than %u bytes", path, STAGE_MAX_MANIFEST);
   comm_send(c, to, STAGE_TAG_MANIFEST, manifest, n);
   free(manifest);
   char err[512];
-  dataset_manifest *m = dataset_manifest_read(data_dir, err, sizeof err);
+  manifest_info *m = manifest_read(data_dir, err, sizeof err);
   if (!m) die("%s", err);
-  const dataset_shard_info *list[4096];
+  const manifest_shard *list[4096];
   int total = all_shards(m, list);
   uint32_t want_buf[4096 + 2];
   size_t got = comm_recv_any_len(c, to, STAGE_TAG_WANT, want_buf, sizeof want_buf);
@@ -106,7 +106,7 @@ static void serve(const comm *c, int to, const char *data_dir) {
   }
   log_info("staging: sent %u of %d shards (%.1f MB) to rank %d (%s)", w->count, total, bytes / 1e6, to,
            comm_host_of(c, to));
-  dataset_manifest_free(m);
+  manifest_free(m);
 }
 
 static char staged_dir[4096];
@@ -119,12 +119,12 @@ static const char *receive(const comm *c, const char *cache_dir) {
   if (make_dirs(staged_dir) != 0)
     die("cannot create %s: %s; pass a writable node-local --cache-dir", staged_dir, strerror(errno));
   char path[4400], err[512];
-  snprintf(path, sizeof path, "%s/" DATASET_MANIFEST, staged_dir);
+  snprintf(path, sizeof path, "%s/" MANIFEST_FILE, staged_dir);
   write_file_atomic(path, manifest, n);
   free(manifest);
-  dataset_manifest *m = dataset_manifest_read(staged_dir, err, sizeof err);
+  manifest_info *m = manifest_read(staged_dir, err, sizeof err);
   if (!m) die("staging: the manifest from rank 0 does not parse: %s", err);
-  const dataset_shard_info *list[4096];
+  const manifest_shard *list[4096];
   int total = all_shards(m, list);
   uint32_t want[4096 + 2];
   stage_want *w = (stage_want *)want;
@@ -140,7 +140,7 @@ static const char *receive(const comm *c, const char *cache_dir) {
   }
   comm_send(c, 0, STAGE_TAG_WANT, want, sizeof *w + w->count * sizeof(uint32_t));
   for (uint32_t i = 0; i < w->count; i++) {
-    const dataset_shard_info *s = list[want[2 + i]];
+    const manifest_shard *s = list[want[2 + i]];
     unsigned char *data = xmalloc(s->bytes ? s->bytes : 1);
     comm_recv(c, 0, STAGE_TAG_FILE, data, s->bytes);
     if (crc32c_update(0, data, s->bytes) != s->crc32c)
@@ -151,7 +151,7 @@ static const char *receive(const comm *c, const char *cache_dir) {
   }
   log_info("staging: rank %d (%s) has the data in %s (%u of %d shards received, the rest cached)", c->rank,
            c->host, staged_dir, w->count, total);
-  dataset_manifest_free(m);
+  manifest_free(m);
   return staged_dir;
 }
 
@@ -160,9 +160,9 @@ const char *staging_prepare(comm *c, const char *data_dir, const char *cache_dir
   if (c->world == 1 || !c->mpi) {
     if (!here) {
       char err[512];
-      dataset_manifest *m = dataset_manifest_read(data_dir, err, sizeof err);
+      manifest_info *m = manifest_read(data_dir, err, sizeof err);
       if (!m) die("%s", err);
-      dataset_manifest_free(m);
+      manifest_free(m);
       die("%s: a shard listed in its manifest is missing or has the wrong size; run pollen prepare --force", data_dir);
     }
     return data_dir;
@@ -173,7 +173,7 @@ const char *staging_prepare(comm *c, const char *data_dir, const char *cache_dir
   if (!have[0]) {
     if (c->rank == 0) {
       char err[512];
-      dataset_manifest *m = dataset_manifest_read(data_dir, err, sizeof err);
+      manifest_info *m = manifest_read(data_dir, err, sizeof err);
       if (!m) die("%s", err);
       die("%s: a shard listed in its manifest is missing or has the wrong size; run pollen prepare --force", data_dir);
     }
