@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/core.h"
 #include "cli/cli.h"
 #include "proto/plan.h"
-#include "base/core.h"
 #include "worker/loader.h"
 
 static void help(void) {

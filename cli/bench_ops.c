@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
 #include "base/core.h"
+#include "cli/cli.h"
 #include "ops/ops.h"
 
 typedef enum { B_CONV, B_LINEAR, B_DW, B_BN, B_ACT, B_SE, B_RES, B_POOL, B_DROP, B_CE, B_NKIND } bop_kind;

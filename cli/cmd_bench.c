@@ -6,8 +6,8 @@
 #include <string.h>
 #include <sys/resource.h>
 
-#include "cli/cli.h"
 #include "base/core.h"
+#include "cli/cli.h"
 #include "worker/device.h"
 #include "worker/model.h"
 #include "worker/optim.h"

@@ -8,9 +8,9 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/core.h"
 #include "cli/cli.h"
 #include "daemon/ckpt.h"
-#include "base/core.h"
 
 static void usage(FILE *to) {
   fprintf(to,

@@ -5,17 +5,35 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/core.h"
 #include "cli/cli.h"
 #include "daemon/ckpt.h"
-#include "base/core.h"
 #include "proto/job_config.h"
 #include "proto/manifest.h"
+#include "proto/train_state.h"
 #include "worker/model.h"
 #include "worker/weights.h"
 
+/* The class count whose parameter count is the checkpoint's: the count is linear in it. */
+static int classes_from_params(const ckpt_loaded *l, const job_config *jc) {
+  const ckptf_section *params = ckpt_loaded_find(l, TRAIN_STATE_PARAMS);
+  size_t n[2]; /* with 2 and 3 classes */
+  for (int i = 0; i < 2; i++) {
+    model_config probe = {(model_arch)model_arch_parse(jc->model), jc->width, 2 + i, 0.0};
+    model m;
+    model_init(&m, &probe, 0);
+    n[i] = m.n_params;
+    model_free(&m);
+  }
+  size_t have = params ? params->len / sizeof(float) : 0, per_class = n[1] - n[0];
+  if (!params || params->len % sizeof(float) || have < n[0] || (have - n[0]) % per_class)
+    die("%s: the checkpoint's parameters do not match a %s width %g", l->path, jc->model, jc->width);
+  return (int)(2 + (have - n[0]) / per_class);
+}
+
 static void usage(FILE *to) {
   fprintf(to,
-          "usage: pollen export --job DIR --out FILE.safetensors [--classes K]\n\n"
+          "usage: pollen export --job DIR --out FILE.safetensors\n\n"
           "Writes the newest valid checkpoint of a job as torchvision-named safetensors. BN\n"
           "running statistics are the mean over the ranks that trained it.\n\n"
           "  --job DIR     the job folder\n"
@@ -53,41 +71,24 @@ int cmd_export(int argc, char **argv) {
   ckpt_status st = ckpt_load_latest(job, jc.model, NULL, &l, err, sizeof err);
   if (st == CKPT_NONE) die("%s has no checkpoint yet; train first", job);
   if (st != CKPT_LOADED) die("%s", err);
-  /* The class count and names live in the data's manifest; when the data is gone, the count
-   * is the one whose parameter count matches the checkpoint. */
-  int classes = 0;
-  const ckptf_section *params = ckpt_loaded_find(&l, "params");
+  /* Checkpoints record the class count; for one written before they did, the data's
+   * manifest says it, or else the parameter count does. The names need the manifest. */
+  train_state_extra extra;
+  train_state_extra_read(l.file.meta.extra, l.file.meta.step, &extra);
   manifest_info *dm = manifest_read(jc.data_dir, err, sizeof err);
-  if (dm) classes = dm->num_classes;
-  for (int k = 2; !classes && k <= 100000 && params; k++) {
-    model_config probe = {(model_arch)model_arch_parse(jc.model), jc.width, k, 0.0};
-    model m;
-    model_init(&m, &probe, 0);
-    size_t n = m.n_params;
-    model_free(&m);
-    if (n * sizeof(float) == params->len) { classes = k; break; }
-    if (n * sizeof(float) > params->len) break;
-  }
-  if (!classes) die("%s: the checkpoint's parameters do not match a %s width %g", l.path, jc.model, jc.width);
+  int classes = extra.num_classes ? extra.num_classes : dm ? dm->num_classes : classes_from_params(&l, &jc);
+  if (dm && dm->num_classes != classes) manifest_free(dm), dm = NULL;
   model_config mc = {(model_arch)model_arch_parse(jc.model), jc.width, classes, 0.0};
   model m;
   model_init(&m, &mc, 0);
-  if (!params || params->len != m.n_params * sizeof(float))
-    die("%s: the checkpoint's parameters do not match a %s width %g with %d classes", l.path, jc.model, jc.width, classes);
-  memcpy(m.params, params->data, params->len);
-  const ckptf_section *tracked = ckpt_loaded_find(&l, "bn_tracked");
-  if (!tracked || tracked->len != (size_t)m.n_bn * sizeof(int64_t)) die("%s: section bn_tracked is missing or malformed", l.path);
-  memcpy(m.bn_tracked, tracked->data, tracked->len);
-  int world = l.file.meta.world_size;
-  for (size_t i = 0; i < m.n_stats; i++) m.stats[i] = 0;
-  for (int r = 0; r < world; r++) {
-    char name[32];
-    snprintf(name, sizeof name, "bn_stats.rank%d", r);
-    const ckptf_section *s = ckpt_loaded_find(&l, name);
-    if (!s || s->len != m.n_stats * sizeof(float)) die("%s: section %s is missing or malformed", l.path, name);
-    const float *v = (const float *)s->data;
-    for (size_t i = 0; i < m.n_stats; i++) m.stats[i] += v[i] / (float)world;
-  }
+  train_state_shape shape = {m.n_params, 0, m.n_stats, m.n_bn};
+  train_state_view state;
+  float *stats;
+  if (train_state_weights_from_file(&l.file, l.path, &shape, &state, &stats, err, sizeof err) != 0) die("%s", err);
+  memcpy(m.params, state.params, m.n_params * sizeof(float));
+  memcpy(m.bn_tracked, state.bn_tracked, (size_t)m.n_bn * sizeof(int64_t));
+  bn_stats_mean(state.bn_stats, state.stats_ranks, m.n_stats, m.stats);
+  free(stats);
   weights_export(&m, out, dm ? (const char *const *)dm->classes : NULL);
   if (dm) manifest_free(dm);
   printf("exported %s (step %lld, epoch %lld) to %s\n", l.path, (long long)l.file.meta.step,

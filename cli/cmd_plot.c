@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
 #include "base/core.h"
+#include "cli/cli.h"
 #include "proto/metrics.h"
 
 typedef struct {

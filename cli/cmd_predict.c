@@ -5,12 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
 #include "base/core.h"
+#include "cli/cli.h"
+#include "worker/device.h"
 #include "worker/loader.h"
 #include "worker/model.h"
 #include "worker/weights.h"
-#include "worker/device.h"
 
 static void usage(FILE *to) {
   fprintf(to,

@@ -5,8 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
 #include "base/core.h"
+#include "cli/cli.h"
 #include "proto/manifest.h"
 #include "worker/dataset_prepare.h"
 

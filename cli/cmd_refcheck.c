@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
 #include "base/core.h"
+#include "cli/cli.h"
 #include "proto/safetensors.h"
 #include "worker/device.h"
 #include "worker/model.h"

@@ -17,9 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/core.h"
 #include "cli/cli.h"
 #include "daemon/status_server.h"
-#include "base/core.h"
 #include "proto/metrics.h"
 
 #define STATUS_EXIT_NOT_RUNNING 3

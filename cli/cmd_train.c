@@ -7,15 +7,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
 #include "base/core.h"
+#include "cli/cli.h"
+#include "daemon/driver.h"
 #include "proto/job_config.h"
 #include "worker/collective.h"
 #include "worker/dataset_prepare.h"
 #include "worker/device.h"
 #include "worker/model.h"
 #include "worker/optim.h"
-#include "daemon/driver.h"
 
 #ifndef POLLEN_SAMPLE_DIR
 #define POLLEN_SAMPLE_DIR "tests/data/flowers_sample"
@@ -234,7 +234,7 @@ int cmd_train(int argc, char **argv) {
   if (cm.rank == 0 && realpath(data, resolved)) data = resolved;
   else if (cm.rank == 0) die("--data %s: no such folder; prepare one with pollen prepare", data);
   copy_flag(cfg.data_dir, sizeof cfg.data_dir, "--data", data);
-  int status = trainer_run(&cfg, job_dir, &cm);
+  int status = driver_train(&cfg, job_dir, &cm);
   comm_finalize(&cm);
   return status;
 }

@@ -4,8 +4,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
 #include "base/core.h"
+#include "cli/cli.h"
 #include "worker/device.h"
 #include "worker/model.h"
 

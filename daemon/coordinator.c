@@ -1,4 +1,4 @@
-/* coordinator.c - rank 0's job-level services (see coordinator.h). */
+/* coordinator.c - rank 0's decisions and services for a training job (see coordinator.h). */
 #include "daemon/coordinator.h"
 
 #include <errno.h>
@@ -8,23 +8,169 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "base/core.h"
+#include "daemon/ckpt.h"
+#include "daemon/signals.h"
+#include "daemon/status_server.h"
+#include "proto/metrics.h"
+#include "proto/status_proto.h"
+
+/* The training figures since the last log line. */
+typedef struct {
+  double loss, correct, samples, time, comm;
+  int steps;
+} figures_window;
 
 struct coordinator {
-  char job_dir[4096];
+  const job_config *cfg;
+  char job_dir[4096], weights_path[4200];
+  char config_hash[17];
+  job_plan plan;
+  train_state_shape shape;
+  const char *const *hosts;
   status_server *status;
   ckpt_writer *writer;
   FILE *metrics;
+  /* where the job is */
+  job_position pos;
+  double lr;                 /* of the last step */
+  double best_val, last_val;
+  char state[16];            /* last state published */
+  char state_after_checkpoint[16];
+  /* clocks: the ETA is the remaining steps at this launch's average rate */
+  double start_time;         /* unix time the launch started */
+  double run_start;          /* monotonic time training began in this launch */
+  int64_t first_step;
+  double last_ckpt_time;
+  figures_window window;
+  control_timing *timings;   /* every rank's, from the last step */
   statusp_worker *workers;
-  int n_workers;
+  /* the resumed state, kept for the workers until the end */
+  ckpt_loaded resumed;
+  float *resumed_stats;
+  /* checkpoint bookkeeping: the newest written, and the one being written */
   int64_t pending_step, last_step;
   double pending_time, last_time;
   char last_path[4096];
   /* The last training figures, shown while evaluating, checkpointing or stopping. */
   double shown_loss, shown_acc, shown_ips, shown_eta;
 };
+
+/* ---- the job folder and its config ------------------------------------------------- */
+
+/* The config is frozen at the first launch; a relaunch must define the same job. */
+static void settle_config(coordinator *co) {
+  const job_config *cfg = co->cfg;
+  if (make_dirs(co->job_dir) != 0)
+    die("cannot create %s: %s; check the path and its permissions", co->job_dir, strerror(errno));
+  char path[4200], msg[2400];
+  snprintf(path, sizeof path, "%s/config.json", co->job_dir);
+  job_config frozen = *cfg;
+  int loaded = job_config_load(&frozen, path);
+  if (loaded == 0 && job_config_diff(&frozen, cfg, msg, sizeof msg)) {
+    if (!cfg->force_config)
+      die("%s was started with other settings (%s); relaunch with the original flags, use "
+          "another --job folder, or pass --force-config to adopt the new ones", co->job_dir, msg);
+    log_warn("--force-config: adopting the new settings (%s)", msg);
+    job_config_save(cfg, path);
+  } else if (loaded == 1) {
+    job_config_save(cfg, path);
+  }
+  job_config_hash(cfg, co->config_hash);
+}
+
+coordinator *coord_open(const job_config *cfg, const char *job_dir) {
+  coordinator *co = xcalloc(1, sizeof *co);
+  co->cfg = cfg;
+  snprintf(co->job_dir, sizeof co->job_dir, "%s", job_dir);
+  snprintf(co->weights_path, sizeof co->weights_path, "%s/weights.safetensors", job_dir);
+  co->best_val = co->last_val = NAN;
+  co->start_time = (double)time(NULL);
+  co->pending_step = co->last_step = -1;
+  co->shown_loss = co->shown_acc = co->shown_eta = NAN;
+  settle_config(co);
+  return co;
+}
+
+void coord_start(coordinator *co, const job_plan *plan, const train_state_shape *shape,
+                 const char *const *hosts) {
+  co->plan = *plan;
+  co->shape = *shape;
+  co->hosts = hosts;
+  co->timings = xcalloc((size_t)plan->world, sizeof *co->timings);
+  co->workers = xcalloc((size_t)plan->world, sizeof *co->workers);
+  char path[4200], err[1024];
+  co->writer = ckpt_writer_start(co->job_dir, co->cfg->keep, err, sizeof err);
+  if (!co->writer) die("%s", err);
+  const char *tcp = co->cfg->status_tcp;
+  co->status = status_server_start(co->job_dir, tcp[0] ? tcp : NULL);
+  /* The one line that says where to look (with --status-tcp 0 the port is only known here). */
+  if (tcp[0])
+    log_info("status: 'pollen status %s' (%s/status.sock) and TCP port %d (token in %s/status.token)",
+             co->job_dir, co->job_dir, status_server_tcp_port(co->status), co->job_dir);
+  else
+    log_info("status: 'pollen status %s' (%s/status.sock)", co->job_dir, co->job_dir);
+  snprintf(path, sizeof path, "%s/metrics.jsonl", co->job_dir);
+  co->metrics = fopen(path, "a");
+  if (!co->metrics) die("cannot append to %s: %s; check the --job folder", path, strerror(errno));
+}
+
+/* ---- where to resume ------------------------------------------------------------------- */
+
+/* Each rank of this world gets the statistics it had when the world size is the one that
+ * saved them; otherwise every rank starts from their mean. */
+static float *bn_stats_for_world(const train_state_view *saved, size_t n_stats, int world) {
+  float *out = xmalloc((size_t)world * n_stats * sizeof(float) + 1);
+  if (saved->stats_ranks == world) {
+    memcpy(out, saved->bn_stats, (size_t)world * n_stats * sizeof(float));
+  } else {
+    bn_stats_mean(saved->bn_stats, saved->stats_ranks, n_stats, out);
+    for (int r = 1; r < world; r++) memcpy(out + (size_t)r * n_stats, out, n_stats * sizeof(float));
+  }
+  return out;
+}
+
+void coord_choose_resume(coordinator *co, resume_msg *msg, train_state_view *state) {
+  const job_config *cfg = co->cfg;
+  const train_state_shape *shape = &co->shape;
+  int world = co->plan.world;
+  *msg = (resume_msg){.version = TRAIN_MSG_VERSION, .world = world};
+  memset(state, 0, sizeof *state);
+  char err[2048];
+  ckpt_loaded *l = &co->resumed;
+  /* --force-config adopts new settings: the checkpoints of the old ones still resume. */
+  ckpt_status st = ckpt_load_latest(co->job_dir, cfg->model, cfg->force_config ? NULL : co->config_hash,
+                                    l, err, sizeof err);
+  if (st == CKPT_MISMATCH || st == CKPT_ALL_CORRUPT || st == CKPT_IO_ERROR) die("%s", err);
+  if (st != CKPT_LOADED) return;
+  const ckptf_meta *meta = &l->file.meta;
+  if (meta->sample_in_epoch % cfg->batch)
+    die("%s: its sample position %lld is not a multiple of the global batch %d", l->path,
+        (long long)meta->sample_in_epoch, cfg->batch);
+  train_state_view saved;
+  float *saved_stats;
+  if (train_state_from_file(&l->file, l->path, shape, &saved, &saved_stats, err, sizeof err) != 0) die("%s", err);
+  train_state_extra extra;
+  train_state_extra_read(meta->extra, meta->step, &extra);
+  co->best_val = extra.best_val_acc, co->last_val = extra.last_val_acc;
+  co->resumed_stats = bn_stats_for_world(&saved, shape->n_stats, world);
+  free(saved_stats);
+  *state = saved;
+  state->bn_stats = co->resumed_stats, state->stats_ranks = world;
+  state->optimizer_steps = extra.optimizer_steps;
+  *msg = (resume_msg){TRAIN_MSG_VERSION, 1, meta->step, meta->epoch, meta->sample_in_epoch / cfg->batch,
+                      extra.optimizer_steps, meta->world_size, world};
+  log_info("resuming from %s: step %lld, epoch %lld, sample %lld of the epoch%s", l->path,
+           (long long)meta->step, (long long)meta->epoch + 1, (long long)meta->sample_in_epoch,
+           l->n_skipped ? " (newer checkpoints were damaged and skipped)" : "");
+  if (meta->world_size != world)
+    log_warn("the checkpoint was written by %d ranks and this run has %d: the global batch "
+             "of %d is now split %d ways; BN running statistics start from the mean of the "
+             "saved ranks'", meta->world_size, world, cfg->batch, world);
+}
+
+/* ---- publication ------------------------------------------------------------------------ */
 
 /* The writer says nothing until the next submit or wait, which at epoch-end checkpoints is a
  * whole epoch later: status would name the previous file as the last checkpoint. The final
@@ -41,88 +187,153 @@ static void notice_written(coordinator *co) {
   memcpy(co->last_path, path, sizeof path);
 }
 
-coordinator *coord_start(const job_config *cfg, const char *job_dir) {
-  coordinator *co = xcalloc(1, sizeof *co);
-  snprintf(co->job_dir, sizeof co->job_dir, "%s", job_dir);
-  char path[4200], err[1024];
-  co->writer = ckpt_writer_start(job_dir, cfg->keep, err, sizeof err);
-  if (!co->writer) die("%s", err);
-  co->status = status_server_start(job_dir, cfg->status_tcp[0] ? cfg->status_tcp : NULL);
-  /* The one line that says where to look (with --status-tcp 0 the port is only known here). */
-  if (cfg->status_tcp[0])
-    log_info("status: 'pollen status %s' (%s/status.sock) and TCP port %d (token in %s/status.token)",
-             job_dir, job_dir, status_server_tcp_port(co->status), job_dir);
-  else
-    log_info("status: 'pollen status %s' (%s/status.sock)", job_dir, job_dir);
-  snprintf(path, sizeof path, "%s/metrics.jsonl", job_dir);
-  co->metrics = fopen(path, "a");
-  if (!co->metrics) die("cannot append to %s: %s; check the --job folder", path, strerror(errno));
-  co->pending_step = co->last_step = -1;
-  co->shown_loss = co->shown_acc = co->shown_eta = NAN;
-  return co;
+/* Seconds left at this launch's average rate so far; NaN before the first step. */
+static double eta_seconds(const coordinator *co) {
+  double rate = (double)(co->pos.step - co->first_step) / (time_now() - co->run_start);
+  return rate > 0 ? (double)(co->plan.total_steps - co->pos.step) / rate : NAN;
 }
 
-int coord_poll_requests(coordinator *co) { return status_server_poll_requests(co->status); }
+static void format_eta(double s, char *out, size_t cap) {
+  if (!isfinite(s) || s < 0) snprintf(out, cap, "?");
+  else if (s >= 3600) snprintf(out, cap, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+  else snprintf(out, cap, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+}
 
-void coord_publish(coordinator *co, const statusp_job *job, const control_timing *t, int world,
-                   const char *const *hosts) {
-  if (co->n_workers != world) {
-    co->workers = xrealloc(co->workers, (size_t)world * sizeof *co->workers);
-    co->n_workers = world;
-  }
+/* Every publication is a heartbeat of the ranks' last step times. */
+static void note_workers(coordinator *co) {
+  const control_timing *t = co->timings;
   double now = time_unix(); /* whole seconds would age every heartbeat by up to 1 s */
-  for (int r = 0; r < world; r++) {
+  for (int r = 0; r < co->plan.world; r++) {
     statusp_worker *w = &co->workers[r];
     memset(w, 0, sizeof *w);
     w->rank = r;
-    snprintf(w->host, sizeof w->host, "%s", hosts[r]);
+    snprintf(w->host, sizeof w->host, "%s", co->hosts[r]);
     w->pid = t[r].pid;
     w->step_time_s = t[r].step_time_s;
     w->images_per_s = t[r].step_time_s > 0 ? t[r].images / t[r].step_time_s : 0;
     w->last_heartbeat = now;
     w->comm_exposed_s = t[r].comm_exposed_s;
   }
-  statusp_job j = *job;
-  /* Outside training steps the caller has no fresh window (NaN, 0): keep showing the last
-   * one, so a scrape during evaluation does not read as loss unknown and 0 images/s. */
-  if (isfinite(j.loss)) co->shown_loss = j.loss, co->shown_acc = j.train_acc;
-  else j.loss = co->shown_loss, j.train_acc = co->shown_acc;
-  if (j.images_per_s > 0) co->shown_ips = j.images_per_s, co->shown_eta = j.eta_s;
-  else j.images_per_s = co->shown_ips, j.eta_s = co->shown_eta;
+}
+
+/* Outside training steps there is no fresh window (loss NaN, ips 0): the last one stays
+ * shown, so a scrape during evaluation does not read as loss unknown and 0 images/s. */
+static void publish(coordinator *co, const char *state, double loss, double acc, double ips) {
+  snprintf(co->state, sizeof co->state, "%s", state);
+  statusp_job j;
+  memset(&j, 0, sizeof j);
+  snprintf(j.state, sizeof j.state, "%s", state);
+  snprintf(j.model, sizeof j.model, "%s", co->cfg->model);
+  /* 0-based on the wire and in metrics; after the last epoch pos.epoch is one past the end. */
+  int epochs = co->plan.epochs;
+  j.epoch = co->pos.epoch < epochs ? co->pos.epoch : epochs - 1, j.epochs = epochs;
+  j.step = co->pos.step, j.total_steps = co->plan.total_steps;
+  j.val_acc = co->last_val;
+  j.lr = co->lr;
+  j.world_size = co->plan.world;
+  j.start_time = co->start_time;
+  if (isfinite(loss)) co->shown_loss = loss, co->shown_acc = acc;
+  if (ips > 0) co->shown_ips = ips, co->shown_eta = eta_seconds(co);
+  j.loss = co->shown_loss, j.train_acc = co->shown_acc;
+  j.images_per_s = co->shown_ips, j.eta_s = co->shown_eta;
   if (j.total_steps > 0 && j.step >= j.total_steps) j.eta_s = 0;
+  note_workers(co);
   notice_written(co);
-  int64_t step;
-  double when;
-  const char *p = coord_last_checkpoint(co, &step, &when);
-  j.last_ckpt_step = step;
+  j.last_ckpt_step = co->last_step;
+  const char *p = co->last_step >= 0 ? co->last_path : "";
   /* Long paths keep their tail: the file name is the useful part. */
   size_t n = strlen(p), cap = sizeof j.last_ckpt_path;
   memcpy(j.last_ckpt_path, n < cap ? p : p + n - (cap - 1), n < cap ? n + 1 : cap);
-  j.last_ckpt_time = when;
-  status_server_publish(co->status, &j, co->workers, world);
+  j.last_ckpt_time = co->last_time;
+  status_server_publish(co->status, &j, co->workers, co->plan.world);
 }
 
-static void json_number(FILE *f, const char *key, double v) {
-  if (isfinite(v)) fprintf(f, ",\"%s\":%.6g", key, v);
-  else fprintf(f, ",\"%s\":null", key);
-}
-
-void coord_metric(coordinator *co, const statusp_metric *p, double elapsed_s, double comm_exposed_s) {
-  fprintf(co->metrics, "{\"step\":%lld,\"epoch\":%d", (long long)p->step, p->epoch);
-  json_number(co->metrics, "loss", p->loss);
-  json_number(co->metrics, "train_acc", p->train_acc);
-  json_number(co->metrics, "val_acc", p->val_acc);
-  json_number(co->metrics, "lr", p->lr);
-  json_number(co->metrics, "images_per_s", p->images_per_s);
-  json_number(co->metrics, "comm_exposed_s", comm_exposed_s);
-  json_number(co->metrics, "elapsed_s", elapsed_s);
-  fprintf(co->metrics, ",\"time\":%lld}\n", (long long)time(NULL));
-  fflush(co->metrics);
+static void record_metric(coordinator *co, const statusp_metric *p, double comm_exposed_s) {
+  metrics_record r = {p->step, p->epoch, p->loss, p->train_acc, p->val_acc, p->lr, p->images_per_s,
+                      comm_exposed_s, time_now() - co->run_start, (int64_t)time(NULL)};
+  metrics_write(co->metrics, &r);
   status_server_push_metric(co->status, p);
 }
 
+void coord_begin(coordinator *co, const job_position *pos) {
+  const job_config *cfg = co->cfg;
+  const job_plan *p = &co->plan;
+  co->pos = *pos;
+  log_info("%s width %g: %zu parameters, %d classes; %d training and %d validation images; "
+           "%d ranks x batch %d; %d steps per epoch, %d epochs",
+           cfg->model, cfg->width, co->shape.n_params, p->classes, p->n_train, p->n_val, p->world,
+           p->local_batch, p->steps_per_epoch, cfg->epochs);
+  if (pos->step >= p->total_steps) {
+    log_info("the job in %s is already finished (step %lld of %lld)", co->job_dir,
+             (long long)pos->step, (long long)p->total_steps);
+    return;
+  }
+  co->last_ckpt_time = co->run_start = time_now();
+  co->first_step = pos->step;
+}
+
+void coord_at(coordinator *co, const job_position *pos, double lr) {
+  co->pos = *pos;
+  co->lr = lr;
+}
+
+void coord_add_decisions(coordinator *co, double ctl[CONTROL_N]) {
+  const job_config *cfg = co->cfg;
+  int req = status_server_poll_requests(co->status);
+  if (req & STATUS_REQ_STOP) ctl[CONTROL_STOP] += 1;
+  if (req & STATUS_REQ_CHECKPOINT) ctl[CONTROL_CHECKPOINT] += 1;
+  if (cfg->ckpt_every > 0 && co->pos.step % cfg->ckpt_every == 0) ctl[CONTROL_CHECKPOINT] += 1;
+  if (cfg->ckpt_seconds > 0 && time_now() - co->last_ckpt_time >= cfg->ckpt_seconds) ctl[CONTROL_CHECKPOINT] += 1;
+}
+
+void coord_step_done(coordinator *co, const double ctl[CONTROL_N], const control_timing *timings,
+                     control_action action) {
+  const job_config *cfg = co->cfg;
+  figures_window *w = &co->window;
+  memcpy(co->timings, timings, (size_t)co->plan.world * sizeof *timings);
+  w->loss += ctl[CONTROL_LOSS_SUM], w->correct += ctl[CONTROL_CORRECT];
+  w->samples += ctl[CONTROL_SAMPLES], w->time += timings[0].step_time_s, w->comm += timings[0].comm_exposed_s;
+  w->steps++;
+  double ips = w->time > 0 ? w->samples / w->time : 0;
+  double loss = w->loss / w->samples, acc = w->correct / w->samples;
+  int at_epoch_end = co->pos.step_in_epoch == co->plan.steps_per_epoch;
+  if (co->pos.step % cfg->log_every == 0 || at_epoch_end || ctl[CONTROL_STOP] > 0) {
+    char eta[32];
+    format_eta(eta_seconds(co), eta, sizeof eta);
+    log_info("epoch %d/%d  step %d/%d  loss %.4f  acc %.3f  lr %.3g  %.1f img/s  comm %.1f ms  ETA %s",
+             co->pos.epoch + 1, cfg->epochs, co->pos.step_in_epoch, co->plan.steps_per_epoch, loss, acc,
+             co->lr, ips, 1e3 * w->comm / w->steps, eta);
+    statusp_metric p = {co->pos.step, co->pos.epoch, loss, acc, NAN, co->lr, ips};
+    record_metric(co, &p, w->comm / w->steps);
+    publish(co, "training", loss, acc, ips);
+    memset(w, 0, sizeof *w);
+  } else {
+    publish(co, "training", loss, acc, ips);
+  }
+  if (action == CONTROL_STOP_NOW) {
+    int sig = 0;
+    for (int r = 0; r < co->plan.world && !sig; r++) sig = timings[r].signal;
+    log_info("stop requested (%s): checkpointing step %lld", sig ? signals_name(sig) : "status socket",
+             (long long)co->pos.step);
+  }
+}
+
+void coord_set_state(coordinator *co, const char *state) { publish(co, state, NAN, NAN, 0); }
+
+void coord_validation(coordinator *co, double accuracy) {
+  co->last_val = accuracy;
+  if (isfinite(accuracy) && !(accuracy <= co->best_val)) co->best_val = accuracy;
+  /* Logged once the epoch is counted done: pos.epoch is the number of epochs finished. */
+  log_info("epoch %d/%d done: validation accuracy %.4f (best %.4f)", co->pos.epoch, co->cfg->epochs,
+           accuracy, co->best_val);
+  statusp_metric p = {co->pos.step, co->pos.epoch - 1, NAN, NAN, accuracy, co->lr, 0};
+  record_metric(co, &p, 0);
+}
+
+/* ---- checkpoints ---------------------------------------------------------------------- */
+
 /* The submitted write becomes "last" once the writer reports it finished. */
-static void settle(coordinator *co, int failed) {
+static void settle_write(coordinator *co, int failed) {
   if (co->pending_step < 0) return;
   if (!failed) {
     co->last_step = co->pending_step;
@@ -132,34 +343,78 @@ static void settle(coordinator *co, int failed) {
   co->pending_step = -1;
 }
 
-int coord_checkpoint(coordinator *co, const ckpt_snapshot *s) {
+void coord_checkpoint_begin(coordinator *co) {
+  memcpy(co->state_after_checkpoint, co->state, sizeof co->state);
+  publish(co, "checkpointing", NAN, NAN, 0);
+}
+
+void coord_checkpoint(coordinator *co, const train_state_view *state, const char *why, double next_lr) {
+  const job_config *cfg = co->cfg;
+  ckptf_section_in *sec = xcalloc((size_t)(4 + state->stats_ranks), sizeof *sec);
+  char (*names)[TRAIN_STATE_NAME_MAX] = xcalloc((size_t)state->stats_ranks, sizeof *names);
+  ckpt_snapshot s;
+  memset(&s, 0, sizeof s);
+  s.meta.step = co->pos.step;
+  s.meta.epoch = co->pos.epoch;
+  s.meta.sample_in_epoch = (int64_t)co->pos.step_in_epoch * cfg->batch;
+  s.meta.world_size = state->stats_ranks;
+  snprintf(s.meta.model, sizeof s.meta.model, "%s", cfg->model);
+  snprintf(s.meta.config_hash, sizeof s.meta.config_hash, "%s", co->config_hash);
+  train_state_extra x = {state->optimizer_steps, next_lr, cfg->batch, co->best_val, co->last_val,
+                         co->plan.classes, co->plan.image_size, ""};
+  snprintf(x.reason, sizeof x.reason, "%s", why);
+  s.meta.extra = train_state_extra_json(&x);
+  s.sections = sec;
+  s.n_sections = train_state_sections(state, &co->shape, sec, names);
   /* The writer thread logged the failed write's reason ("checkpoint not saved: ..."); this
    * says what it means for the run. */
-  int rc = ckpt_writer_submit(co->writer, s);
+  int rc = ckpt_writer_submit(co->writer, &s);
   if (rc) log_warn("training goes on; the earlier checkpoints are intact");
-  settle(co, rc != 0);
-  co->pending_step = s->meta.step;
+  settle_write(co, rc != 0);
+  co->pending_step = s.meta.step;
   co->pending_time = (double)time(NULL);
-  return rc;
+  co->last_ckpt_time = time_now();
+  cJSON_Delete(s.meta.extra);
+  free(sec);
+  free(names);
+  /* The write goes on in the background: the job is back to what it was doing. */
+  publish(co, co->state_after_checkpoint, NAN, NAN, 0);
 }
 
 int coord_checkpoint_wait(coordinator *co) {
   int rc = ckpt_writer_wait(co->writer); /* a failure is logged by the writer thread */
-  settle(co, rc != 0);
+  settle_write(co, rc != 0);
   return rc;
 }
 
-const char *coord_last_checkpoint(const coordinator *co, int64_t *step, double *unix_time) {
-  *step = co->last_step;
-  *unix_time = co->last_time;
-  return co->last_step >= 0 ? co->last_path : "";
+const char *coord_weights_path(const coordinator *co) { return co->weights_path; }
+
+/* ---- the end ----------------------------------------------------------------------------- */
+
+void coord_finished(coordinator *co, int final_checkpoint_failed) {
+  /* A relaunch would go back to the last checkpoint that did get saved and train again. */
+  if (final_checkpoint_failed)
+    log_warn("the final checkpoint could not be saved (see above): %s/weights.safetensors holds "
+             "the finished weights, but running this command again would resume from an older "
+             "checkpoint and overwrite them", co->job_dir);
+  publish(co, "finished", NAN, NAN, 0);
+  log_info("finished: %lld steps, validation accuracy %.4f (best %.4f)", (long long)co->pos.step,
+           co->last_val, co->best_val);
 }
 
-void coord_stop(coordinator *co) {
+void coord_stopped(coordinator *co) {
+  log_info("stopped at step %lld with a checkpoint; run the same command again to resume (exit %d)",
+           (long long)co->pos.step, EXIT_PREEMPTED);
+}
+
+void coord_close(coordinator *co) {
   if (!co) return;
   ckpt_writer_stop(co->writer);
   status_server_stop(co->status);
   if (co->metrics) fclose(co->metrics);
+  ckpt_loaded_free(&co->resumed);
+  free(co->resumed_stats);
+  free(co->timings);
   free(co->workers);
   free(co);
 }

@@ -1,36 +1,71 @@
-/* coordinator.h - what rank 0 does beside its own worker: owns the job folder (frozen config,
- * metrics log), serves the status socket, writes checkpoints in the background, and turns
- * signals and socket requests into stop/checkpoint decisions that reach the workers through
- * the per-step control message (proto/control.h). It never touches the model directly: the
- * training loop hands it snapshots and state at step boundaries. */
+/* coordinator.h - rank 0's decisions for a training job, and the services that carry them out.
+ *
+ * The coordinator owns the job folder: it freezes config.json at the first launch and checks
+ * it on every relaunch, chooses the checkpoint to resume from, decides when to checkpoint
+ * (the --ckpt-every/--ckpt-seconds cadence, requests from the status socket) and writes the
+ * checkpoints in the background, keeps metrics.jsonl, and publishes the job's state on the
+ * status socket and in the log. It never touches the model: the driver (daemon/driver.h)
+ * hands it the workers' figures and state at step boundaries, and what it decides reaches the
+ * workers as proto/ messages (its part of the control message, the resume message).
+ * Not for: the training itself (worker/), the byte formats (proto/). */
 #ifndef POLLEN_COORDINATOR_H
 #define POLLEN_COORDINATOR_H
 
-#include "daemon/ckpt.h"
-#include "daemon/status_server.h"
 #include "proto/control.h"
 #include "proto/job_config.h"
+#include "proto/plan.h"
+#include "proto/train_msg.h"
+#include "proto/train_state.h"
 
 typedef struct coordinator coordinator;
 
-/* Opens JOB_DIR for this run: the frozen config must already be settled (train_freeze_config).
- * Starts the status server and the checkpoint writer. Dies with a clear message on errors
- * (another live job in the folder, unwritable folder). */
-coordinator *coord_start(const job_config *cfg, const char *job_dir);
-/* Requests from the status socket since the last call (STATUS_REQ_* bits). */
-int coord_poll_requests(coordinator *co);
-/* State for `pollen status`: the job and one timing record per rank. */
-void coord_publish(coordinator *co, const statusp_job *job, const control_timing *t, int world,
-                   const char *const *hosts);
-/* One metrics point: appended to JOB_DIR/metrics.jsonl and the status history. */
-void coord_metric(coordinator *co, const statusp_metric *p, double elapsed_s, double comm_exposed_s);
-/* Hands a snapshot to the background writer; returns at once (after the copy). Logs and
- * returns non-zero if the PREVIOUS write failed (training goes on; the old checkpoints stay). */
-int coord_checkpoint(coordinator *co, const ckpt_snapshot *s);
+/* Creates JOB_DIR if needed, freezes the config there at the first launch and checks it on a
+ * relaunch (a different definition is refused unless --force-config adopts it). Dies with a
+ * clear message. Starts no service yet. */
+coordinator *coord_open(const job_config *cfg, const char *job_dir);
+/* Starts the checkpoint writer, the status server and the metrics record for a job of this
+ * plan and state shape on these hosts (plan->world names). Dies on errors (another live job in the folder,
+ * an unwritable folder). */
+void coord_start(coordinator *co, const job_plan *plan, const train_state_shape *shape,
+                 const char *const *hosts);
+/* Chooses where the job resumes: the newest checkpoint of this model and config that
+ * verifies (newer damaged ones are skipped and named). Fills msg (found 0: a fresh start)
+ * and, when found, state, valid until coord_close, with one set of BN statistics per rank of
+ * this world: each rank's own when the world size is the one that wrote it, else their mean.
+ * Dies when checkpoints exist but none can be used. */
+void coord_choose_resume(coordinator *co, resume_msg *msg, train_state_view *state);
+/* Logs what the job is and starts its clocks; says so when it is already finished. */
+void coord_begin(coordinator *co, const job_position *pos);
+
+/* Where the job is, and the learning rate of its last step: what status and records show. */
+void coord_at(coordinator *co, const job_position *pos, double lr);
+/* Rank 0's part of the control message of the step that just ended: checkpoint and stop
+ * requests from the status socket, and the checkpoint cadence. */
+void coord_add_decisions(coordinator *co, double ctl[CONTROL_N]);
+/* After every step, with the summed control message, every rank's timings and what the ranks
+ * do next: the training figures' window, the log line, metrics.jsonl and the status. */
+void coord_step_done(coordinator *co, const double ctl[CONTROL_N], const control_timing *timings,
+                     control_action action);
+/* The job's state for `pollen status`: "training", "evaluating", "stopping", ... */
+void coord_set_state(coordinator *co, const char *state);
+/* An epoch's validation accuracy (NaN: no validation split): logged and recorded. */
+void coord_validation(coordinator *co, double accuracy);
+
+/* A checkpoint is being taken: the status says so until coord_checkpoint. */
+void coord_checkpoint_begin(coordinator *co);
+/* Hands a snapshot of the state to the background writer, with the reason ("periodic",
+ * "epoch end", "stop", "max steps") and the learning rate of the next step; returns once it
+ * is copied, with the status back to what it was. A failed earlier write is logged and
+ * training goes on. */
+void coord_checkpoint(coordinator *co, const train_state_view *state, const char *why, double next_lr);
 /* Waits for the last checkpoint write; 0 when it succeeded. */
 int coord_checkpoint_wait(coordinator *co);
-/* Path of the newest checkpoint written in this run ("" if none) and its step. */
-const char *coord_last_checkpoint(const coordinator *co, int64_t *step, double *unix_time);
-void coord_stop(coordinator *co);
+/* Where the final weights go: JOB_DIR/weights.safetensors. */
+const char *coord_weights_path(const coordinator *co);
+/* The end of a launch: finished (with whether the final checkpoint failed) or stopped. */
+void coord_finished(coordinator *co, int final_checkpoint_failed);
+void coord_stopped(coordinator *co);
+/* Stops the services (waiting for a pending write) and frees co. NULL is accepted. */
+void coord_close(coordinator *co);
 
 #endif

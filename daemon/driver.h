@@ -1,14 +1,15 @@
-/* trainer.h - the training loop every rank runs: loader -> engine -> collectives ->
- * optimizer, with rank 0's coordinator alongside for the job folder, status and checkpoints.
+/* driver.h - one training job: the coordinator on rank 0 and a worker on every rank, wired
+ * together at step boundaries. The only unit that sees both daemon/ and worker/: the
+ * coordinator's decisions reach the workers as proto/ messages passed here.
  * A relaunch with the same command resumes from the newest valid checkpoint. */
-#ifndef POLLEN_TRAINER_H
-#define POLLEN_TRAINER_H
+#ifndef POLLEN_DRIVER_H
+#define POLLEN_DRIVER_H
 
 #include "proto/job_config.h"
 #include "worker/collective.h"
 
 /* Runs (or resumes) the job in job_dir. Returns EXIT_OK when every epoch is done,
  * EXIT_PREEMPTED after a clean stop with a checkpoint; dies on errors. */
-int trainer_run(job_config *cfg, const char *job_dir, comm *c);
+int driver_train(job_config *cfg, const char *job_dir, comm *c);
 
 #endif

@@ -27,3 +27,18 @@ int64_t plan_rank_samples(const int64_t *order, int first_step, int steps_per_ep
       mine[count++] = order[(int64_t)s * global_batch + (int64_t)rank * local_batch + b];
   return count;
 }
+
+int plan_job(job_plan *p, const job_config *cfg, int world, int n_train, int n_val, int classes,
+             char *err, size_t errlen) {
+  *p = (job_plan){.n_train = n_train, .n_val = n_val, .classes = classes, .image_size = cfg->size,
+                  .world = world, .global_batch = cfg->batch, .local_batch = cfg->batch / world,
+                  .epochs = cfg->epochs, .steps_per_epoch = n_train / cfg->batch};
+  if (p->steps_per_epoch < 1) {
+    err_set(err, errlen, "the training split has %d samples, fewer than one global batch of %d; "
+            "use a smaller --batch", n_train, cfg->batch);
+    return -1;
+  }
+  p->total_steps = p->schedule_steps = (int64_t)p->steps_per_epoch * cfg->epochs;
+  if (cfg->max_steps > 0 && cfg->max_steps < p->total_steps) p->total_steps = cfg->max_steps;
+  return 0;
+}

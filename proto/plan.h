@@ -10,7 +10,24 @@
 #ifndef POLLEN_PLAN_H
 #define POLLEN_PLAN_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "proto/job_config.h"
+
+/* The job's size, derived once from the data and the config, the same on every rank. */
+typedef struct {
+  int n_train, n_val, classes, image_size;
+  int world, global_batch, local_batch;
+  int epochs, steps_per_epoch;
+  int64_t total_steps;    /* where this launch stops: all epochs, or --max-steps */
+  int64_t schedule_steps; /* the LR schedule's length: all epochs (--max-steps is a knob) */
+} job_plan;
+
+/* Fills p for a training split of n_train samples. Returns 0, or -1 with a one-line reason in
+ * err (fewer samples than one global batch). */
+int plan_job(job_plan *p, const job_config *cfg, int world, int n_train, int n_val, int classes,
+             char *err, size_t errlen);
 
 /* order[0..n) = a permutation of 0..n-1 from Fisher-Yates driven by Philox keyed by
  * (seed, epoch): identical on every machine and thread count. */

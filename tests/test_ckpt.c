@@ -16,8 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "daemon/ckpt.h"
 #include "base/core.h"
+#include "daemon/ckpt.h"
 #include "proto/ckpt_format.h"
 #include "tests/check.h"
 

@@ -9,8 +9,8 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
-#include "daemon/ckpt.h"
 #include "base/core.h"
+#include "daemon/ckpt.h"
 #include "tests/check.h"
 
 static char root[] = "/tmp/pollen-test-full-XXXXXX";

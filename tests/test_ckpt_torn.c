@@ -23,8 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/ckpt.h"
 #include "base/core.h"
+#include "daemon/ckpt.h"
 #include "tests/check.h"
 
 

@@ -8,10 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "proto/plan.h"
 #include "base/core.h"
 #include "proto/crc32c.h"
 #include "proto/manifest.h"
+#include "proto/plan.h"
 #include "proto/shard.h"
 #include "proto/tfrecord.h"
 #include "tests/check.h"

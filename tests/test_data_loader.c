@@ -9,14 +9,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "proto/plan.h"
 #include "base/core.h"
 #include "proto/crc32c.h"
 #include "proto/manifest.h"
+#include "proto/plan.h"
 #include "proto/shard.h"
+#include "tests/check.h"
 #include "worker/dataset_prepare.h"
 #include "worker/loader.h"
-#include "tests/check.h"
 
 
 #define SAMPLE "tests/data/flowers_sample"

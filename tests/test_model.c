@@ -7,9 +7,9 @@
 #include <string.h>
 
 #include "base/core.h"
+#include "tests/check.h"
 #include "worker/model.h"
 #include "worker/optim.h"
-#include "tests/check.h"
 
 
 /* From torchvision 0.14: sum(p.numel() for p in model.parameters()) and len(state_dict())

@@ -28,8 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon/status_server.h"
 #include "base/core.h"
+#include "daemon/status_server.h"
 #include "tests/check.h"
 
 

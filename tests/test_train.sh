@@ -75,6 +75,14 @@ a=$("$P" eval --job "$T/job" --json | python3 -c 'import json,sys; print(json.lo
 b=$("$P" eval --weights "$T/exported.safetensors" --data "$T/data" --size 64 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["accuracy"])')
 [ "$a" = "$b" ] || fail "exported weights evaluate to $b, the job's to $a"
 echo "export: same validation accuracy ($a)"
+# The checkpoint records the class count: with the data folder gone, export still writes the
+# same tensors (only the class names, which live in the manifest, are missing).
+mv "$T/data" "$T/data.away"
+"$P" export --job "$T/job" --out "$T/exported-nodata.safetensors" > /dev/null || fail "export without the data folder"
+mv "$T/data.away" "$T/data"
+c=$("$P" eval --weights "$T/exported-nodata.safetensors" --data "$T/data" --size 64 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["accuracy"])')
+[ "$c" = "$a" ] || fail "export without the data evaluates to $c, the job's to $a"
+echo "export without the data folder: same validation accuracy"
 # ...and, where PyTorch is installed, load into torchvision with strict=True.
 if /usr/bin/python3 -c 'import torchvision' 2>/dev/null; then
   /usr/bin/python3 "$POLLEN_SRC/tools/load_check.py" --weights "$T/exported.safetensors" \

@@ -15,13 +15,6 @@
 #include "proto/shard.h"
 #include "proto/stage_msg.h"
 
-void staging_send(const comm *c, int to, const void *buf, size_t bytes) {
-  comm_send(c, to, STAGE_TAG_STATS, buf, bytes);
-}
-void staging_recv(const comm *c, int from, void *buf, size_t bytes) {
-  comm_recv(c, from, STAGE_TAG_STATS, buf, bytes);
-}
-
 /* The shards of both splits, train first, as (name, bytes, crc). */
 static int all_shards(const manifest_info *m, const manifest_shard **out) {
   int n = m->train.n_shards + m->val.n_shards;

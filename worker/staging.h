@@ -13,8 +13,4 @@
  * CACHE_DIR/<manifest digest>); cache_dir "" means $TMPDIR/pollen-cache (or /tmp). */
 const char *staging_prepare(comm *c, const char *data_dir, const char *cache_dir);
 
-/* Raw transfers used by the trainer for per-rank state (tag STAGE_TAG_STATS). */
-void staging_send(const comm *c, int to, const void *buf, size_t bytes);
-void staging_recv(const comm *c, int from, void *buf, size_t bytes);
-
 #endif

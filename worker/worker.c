@@ -1,0 +1,449 @@
+/* worker.c - one rank of a training job (see worker.h).
+ *
+ * Randomness is counter-based (augmentation: seed, epoch, sample; dropout: seed, step, rank)
+ * and the sample order is proto/plan.h's, so a position (epoch, step) is all a resume needs:
+ * a resumed run repeats an uninterrupted one bit for bit, on any number of ranks. */
+#include "worker/worker.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/core.h"
+#include "worker/device.h"
+#include "worker/loader.h"
+#include "worker/model.h"
+#include "worker/nccl_sync.h"
+#include "worker/optim.h"
+#include "worker/staging.h"
+#include "worker/weights.h"
+
+struct worker {
+  job_config *cfg;
+  comm *c;
+  int on_gpu;
+  job_plan plan;
+  job_position pos;
+  model m;
+  optimizer opt;
+  lr_schedule sched;
+  grad_sync *sync;   /* gradients averaged over MPI (CPU) ... */
+  nccl_sync *nccl;   /* ... or NCCL (GPU, more than one rank) */
+  loader *train, *val;
+  float *images;
+  int *labels;
+  int64_t *order, *mine;
+  float *stats;      /* world x n_stats on rank 0: the ranks' BN statistics */
+  unsigned char *stats_msgs; /* rank 0: the world's bn_stats messages, as gathered */
+};
+
+void worker_log(const worker *w, const char *fmt, ...) {
+  if (w->c->rank != 0) return;
+  char line[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  log_info("%s", line);
+}
+
+/* Ends the job on every rank after a failed cross-rank check: rank 0 says why (the other ranks
+ * have logged their side), the others wait for it to do so. */
+static void end_job(const worker *w, const char *why) __attribute__((noreturn));
+static void end_job(const worker *w, const char *why) {
+  comm_barrier(w->c);
+  if (w->c->rank == 0 && why) die("%s", why);
+  comm_abort(w->c, EXIT_FAILED);
+}
+
+/* ---- set-up -------------------------------------------------------------------------- */
+
+/* Resolves --device for this rank (its GPU from the node-local rank) and checks that every
+ * rank agrees: NCCL needs all of them on GPUs, MPI's CPU path all on CPUs. */
+static int select_device(worker *w) {
+  const comm *c = w->c;
+  int gpu = -1;
+  device_kind kind = device_select((device_kind)device_parse(w->cfg->device), c->local_rank, &gpu);
+  double on_gpu = kind == DEVICE_CUDA ? 1.0 : 0.0, count = on_gpu;
+  comm_allreduce_sum_f64(c, &count, 1);
+  if (count > 0 && count < c->world) {
+    if (kind == DEVICE_CPU)
+      log_warn("rank %d (%s) has no usable GPU and would train on the CPU", c->rank, c->host);
+    char why[256];
+    snprintf(why, sizeof why, "%d of %d ranks found a GPU: every rank must train on the same kind "
+             "of device; give each node GPUs or pass --device cpu", (int)count, c->world);
+    end_job(w, why);
+  }
+  char what[256];
+  device_describe(kind, gpu, what, sizeof what);
+  if (kind == DEVICE_CUDA)
+    worker_log(w, "training on %s, GEMMs in %s%s", what, w->cfg->precision,
+               c->world > 1 ? " (rank 0's; every rank takes its node-local GPU)" : "");
+  else
+    worker_log(w, "training on the CPU");
+  return kind == DEVICE_CUDA;
+}
+
+worker *worker_new(job_config *cfg, comm *c) {
+  if (cfg->batch % c->world)
+    die_status(EXIT_USAGE, "--batch %d (the global batch) must be a multiple of the %d ranks", cfg->batch, c->world);
+  worker *w = xcalloc(1, sizeof *w);
+  w->cfg = cfg, w->c = c;
+  c->stall_timeout = cfg->stall_timeout;
+  threads_set(cfg->threads);
+  w->on_gpu = select_device(w);
+  return w;
+}
+
+void worker_check_config(worker *w) {
+  const comm *c = w->c;
+  /* Ranks may see the data under other paths (or not at all: staging), so the cross-rank
+   * check leaves the data folder out; staging checks the data itself. */
+  job_config flags = *w->cfg;
+  flags.data_dir[0] = 0;
+  char *mine = job_config_definition_json(&flags);
+  size_t len = strlen(mine) + 1;
+  config_msg msg = {TRAIN_MSG_VERSION, 0, len};
+  comm_bcast(c, &msg, sizeof msg, 0);
+  char err[256];
+  if (config_msg_check(&msg, 1u << 20, err, sizeof err) != 0) die("rank %d: %s", c->rank, err);
+  char *root = xmalloc(msg.json_bytes);
+  if (c->rank == 0) memcpy(root, mine, len);
+  comm_bcast(c, root, msg.json_bytes, 0);
+  double differs = (msg.json_bytes != len || memcmp(root, mine, len)) ? 1.0 : 0.0, any = differs;
+  comm_allreduce_sum_f64(c, &any, 1);
+  if (differs)
+    log_warn("rank %d (%s) was launched with other training flags than rank 0", c->rank, c->host);
+  free(root);
+  free(mine);
+  if (any > 0)
+    end_job(w, "ranks disagree on the training flags (see the warnings above); launch every rank with the same command");
+}
+
+static void setup_optimizer(worker *w) {
+  const job_config *cfg = w->cfg;
+  int kind = optim_kind_parse(cfg->opt);
+  optim_config oc = optim_defaults((opt_kind)kind);
+  oc.momentum = (float)cfg->momentum;
+  oc.nesterov = cfg->nesterov;
+  oc.weight_decay = (float)cfg->weight_decay;
+  oc.decay_all = cfg->decay_all;
+  oc.clip_norm = (float)cfg->clip_norm;
+  if (kind == OPT_RMSPROP) {
+    oc.alpha = (float)cfg->alpha;
+    oc.eps = (float)cfg->eps;
+    oc.rmsprop = !strcmp(cfg->rmsprop, "torch") ? RMSPROP_TORCH : RMSPROP_TF;
+  } else if (kind == OPT_ADAM || kind == OPT_ADAMW) {
+    oc.beta1 = (float)cfg->beta1, oc.beta2 = (float)cfg->beta2, oc.eps = (float)cfg->eps;
+  }
+  optim_init(&w->opt, &oc, &w->m);
+  memset(&w->sched, 0, sizeof w->sched);
+  int steps_per_epoch = w->plan.steps_per_epoch;
+  w->sched.kind = (lr_kind)lr_kind_parse(cfg->schedule);
+  w->sched.base = (float)cfg->lr;
+  w->sched.warmup_steps = (long)(cfg->warmup_epochs * steps_per_epoch + 0.5);
+  w->sched.step_every = (long)cfg->step_epochs * steps_per_epoch;
+  w->sched.gamma = (float)cfg->step_gamma;
+  w->sched.min_lr = (float)cfg->min_lr;
+}
+
+static void grads_ready(void *ctx, size_t lowest) { grad_sync_ready(ctx, lowest); }
+static void grads_ready_nccl(void *ctx, size_t lowest) { nccl_sync_ready(ctx, lowest); }
+
+/* Gradients averaged with MPI on CPUs, NCCL on GPUs, as buckets complete during backward. */
+static void setup_gradient_averaging(worker *w) {
+  const job_config *cfg = w->cfg;
+  size_t bucket = (size_t)cfg->bucket_kib * 1024 / sizeof(float);
+  if (!w->on_gpu) {
+    w->sync = grad_sync_new(w->c, w->m.grads, w->m.n_params, bucket, cfg->overlap);
+    if (w->c->world > 1) w->m.grads_ready = grads_ready, w->m.grads_ready_ctx = w->sync;
+  } else if (w->c->world > 1) {
+    w->nccl = nccl_sync_new(w->c, &w->m, bucket);
+    /* Without overlap every bucket starts in nccl_sync_finish, after backward. */
+    if (cfg->overlap) w->m.grads_ready = grads_ready_nccl, w->m.grads_ready_ctx = w->nccl;
+  }
+}
+
+const job_plan *worker_load(worker *w) {
+  job_config *cfg = w->cfg;
+  comm *c = w->c;
+  /* Data: staged from rank 0 to ranks that cannot read it. */
+  const char *data_dir = staging_prepare(c, cfg->data_dir, cfg->cache_dir);
+  int local_batch = cfg->batch / c->world;
+  loader_config lc = {data_dir, "train", cfg->size, local_batch, cfg->augment, cfg->seed, cfg->loader_threads};
+  w->train = loader_open(&lc);
+  loader_config vc = {data_dir, "val", cfg->size, local_batch, 0, cfg->seed, cfg->loader_threads};
+  w->val = loader_open(&vc);
+  char err[512];
+  if (plan_job(&w->plan, cfg, c->world, loader_size(w->train), loader_size(w->val),
+               loader_num_classes(w->train), err, sizeof err) != 0)
+    die("%s: %s", data_dir, err);
+
+  /* Engine. */
+  model_config mc = {(model_arch)model_arch_parse(cfg->model), cfg->width, w->plan.classes, (float)cfg->dropout};
+  model_init(&w->m, &mc, cfg->seed);
+  if (cfg->init_weights[0]) weights_import(&w->m, cfg->init_weights, 1);
+  model_prepare(&w->m, local_batch, cfg->size);
+  setup_optimizer(w);
+  if (w->on_gpu) {
+    model_use_cuda(&w->m, device_precision_parse(cfg->precision));
+    optim_use_cuda(&w->opt, &w->m);
+  }
+  setup_gradient_averaging(w);
+
+  /* Page-locked on a GPU: the batch's copy to the device runs alongside kernels. */
+  w->images = model_host_alloc(&w->m, (size_t)local_batch * cfg->size * cfg->size * 3 * sizeof(float));
+  w->labels = model_host_alloc(&w->m, (size_t)local_batch * sizeof(int));
+  int64_t biggest = w->plan.n_train > w->plan.n_val ? w->plan.n_train : w->plan.n_val;
+  w->order = xmalloc((size_t)(biggest + 1) * sizeof(int64_t));
+  w->mine = xmalloc((size_t)(biggest + 1) * sizeof(int64_t));
+  size_t ranks = c->rank == 0 ? (size_t)c->world : 1;
+  w->stats = xmalloc(ranks * w->m.n_stats * sizeof(float));
+  if (c->rank == 0) w->stats_msgs = xmalloc(ranks * (sizeof(bn_stats_msg) + w->m.n_stats * sizeof(float)));
+  return &w->plan;
+}
+
+train_state_shape worker_state_shape(const worker *w) {
+  return (train_state_shape){w->m.n_params, w->opt.n, w->m.n_stats, w->m.n_bn};
+}
+
+job_position worker_position(const worker *w) { return w->pos; }
+
+double worker_lr_at(const worker *w, int64_t step) {
+  return lr_at(&w->sched, (long)step, (long)w->plan.schedule_steps);
+}
+
+const char *worker_class_name(const worker *w, int k) { return loader_class_name(w->train, k); }
+
+/* ---- BN statistics between ranks ------------------------------------------------------ */
+
+/* Gathers every rank's BN statistics to rank 0 (world x n_stats in w->stats), each as a
+ * bn_stats message. Collective; the host copy of the model's statistics must be current. */
+static void gather_bn_stats(worker *w) {
+  size_t ns = w->m.n_stats, bytes = sizeof(bn_stats_msg) + ns * sizeof(float);
+  bn_stats_msg head = {TRAIN_MSG_VERSION, w->c->rank, ns};
+  unsigned char *own = xmalloc(bytes);
+  memcpy(own, &head, sizeof head);
+  memcpy(own + sizeof head, w->m.stats, ns * sizeof(float));
+  comm_gather(w->c, own, bytes, w->c->rank == 0 ? w->stats_msgs : NULL, 0);
+  free(own);
+  if (w->c->rank != 0) return;
+  for (int r = 0; r < w->c->world; r++) {
+    const unsigned char *block = w->stats_msgs + (size_t)r * bytes;
+    bn_stats_msg got;
+    memcpy(&got, block, sizeof got);
+    char err[256];
+    if (bn_stats_msg_check(&got, r, ns, err, sizeof err) != 0) die("%s", err);
+    memcpy(w->stats + (size_t)r * ns, block + sizeof got, ns * sizeof(float));
+  }
+}
+
+/* Evaluation and export use the ranks' BN running statistics averaged; each rank keeps its
+ * own for training. Returns this rank's own statistics to hand to restore_bn_stats (NULL in
+ * a world of one, where the average is the rank's own). Collective. */
+static float *average_bn_stats(worker *w) {
+  model_sync_to_host(&w->m);
+  if (w->c->world == 1) return NULL;
+  size_t ns = w->m.n_stats;
+  float *own = xmalloc(ns * sizeof(float));
+  memcpy(own, w->m.stats, ns * sizeof(float));
+  gather_bn_stats(w);
+  if (w->c->rank == 0) bn_stats_mean(w->stats, w->c->world, ns, w->m.stats);
+  comm_bcast(w->c, w->m.stats, ns * sizeof(float), 0);
+  model_sync_to_device(&w->m);
+  return own;
+}
+
+static void restore_bn_stats(worker *w, float *own) {
+  if (!own) return;
+  memcpy(w->m.stats, own, w->m.n_stats * sizeof(float));
+  model_sync_to_device(&w->m);
+  free(own);
+}
+
+/* Rank 0 sends each rank its statistics of a resumed state as a bn_stats message. */
+static void scatter_bn_stats(worker *w, const float *per_rank) {
+  size_t ns = w->m.n_stats, bytes = sizeof(bn_stats_msg) + ns * sizeof(float);
+  unsigned char *msg = xmalloc(bytes);
+  if (w->c->rank == 0) {
+    memcpy(w->m.stats, per_rank, ns * sizeof(float));
+    for (int r = 1; r < w->c->world; r++) {
+      bn_stats_msg head = {TRAIN_MSG_VERSION, r, ns};
+      memcpy(msg, &head, sizeof head);
+      memcpy(msg + sizeof head, per_rank + (size_t)r * ns, ns * sizeof(float));
+      comm_send(w->c, r, TRAIN_MSG_TAG_BN_STATS, msg, bytes);
+    }
+  } else {
+    comm_recv(w->c, 0, TRAIN_MSG_TAG_BN_STATS, msg, bytes);
+    bn_stats_msg head;
+    memcpy(&head, msg, sizeof head);
+    char err[256];
+    if (bn_stats_msg_check(&head, w->c->rank, ns, err, sizeof err) != 0) die("rank %d: %s", w->c->rank, err);
+    memcpy(w->m.stats, msg + sizeof head, ns * sizeof(float));
+  }
+  free(msg);
+}
+
+/* ---- resume and agreement ------------------------------------------------------------ */
+
+void worker_restore(worker *w, const resume_msg *msg, const train_state_view *state) {
+  comm *c = w->c;
+  resume_msg r;
+  if (c->rank == 0) r = *msg;
+  comm_bcast(c, &r, sizeof r, 0);
+  char err[256];
+  if (resume_msg_check(&r, c->world, err, sizeof err) != 0) die("rank %d: %s", c->rank, err);
+  if (!r.found) return;
+  if (c->rank == 0) {
+    memcpy(w->m.params, state->params, w->m.n_params * sizeof(float));
+    memcpy(w->opt.m, state->opt_m, w->opt.n * sizeof(float));
+    memcpy(w->opt.v, state->opt_v, w->opt.n * sizeof(float));
+    memcpy(w->m.bn_tracked, state->bn_tracked, (size_t)w->m.n_bn * sizeof(int64_t));
+  }
+  comm_bcast(c, w->m.params, w->m.n_params * sizeof(float), 0);
+  comm_bcast(c, w->opt.m, w->opt.n * sizeof(float), 0);
+  comm_bcast(c, w->opt.v, w->opt.n * sizeof(float), 0);
+  comm_bcast(c, w->m.bn_tracked, (size_t)w->m.n_bn * sizeof(int64_t), 0);
+  scatter_bn_stats(w, c->rank == 0 ? state->bn_stats : NULL);
+  model_sync_to_device(&w->m);
+  optim_sync_to_device(&w->opt);
+  w->pos = (job_position){r.step, (int)r.epoch, (int)r.step_in_epoch};
+  w->opt.step = (long)r.optimizer_steps;
+}
+
+void worker_check_same_weights(worker *w, const char *when) {
+  const comm *c = w->c;
+  model_sync_to_host(&w->m);
+  uint64_t h = model_hash_params(&w->m);
+  uint64_t *all = xmalloc((size_t)c->world * sizeof *all);
+  comm_gather(c, &h, sizeof h, all, 0);
+  int bad = -1;
+  if (c->rank == 0)
+    for (int r = 1; r < c->world && bad < 0; r++)
+      if (all[r] != all[0]) bad = r;
+  comm_bcast(c, &bad, sizeof bad, 0);
+  free(all);
+  if (bad < 0 && c->world > 1 && !strcmp(when, "at the end"))
+    worker_log(w, "all %d ranks hold identical weights (parameter hash %016llx)", c->world, (unsigned long long)h);
+  if (bad >= 0) {
+    if (c->rank == 0)
+      log_warn("rank %d (%s) has different weights than rank 0 %s: the replicas diverged; ending the job",
+               bad, comm_host_of(c, bad), when);
+    end_job(w, NULL);
+  }
+}
+
+/* ---- the step ------------------------------------------------------------------------ */
+
+void worker_begin_epoch(worker *w) {
+  const job_plan *p = &w->plan;
+  plan_shuffle(w->cfg->seed, w->pos.epoch, p->n_train, w->order);
+  int64_t count = plan_rank_samples(w->order, w->pos.step_in_epoch, p->steps_per_epoch,
+                                    p->global_batch, w->c->rank, p->local_batch, w->mine);
+  loader_start_epoch(w->train, w->pos.epoch, w->mine, count);
+}
+
+static int count_correct(const float *scores, const int *labels, int n, int classes) {
+  int correct = 0;
+  for (int b = 0; b < n; b++) {
+    const float *p = scores + (size_t)b * classes;
+    int best = 0;
+    for (int k = 1; k < classes; k++) if (p[k] > p[best]) best = k;
+    correct += best == labels[b];
+  }
+  return correct;
+}
+
+void worker_step(worker *w, double ctl[CONTROL_N], control_timing *mine) {
+  const job_config *cfg = w->cfg;
+  double t0 = time_now();
+  int n = loader_next(w->train, w->images, w->labels);
+  POLLEN_ASSERT(n == w->plan.local_batch);
+  double t1 = time_now();
+  w->m.dropout_seed = hash_mix(hash_mix(cfg->seed, (uint64_t)w->pos.step), (uint64_t)w->c->rank);
+  model_zero_grads(&w->m);
+  if (w->nccl) nccl_sync_begin(w->nccl);
+  if (w->sync) grad_sync_begin(w->sync);
+  float loss = model_forward(&w->m, w->images, w->labels, n, 1, (float)cfg->label_smoothing);
+  model_backward(&w->m, w->labels, n, (float)cfg->label_smoothing);
+  double exposed = w->nccl ? nccl_sync_finish(w->nccl) : w->sync ? grad_sync_finish(w->sync) : 0.0;
+  /* On a GPU this only queues the update: it runs while the next batch is fetched. */
+  optim_step(&w->opt, model_live_params(&w->m), model_live_grads(&w->m), (float)worker_lr_at(w, w->pos.step));
+  w->pos.step++, w->pos.step_in_epoch++;
+  double t2 = time_now();
+
+  ctl[CONTROL_LOSS_SUM] += (double)loss * n;
+  ctl[CONTROL_CORRECT] += count_correct(w->m.probs, w->labels, n, w->plan.classes);
+  ctl[CONTROL_SAMPLES] += n;
+  ctl[CONTROL_VERSION_SUM] += CONTROL_VERSION;
+  *mine = (control_timing){t2 - t0, t2 - t1, exposed, t1 - t0, n, (int)getpid(), 0};
+}
+
+void worker_exchange_control(worker *w, double ctl[CONTROL_N], const control_timing *mine,
+                             control_timing *timings) {
+  comm_allreduce_sum_f64(w->c, ctl, CONTROL_N);
+  if ((int)ctl[CONTROL_VERSION_SUM] != w->c->world * CONTROL_VERSION)
+    die("ranks run different pollen versions (control message mismatch); install one version everywhere");
+  comm_gather(w->c, mine, sizeof *mine, timings, 0);
+}
+
+void worker_end_epoch(worker *w) { w->pos.epoch++, w->pos.step_in_epoch = 0; }
+
+/* ---- snapshot, evaluation, export ----------------------------------------------------- */
+
+int worker_snapshot(worker *w, train_state_view *v) {
+  /* The same content from a GPU as from a CPU: the device state is copied back first. */
+  model_sync_to_host(&w->m);
+  optim_sync_to_host(&w->opt);
+  gather_bn_stats(w);
+  if (w->c->rank != 0) return 0;
+  *v = (train_state_view){w->m.params, w->opt.m, w->opt.v, w->m.bn_tracked, w->stats, w->c->world, w->opt.step};
+  return 1;
+}
+
+/* Accuracy on the validation split: rank r evaluates samples r, r+W, ...; counts are summed. */
+double worker_evaluate(worker *w) {
+  if (w->plan.n_val == 0) return NAN;
+  float *own = average_bn_stats(w);
+  int64_t count = 0;
+  for (int64_t i = w->c->rank; i < w->plan.n_val; i += w->c->world) w->mine[count++] = i;
+  loader_start_epoch(w->val, 0, w->mine, count);
+  double correct[2] = {0, 0};
+  int n;
+  while ((n = loader_next(w->val, w->images, w->labels)) > 0) {
+    model_forward(&w->m, w->images, NULL, n, 0, 0.0f);
+    correct[0] += count_correct(model_logits(&w->m), w->labels, n, w->plan.classes);
+    correct[1] += n;
+  }
+  comm_allreduce_sum_f64(w->c, correct, 2);
+  restore_bn_stats(w, own);
+  return correct[1] > 0 ? correct[0] / correct[1] : NAN;
+}
+
+void worker_export_weights(worker *w, const char *path) {
+  float *own = average_bn_stats(w);
+  if (w->c->rank == 0) {
+    const char **names = xcalloc((size_t)w->plan.classes, sizeof *names);
+    for (int k = 0; k < w->plan.classes; k++) names[k] = loader_class_name(w->train, k);
+    weights_export(&w->m, path, names);
+    free(names);
+    log_info("weights written to %s (weights hash %016llx)", path, (unsigned long long)model_hash(&w->m));
+  }
+  restore_bn_stats(w, own);
+}
+
+void worker_free(worker *w) {
+  if (!w) return;
+  loader_close(w->train);
+  loader_close(w->val);
+  if (w->sync) grad_sync_free(w->sync);
+  if (w->nccl) nccl_sync_free(w->nccl);
+  model_host_free(&w->m, w->images), model_host_free(&w->m, w->labels);
+  optim_free(&w->opt);
+  model_free(&w->m);
+  free(w->order), free(w->mine), free(w->stats), free(w->stats_msgs);
+  free(w);
+}
