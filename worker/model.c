@@ -1,5 +1,6 @@
 /* model.c - the engine's graph: building layers, torchvision's initialisation, and the
- * forward and backward passes over ops/. Architectures are in mobilenet.c. */
+ * forward and backward walks, which call each op through the device's table (model_ops.h:
+ * model_cpu.c, model_cuda.c). Architectures are in mobilenet.c. */
 #include "worker/model.h"
 
 #include <math.h>
@@ -8,61 +9,7 @@
 
 #include "base/core.h"
 #include "worker/model_build.h"
-
-#ifdef POLLEN_HAVE_CUDA
-#include <cuda_runtime_api.h>
-
-#include "ops/cuda/ops_cuda.h"
-
-/* The device side of a model (model_use_cuda). Inputs alternate between two device slots,
- * so a batch's copy (on copy_stream) can overlap the previous step's kernels. */
-struct model_gpu {
-  cuda_ctx *ctx;
-  cudaStream_t copy_stream;
-  cudaEvent_t copied;
-  float *params, *grads, *stats;
-  float *images[2];
-  int *labels[2];
-  int slot;
-  float *probs, *loss;
-  float *host_logits, host_loss;
-};
-/* Runs gpu_call on a GPU model, cpu_call otherwise: the one graph walk serves both. */
-#define ON_DEVICE(m, gpu_call, cpu_call) \
-  do {                                   \
-    if ((m)->gpu) {                      \
-      gpu_call;                          \
-    } else {                             \
-      cpu_call;                          \
-    }                                    \
-  } while (0)
-#define CTX(m) ((m)->gpu->ctx)
-#else
-#define ON_DEVICE(m, gpu_call, cpu_call) \
-  do {                                   \
-    cpu_call;                            \
-  } while (0)
-#endif
-
-/* Activation memory: on the device for a GPU model. */
-static float *act_alloc(const model *m, size_t floats) {
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) return cuda_malloc(floats * sizeof(float));
-#endif
-  (void)m;
-  return xmalloc_aligned(floats * sizeof(float));
-}
-
-static void act_free(const model *m, void *p) {
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) {
-    cuda_free(p);
-    return;
-  }
-#endif
-  (void)m;
-  free(p);
-}
+#include "worker/model_ops.h"
 
 int model_arch_parse(const char *name) {
   if (!strcmp(name, "mnv3-small")) return MODEL_MNV3_SMALL;
@@ -290,56 +237,32 @@ void model_init(model *m, const model_config *cfg, uint64_t seed) {
   m->stats = xmalloc_aligned(m->n_stats * sizeof(float));
   m->bn_tracked = xcalloc((size_t)m->n_bn, sizeof *m->bn_tracked);
   m->grad_of = xcalloc((size_t)m->n_tensors, sizeof *m->grad_of);
+  m->ops = &model_cpu_ops;
+  m->live_params = m->params, m->live_grads = m->grads, m->live_stats = m->stats;
   init_params(m, seed);
 }
 
 static void free_activations(model *m) {
   m->tensors[0].data = NULL; /* the caller's images (model_forward) */
   for (int t = 1; t < m->n_tensors; t++) {
-    act_free(m, m->tensors[t].data);
+    m->ops->act_free(m, m->tensors[t].data);
     m->tensors[t].data = NULL;
   }
-  for (int i = 0; i < m->n_grad_pool; i++) act_free(m, m->grad_pool[i]);
+  for (int i = 0; i < m->n_grad_pool; i++) m->ops->act_free(m, m->grad_pool[i]);
   free(m->grad_pool);
   m->grad_pool = NULL;
   m->n_grad_pool = m->grad_pool_cap = 0;
-  act_free(m, m->save), act_free(m, m->scratch);
+  m->ops->act_free(m, m->save), m->ops->act_free(m, m->scratch);
   free(m->probs);
   m->save = m->scratch = m->probs = NULL;
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) {
-    for (int i = 0; i < 2; i++) {
-      cuda_free(m->gpu->images[i]), cuda_free(m->gpu->labels[i]);
-      m->gpu->images[i] = NULL, m->gpu->labels[i] = NULL;
-    }
-    cuda_free(m->gpu->probs);
-    free(m->gpu->host_logits);
-    m->gpu->probs = NULL, m->gpu->host_logits = NULL;
-  }
-#endif
+  m->ops->shape_free(m);
   m->batch = m->size = 0;
-}
-
-static void free_device(model *m) {
-#ifdef POLLEN_HAVE_CUDA
-  struct model_gpu *g = m->gpu;
-  if (!g) return;
-  cuda_ctx_sync(g->ctx);
-  cuda_free(g->params), cuda_free(g->grads), cuda_free(g->stats), cuda_free(g->loss);
-  CUDA_CHECK(cudaEventDestroy(g->copied));
-  CUDA_CHECK(cudaStreamDestroy(g->copy_stream));
-  cuda_ctx_free(g->ctx);
-  free(g);
-  m->gpu = NULL;
-#else
-  (void)m;
-#endif
 }
 
 void model_free(model *m) {
   free(m->prof);
   free_activations(m);
-  free_device(m);
+  m->ops->release(m);
   free(m->params), free(m->grads), free(m->stats), free(m->bn_tracked);
   free(m->param), free(m->bn), free(m->layers), free(m->tensors), free(m->grad_of);
   memset(m, 0, sizeof *m);
@@ -374,10 +297,7 @@ void model_prepare(model *m, int batch, int size) {
       l->save = save;
       save += 2 * (size_t)l->cout;
       if (l->conv == CONV_FULL) {
-        size_t s = conv2d_scratch_floats(l->h, l->w, l->cin, l->k, l->stride);
-#ifdef POLLEN_HAVE_CUDA
-        if (m->gpu) s = cuda_conv2d_scratch_floats(batch, l->h, l->w, l->cin, l->k, l->stride);
-#endif
+        size_t s = m->ops->conv2d_scratch_floats(m, batch, l->h, l->w, l->cin, l->k, l->stride);
         if (s > scratch) scratch = s;
       }
       break;
@@ -405,123 +325,34 @@ void model_prepare(model *m, int batch, int size) {
   for (int t = 1; t < m->n_tensors; t++) {
     size_t n = m->tensors[t].per_image * (size_t)batch;
     if (n > largest) largest = n;
-    m->tensors[t].data = act_alloc(m, n);
+    m->tensors[t].data = m->ops->act_alloc(m, n);
   }
   size_t logits = (size_t)batch * m->cfg.num_classes;
   m->n_save = save, m->n_scratch = scratch, m->grad_floats = largest;
-  m->save = act_alloc(m, save ? save : 1);
-  m->scratch = act_alloc(m, scratch ? scratch : 1);
+  m->save = m->ops->act_alloc(m, save ? save : 1);
+  m->scratch = m->ops->act_alloc(m, scratch ? scratch : 1);
   m->probs = xmalloc_aligned(logits * sizeof(float)); /* on the host: read by the caller */
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) {
-    size_t image = (size_t)batch * size * size * 3;
-    for (int i = 0; i < 2; i++) {
-      m->gpu->images[i] = cuda_malloc(image * sizeof(float));
-      m->gpu->labels[i] = cuda_malloc((size_t)batch * sizeof(int));
-    }
-    m->gpu->probs = cuda_malloc(logits * sizeof(float));
-    m->gpu->host_logits = xmalloc(logits * sizeof(float));
-  }
-#endif
+  m->ops->shape_alloc(m, batch, size);
 }
 
 /* ---- the device ---------------------------------------------------------------------- */
 
 void model_use_cuda(model *m, int gemm_math) {
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) return;
+  if (model_cuda_ctx(m)) return; /* already there */
   int batch = m->batch, size = m->size;
   free_activations(m);
-  struct model_gpu *g = xcalloc(1, sizeof *g);
-  g->ctx = cuda_ctx_new();
-  cuda_ctx_set_math(g->ctx, (cuda_math)gemm_math);
-  CUDA_CHECK(cudaStreamCreateWithFlags(&g->copy_stream, cudaStreamNonBlocking));
-  CUDA_CHECK(cudaEventCreateWithFlags(&g->copied, cudaEventDisableTiming));
-  g->params = cuda_malloc(m->n_params * sizeof(float));
-  g->grads = cuda_malloc(m->n_params * sizeof(float));
-  g->stats = cuda_malloc((m->n_stats ? m->n_stats : 1) * sizeof(float));
-  g->loss = cuda_malloc(sizeof(float));
-  m->gpu = g;
-  cuda_memset0(g->ctx, g->grads, m->n_params * sizeof(float));
+  model_cuda_open(m, gemm_math);
   model_sync_to_device(m);
   if (batch) model_prepare(m, batch, size);
-#else
-  (void)m, (void)gemm_math;
-  die("this pollen was built without CUDA; rebuild with cmake -DPOLLEN_CUDA=ON or use --device cpu");
-#endif
 }
 
-void model_sync_to_host(model *m) {
-#ifdef POLLEN_HAVE_CUDA
-  if (!m->gpu) return;
-  cuda_download(CTX(m), m->params, m->gpu->params, m->n_params * sizeof(float));
-  cuda_download(CTX(m), m->grads, m->gpu->grads, m->n_params * sizeof(float));
-  cuda_download(CTX(m), m->stats, m->gpu->stats, m->n_stats * sizeof(float));
-  cuda_ctx_sync(CTX(m));
-#else
-  (void)m;
-#endif
-}
-
-void model_sync_to_device(model *m) {
-#ifdef POLLEN_HAVE_CUDA
-  if (!m->gpu) return;
-  cuda_upload(CTX(m), m->gpu->params, m->params, m->n_params * sizeof(float));
-  cuda_upload(CTX(m), m->gpu->stats, m->stats, m->n_stats * sizeof(float));
-  cuda_ctx_sync(CTX(m));
-#else
-  (void)m;
-#endif
-}
-
-struct cuda_ctx *model_cuda_ctx(const model *m) {
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) return m->gpu->ctx;
-#endif
-  (void)m;
-  return NULL;
-}
-
-void model_wait(model *m) {
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) cuda_ctx_sync(CTX(m));
-#else
-  (void)m;
-#endif
-}
-
-float *model_live_params(model *m) {
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) return m->gpu->params;
-#endif
-  return m->params;
-}
-
-float *model_live_grads(model *m) {
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) return m->gpu->grads;
-#endif
-  return m->grads;
-}
-
-void *model_host_alloc(const model *m, size_t bytes) {
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) return cuda_host_alloc(bytes);
-#endif
-  (void)m;
-  return xmalloc_aligned(bytes);
-}
-
-void model_host_free(const model *m, void *p) {
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) {
-    cuda_host_free(p);
-    return;
-  }
-#endif
-  (void)m;
-  free(p);
-}
+void model_sync_to_host(model *m) { m->ops->sync_to_host(m); }
+void model_sync_to_device(model *m) { m->ops->sync_to_device(m); }
+void model_wait(model *m) { m->ops->wait(m); }
+float *model_live_params(model *m) { return m->live_params; }
+float *model_live_grads(model *m) { return m->live_grads; }
+void *model_host_alloc(const model *m, size_t bytes) { return m->ops->host_alloc(m, bytes); }
+void model_host_free(const model *m, void *p) { m->ops->host_free(m, p); }
 
 size_t model_activation_bytes(const model *m) {
   size_t floats = m->n_save + m->n_scratch + (size_t)m->n_grad_pool * m->grad_floats;
@@ -576,17 +407,9 @@ uint64_t model_hash_params(const model *m) {
   return hash_bytes(m->params, m->n_params * sizeof(float), 0);
 }
 
-const float *model_logits(const model *m) {
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) return m->gpu->host_logits;
-#endif
-  return m->tensors[m->logits_tensor].data;
-}
+const float *model_logits(const model *m) { return m->ops->logits(m); }
 
-void model_zero_grads(model *m) {
-  ON_DEVICE(m, cuda_memset0(CTX(m), m->gpu->grads, m->n_params * sizeof(float)),
-            memset(m->grads, 0, m->n_params * sizeof(float)));
-}
+void model_zero_grads(model *m) { m->ops->memset0(m, m->live_grads, m->n_params * sizeof(float)); }
 
 /* ---- profiling ---------------------------------------------------------------------- */
 
@@ -653,40 +476,14 @@ void model_profile_print(const model *m, FILE *to, int top) {
 
 /* ---- forward ----------------------------------------------------------------------- */
 
-/* On a GPU: images and labels go to the next input slot on the copy stream, which the
- * compute stream then waits for, so the copy overlaps the previous step's backward and
- * update still queued. The slot's previous batch is no longer read: its backward ran
- * before the last forward's read-back. */
-static const float *stage_inputs(model *m, const float *images, const int *labels, int N) {
-#ifdef POLLEN_HAVE_CUDA
-  struct model_gpu *g = m->gpu;
-  if (g) {
-    g->slot ^= 1;
-    size_t bytes = (size_t)N * m->tensors[0].per_image * sizeof(float);
-    CUDA_CHECK(cudaMemcpyAsync(g->images[g->slot], images, bytes, cudaMemcpyHostToDevice, g->copy_stream));
-    if (labels)
-      CUDA_CHECK(cudaMemcpyAsync(g->labels[g->slot], labels, (size_t)N * sizeof(int),
-                                 cudaMemcpyHostToDevice, g->copy_stream));
-    CUDA_CHECK(cudaEventRecord(g->copied, g->copy_stream));
-    CUDA_CHECK(cudaStreamWaitEvent(g->ctx->stream, g->copied, 0));
-    return g->images[g->slot];
-  }
-#endif
-  (void)labels, (void)N;
-  return images;
-}
-
 float model_forward(model *m, const float *images, const int *labels, int N, int train,
                     float smoothing) {
   POLLEN_ASSERT(m->batch > 0 && N >= 1 && N <= m->batch);
+  const model_ops *ops = m->ops;
   /* read-only: the stem reads it again in backward */
-  m->tensors[0].data = (float *)stage_inputs(m, images, labels, N);
-  const float *P = model_live_params(m);
-#ifdef POLLEN_HAVE_CUDA
-  float *S = m->gpu ? m->gpu->stats : m->stats;
-#else
-  float *S = m->stats;
-#endif
+  m->tensors[0].data = (float *)ops->stage_inputs(m, images, labels, N);
+  const float *P = m->live_params;
+  float *S = m->live_stats;
   if (m->prof && train) m->prof_steps++;
   for (int i = 0; i < m->n_layers; i++) {
     const layer *l = &m->layers[i];
@@ -698,104 +495,57 @@ float model_forward(model *m, const float *images, const int *labels, int N, int
       float *x = m->tensors[l->pre].data;
       int M = N * l->ho * l->wo;
       if (l->conv == CONV_FULL)
-        ON_DEVICE(m,
-                  cuda_conv2d_forward(CTX(m), x, in, P + l->weight, N, l->h, l->w, l->cin,
-                                      l->cout, l->k, l->stride, m->scratch),
-                  conv2d_forward(x, in, P + l->weight, N, l->h, l->w, l->cin, l->cout, l->k,
-                                 l->stride, m->scratch));
+        ops->conv2d_forward(m, x, in, P + l->weight, N, l->h, l->w, l->cin, l->cout, l->k,
+                            l->stride, m->scratch);
       else if (l->conv == CONV_DEPTHWISE)
-        ON_DEVICE(m,
-                  cuda_dwconv_forward(CTX(m), x, in, P + l->weight, N, l->h, l->w, l->cin, l->k,
-                                      l->stride),
-                  dwconv_forward(x, in, P + l->weight, N, l->h, l->w, l->cin, l->k, l->stride));
+        ops->dwconv_forward(m, x, in, P + l->weight, N, l->h, l->w, l->cin, l->k, l->stride);
       else
-        ON_DEVICE(m, cuda_linear_forward(CTX(m), x, in, P + l->weight, NULL, M, l->cin, l->cout),
-                  linear_forward(x, in, P + l->weight, NULL, M, l->cin, l->cout));
+        ops->linear_forward(m, x, in, P + l->weight, NULL, M, l->cin, l->cout);
       float *stats = S + m->bn[l->bn].offset;
       if (train) {
         float *mean = m->save + l->save;
-        ON_DEVICE(m,
-                  cuda_batchnorm_forward_train(CTX(m), out, mean, mean + l->cout, stats,
-                                               stats + l->cout, x, P + l->gamma, P + l->beta, M,
-                                               l->cout, m->bn_eps, m->bn_momentum, l->act),
-                  batchnorm_act_forward_train(out, mean, mean + l->cout, stats, stats + l->cout,
-                                              x, P + l->gamma, P + l->beta, M, l->cout,
-                                              m->bn_eps, m->bn_momentum, l->act));
+        ops->batchnorm_act_forward_train(m, out, mean, mean + l->cout, stats, stats + l->cout, x,
+                                         P + l->gamma, P + l->beta, M, l->cout, m->bn_eps,
+                                         m->bn_momentum, l->act);
         m->bn_tracked[l->bn]++;
       } else {
-        ON_DEVICE(m,
-                  cuda_batchnorm_forward_eval(CTX(m), out, x, P + l->gamma, P + l->beta, stats,
-                                              stats + l->cout, M, l->cout, m->bn_eps, l->act),
-                  batchnorm_act_forward_eval(out, x, P + l->gamma, P + l->beta, stats,
-                                             stats + l->cout, M, l->cout, m->bn_eps, l->act));
+        ops->batchnorm_act_forward_eval(m, out, x, P + l->gamma, P + l->beta, stats,
+                                        stats + l->cout, M, l->cout, m->bn_eps, l->act);
       }
       break;
     }
     case LAYER_SE:
-      ON_DEVICE(m,
-                cuda_se_forward(CTX(m), out, m->save + l->save, in, P + l->weight, P + l->bias,
-                                P + l->weight2, P + l->bias2, N, l->h * l->w, l->cin, l->squeeze),
-                se_forward(out, m->save + l->save, in, P + l->weight, P + l->bias, P + l->weight2,
-                           P + l->bias2, N, l->h * l->w, l->cin, l->squeeze));
+      ops->se_forward(m, out, m->save + l->save, in, P + l->weight, P + l->bias, P + l->weight2,
+                      P + l->bias2, N, l->h * l->w, l->cin, l->squeeze);
       break;
-    case LAYER_ADD: {
-      size_t n = (size_t)N * m->tensors[l->out].per_image;
-      const float *skip = m->tensors[l->skip].data;
-      ON_DEVICE(m, cuda_residual_forward(CTX(m), out, in, skip, n),
-                residual_forward(out, in, skip, n));
+    case LAYER_ADD:
+      ops->residual_forward(m, out, in, m->tensors[l->skip].data,
+                            (size_t)N * m->tensors[l->out].per_image);
       break;
-    }
     case LAYER_POOL:
-      ON_DEVICE(m, cuda_avgpool_forward(CTX(m), out, in, N, l->h * l->w, l->cin),
-                avgpool_forward(out, in, N, l->h * l->w, l->cin));
+      ops->avgpool_forward(m, out, in, N, l->h * l->w, l->cin);
       break;
     case LAYER_LINEAR:
       if (l->pre >= 0) {
         float *x = m->tensors[l->pre].data;
-        size_t n = (size_t)N * l->cout;
-        ON_DEVICE(m,
-                  cuda_linear_forward(CTX(m), x, in, P + l->weight, P + l->bias, N, l->cin, l->cout);
-                  cuda_act_forward(CTX(m), out, x, n, l->act),
-                  linear_forward(x, in, P + l->weight, P + l->bias, N, l->cin, l->cout);
-                  act_forward(out, x, n, l->act));
+        ops->linear_forward(m, x, in, P + l->weight, P + l->bias, N, l->cin, l->cout);
+        ops->act_forward(m, out, x, (size_t)N * l->cout, l->act);
       } else {
-        ON_DEVICE(m,
-                  cuda_linear_forward(CTX(m), out, in, P + l->weight, P + l->bias, N, l->cin, l->cout),
-                  linear_forward(out, in, P + l->weight, P + l->bias, N, l->cin, l->cout));
+        ops->linear_forward(m, out, in, P + l->weight, P + l->bias, N, l->cin, l->cout);
       }
       break;
     case LAYER_DROPOUT: {
       size_t n = (size_t)N * l->cout;
       if (train && m->cfg.dropout > 0.0f)
-        ON_DEVICE(m, cuda_dropout_forward(CTX(m), out, in, n, m->cfg.dropout, m->dropout_seed),
-                  dropout_forward(out, in, n, m->cfg.dropout, m->dropout_seed));
+        ops->dropout_forward(m, out, in, n, m->cfg.dropout, m->dropout_seed);
       else
-        ON_DEVICE(m, cuda_copy(CTX(m), out, in, n * sizeof(float)),
-                  memcpy(out, in, n * sizeof(float)));
+        ops->copy(m, out, in, n * sizeof(float));
       break;
     }
     }
     if (m->prof) m->prof[2 * i] += layer_clock(m) - t0;
   }
-  int K = m->cfg.num_classes;
-#ifdef POLLEN_HAVE_CUDA
-  if (m->gpu) {
-    /* One read-back per forward: the logits, and the loss and probabilities with labels. */
-    struct model_gpu *g = m->gpu;
-    const float *logits = m->tensors[m->logits_tensor].data;
-    if (labels) {
-      cuda_crossentropy_forward(g->ctx, g->loss, g->probs, logits, g->labels[g->slot], N, K,
-                                smoothing);
-      cuda_download(g->ctx, &g->host_loss, g->loss, sizeof(float));
-      cuda_download(g->ctx, m->probs, g->probs, (size_t)N * K * sizeof(float));
-    }
-    cuda_download(g->ctx, g->host_logits, logits, (size_t)N * K * sizeof(float));
-    cuda_ctx_sync(g->ctx);
-    return labels ? g->host_loss : 0.0f;
-  }
-#endif
-  if (!labels) return 0.0f;
-  return crossentropy_forward(m->probs, model_logits(m), labels, N, K, smoothing);
+  return ops->loss_forward(m, labels, N, smoothing);
 }
 
 /* ---- backward ---------------------------------------------------------------------- */
@@ -811,7 +561,7 @@ static float *pool_acquire(model *m) {
       return b;
     }
   }
-  return act_alloc(m, m->grad_floats);
+  return m->ops->act_alloc(m, m->grad_floats);
 }
 
 static void pool_release(model *m, float *b) {
@@ -838,21 +588,16 @@ static float *grad_target(model *m, int t, int *accumulate) {
 
 static void grad_finish(model *m, int t, float *b, int accumulate, int N) {
   if (!accumulate) return;
-  size_t n = (size_t)N * m->tensors[t].per_image;
-  ON_DEVICE(m, cuda_residual_backward(CTX(m), m->grad_of[t], b, n),
-            residual_backward(m->grad_of[t], b, n));
+  m->ops->residual_backward(m, m->grad_of[t], b, (size_t)N * m->tensors[t].per_image);
   pool_release(m, b);
 }
 
 void model_backward(model *m, const int *labels, int N, float smoothing) {
-  const float *P = model_live_params(m);
-  float *G = model_live_grads(m);
-  int K = m->cfg.num_classes;
+  const model_ops *ops = m->ops;
+  const float *P = m->live_params;
+  float *G = m->live_grads;
   float *dlogits = pool_acquire(m);
-  ON_DEVICE(m,
-            cuda_crossentropy_backward(CTX(m), dlogits, m->gpu->probs, m->gpu->labels[m->gpu->slot], N, K,
-                                       smoothing),
-            crossentropy_backward(dlogits, m->probs, labels, N, K, smoothing));
+  ops->loss_backward(m, dlogits, labels, N, smoothing);
   m->grad_of[m->logits_tensor] = dlogits;
   for (int i = m->n_layers - 1; i >= 0; i--) {
     const layer *l = &m->layers[i];
@@ -868,43 +613,26 @@ void model_backward(model *m, const int *labels, int N, float smoothing) {
       const float *x = m->tensors[l->pre].data;
       int M = N * l->ho * l->wo;
       const float *mean = m->save + l->save, *rstd = mean + l->cout;
-      ON_DEVICE(m,
-                cuda_batchnorm_backward(CTX(m), g, G + l->gamma, G + l->beta, g, x, mean, rstd,
-                                        P + l->gamma, P + l->beta, M, l->cout, l->act),
-                batchnorm_act_backward(g, G + l->gamma, G + l->beta, g, x, mean, rstd,
-                                       P + l->gamma, P + l->beta, M, l->cout, l->act));
+      ops->batchnorm_act_backward(m, g, G + l->gamma, G + l->beta, g, x, mean, rstd, P + l->gamma,
+                                  P + l->beta, M, l->cout, l->act);
       if (l->in != 0) d = grad_target(m, l->in, &acc);
       if (l->conv == CONV_FULL)
-        ON_DEVICE(m,
-                  cuda_conv2d_backward(CTX(m), d, G + l->weight, g, in, P + l->weight, N, l->h,
-                                       l->w, l->cin, l->cout, l->k, l->stride, m->scratch),
-                  conv2d_backward(d, G + l->weight, g, in, P + l->weight, N, l->h, l->w, l->cin,
-                                  l->cout, l->k, l->stride, m->scratch));
+        ops->conv2d_backward(m, d, G + l->weight, g, in, P + l->weight, N, l->h, l->w, l->cin,
+                             l->cout, l->k, l->stride, m->scratch);
       else if (l->conv == CONV_DEPTHWISE)
-        ON_DEVICE(m,
-                  cuda_dwconv_backward(CTX(m), d, G + l->weight, g, in, P + l->weight, N, l->h,
-                                       l->w, l->cin, l->k, l->stride),
-                  dwconv_backward(d, G + l->weight, g, in, P + l->weight, N, l->h, l->w, l->cin,
-                                  l->k, l->stride));
+        ops->dwconv_backward(m, d, G + l->weight, g, in, P + l->weight, N, l->h, l->w, l->cin,
+                             l->k, l->stride);
       else
-        ON_DEVICE(m,
-                  cuda_linear_backward(CTX(m), d, G + l->weight, NULL, g, in, P + l->weight, M,
-                                       l->cin, l->cout),
-                  linear_backward(d, G + l->weight, NULL, g, in, P + l->weight, M, l->cin,
-                                  l->cout));
+        ops->linear_backward(m, d, G + l->weight, NULL, g, in, P + l->weight, M, l->cin, l->cout);
       if (d) grad_finish(m, l->in, d, acc, N);
       pool_release(m, g);
       break;
     }
     case LAYER_SE:
       d = grad_target(m, l->in, &acc);
-      ON_DEVICE(m,
-                cuda_se_backward(CTX(m), d, G + l->weight, G + l->bias, G + l->weight2,
-                                 G + l->bias2, g, in, m->save + l->save, P + l->weight,
-                                 P + l->weight2, N, l->h * l->w, l->cin, l->squeeze),
-                se_backward(d, G + l->weight, G + l->bias, G + l->weight2, G + l->bias2, g, in,
-                            m->save + l->save, P + l->weight, P + l->weight2, N, l->h * l->w,
-                            l->cin, l->squeeze));
+      ops->se_backward(m, d, G + l->weight, G + l->bias, G + l->weight2, G + l->bias2, g, in,
+                       m->save + l->save, P + l->weight, P + l->weight2, N, l->h * l->w, l->cin,
+                       l->squeeze);
       grad_finish(m, l->in, d, acc, N);
       pool_release(m, g);
       break;
@@ -912,16 +640,14 @@ void model_backward(model *m, const int *labels, int N, float smoothing) {
       size_t n = (size_t)N * m->tensors[l->out].per_image;
       /* The skip branch gets its own copy; the main branch takes over g. */
       if (m->grad_of[l->skip]) {
-        ON_DEVICE(m, cuda_residual_backward(CTX(m), m->grad_of[l->skip], g, n),
-                  residual_backward(m->grad_of[l->skip], g, n));
+        ops->residual_backward(m, m->grad_of[l->skip], g, n);
       } else {
         float *s = pool_acquire(m);
-        ON_DEVICE(m, cuda_copy(CTX(m), s, g, n * sizeof(float)), memcpy(s, g, n * sizeof(float)));
+        ops->copy(m, s, g, n * sizeof(float));
         m->grad_of[l->skip] = s;
       }
       if (m->grad_of[l->in]) {
-        ON_DEVICE(m, cuda_residual_backward(CTX(m), m->grad_of[l->in], g, n),
-                  residual_backward(m->grad_of[l->in], g, n));
+        ops->residual_backward(m, m->grad_of[l->in], g, n);
         pool_release(m, g);
       } else {
         m->grad_of[l->in] = g;
@@ -930,33 +656,22 @@ void model_backward(model *m, const int *labels, int N, float smoothing) {
     }
     case LAYER_POOL:
       d = grad_target(m, l->in, &acc);
-      ON_DEVICE(m, cuda_avgpool_backward(CTX(m), d, g, N, l->h * l->w, l->cin),
-                avgpool_backward(d, g, N, l->h * l->w, l->cin));
+      ops->avgpool_backward(m, d, g, N, l->h * l->w, l->cin);
       grad_finish(m, l->in, d, acc, N);
       pool_release(m, g);
       break;
     case LAYER_LINEAR:
-      if (l->pre >= 0) {
-        const float *x = m->tensors[l->pre].data;
-        size_t n = (size_t)N * l->cout;
-        ON_DEVICE(m, cuda_act_backward(CTX(m), g, g, x, n, l->act),
-                  act_backward(g, g, x, n, l->act));
-      }
+      if (l->pre >= 0)
+        ops->act_backward(m, g, g, m->tensors[l->pre].data, (size_t)N * l->cout, l->act);
       d = grad_target(m, l->in, &acc);
-      ON_DEVICE(m,
-                cuda_linear_backward(CTX(m), d, G + l->weight, G + l->bias, g, in, P + l->weight,
-                                     N, l->cin, l->cout),
-                linear_backward(d, G + l->weight, G + l->bias, g, in, P + l->weight, N, l->cin,
-                                l->cout));
+      ops->linear_backward(m, d, G + l->weight, G + l->bias, g, in, P + l->weight, N, l->cin,
+                           l->cout);
       grad_finish(m, l->in, d, acc, N);
       pool_release(m, g);
       break;
     case LAYER_DROPOUT:
-      if (m->cfg.dropout > 0.0f) {
-        size_t n = (size_t)N * l->cout;
-        ON_DEVICE(m, cuda_dropout_backward(CTX(m), g, g, n, m->cfg.dropout, m->dropout_seed),
-                  dropout_backward(g, g, n, m->cfg.dropout, m->dropout_seed));
-      }
+      if (m->cfg.dropout > 0.0f)
+        ops->dropout_backward(m, g, g, (size_t)N * l->cout, m->cfg.dropout, m->dropout_seed);
       POLLEN_ASSERT(m->grad_of[l->in] == NULL);
       m->grad_of[l->in] = g;
       break;

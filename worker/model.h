@@ -80,7 +80,8 @@ typedef struct {
   float *data;
 } tensor;
 
-struct model_gpu; /* model.c: device buffers and streams (CUDA builds) */
+struct model_ops;    /* model_ops.h: the device's functions */
+struct model_device; /* a device's own state (model_cuda.c: its buffers and streams) */
 
 typedef struct model {
   model_config cfg;
@@ -119,10 +120,14 @@ typedef struct model {
    * lowest is final (the collectives start all-reducing it). May be NULL. */
   void (*grads_ready)(void *ctx, size_t lowest);
   void *grads_ready_ctx;
-  /* Non-NULL once model_use_cuda moved the engine to a GPU: the device then holds the live
-   * parameters, gradients, BN statistics and activations, and params/grads/stats above are
-   * host copies, brought up to date by model_sync_to_host. */
-  struct model_gpu *gpu;
+  /* The device the engine runs on, chosen once: model_init the CPU, model_use_cuda a GPU. The
+   * graph walk calls every op through ops; dev is the device's own state (NULL on the CPU).
+   * live_params/grads/stats are what the ops read and update: params/grads/stats above on
+   * the CPU; on a GPU device memory, and params/grads/stats are host copies, brought up to
+   * date by model_sync_to_host. */
+  const struct model_ops *ops;
+  struct model_device *dev;
+  float *live_params, *live_grads, *live_stats;
   /* model_profile: seconds per layer, forward at [2i] and backward at [2i+1], and the steps
    * they cover; NULL when not profiling. */
   double *prof;
@@ -150,7 +155,8 @@ void model_use_cuda(model *m, int gemm_math);
  * Both are no-ops on the CPU. */
 void model_sync_to_host(model *m);
 void model_sync_to_device(model *m);
-/* The model's CUDA context (struct cuda_ctx, ops/cuda/ops_cuda.h), NULL on the CPU. */
+/* The model's CUDA context (struct cuda_ctx, ops/cuda/ops_cuda.h), NULL on the CPU: for the
+ * GPU halves of other modules (the optimizer's update, NCCL's fences) to queue on its stream. */
 struct cuda_ctx *model_cuda_ctx(const model *m);
 /* Waits until the device has run everything queued (timing); no-op on the CPU. */
 void model_wait(model *m);
