@@ -1,5 +1,5 @@
-/* device.c - --device parsing and per-rank GPU choice; see device.h. The CUDA calls exist only
- * in a POLLEN_HAVE_CUDA build; the CPU-only build keeps the same API and refuses cuda. */
+/* device.c - --device parsing and per-rank GPU choice; see device.h. The CUDA runtime calls
+ * are in one section, which a build without CUDA replaces with answers that refuse cuda. */
 #include "worker/device.h"
 
 #include <stdio.h>
@@ -7,9 +7,56 @@
 
 #include "base/core.h"
 
+/* ---- the CUDA runtime: all that differs in a build without CUDA ---------------------- */
+
 #ifdef POLLEN_HAVE_CUDA
 #include <cuda_runtime_api.h>
+
+int device_built_with_cuda(void) { return 1; }
+
+int device_cuda_count(char *why, size_t why_len) {
+  if (why && why_len) why[0] = '\0';
+  int n = 0;
+  cudaError_t e = cudaGetDeviceCount(&n);
+  if (e != cudaSuccess) {
+    if (why) snprintf(why, why_len, "cudaGetDeviceCount: %s", cudaGetErrorString(e));
+    cudaGetLastError(); /* the error is reported here; do not let it leak to a later check */
+    return 0;
+  }
+  if (n <= 0 && why) snprintf(why, why_len, "cudaGetDeviceCount: 0 devices");
+  return n > 0 ? n : 0;
+}
+
+static void bind_gpu(int g, int n) {
+  cudaError_t e = cudaSetDevice(g);
+  if (e != cudaSuccess)
+    die("--device cuda: cannot use GPU %d of %d (cudaSetDevice: %s); check nvidia-smi", g, n,
+        cudaGetErrorString(e));
+}
+
+static void describe_gpu(int gpu, char *out, size_t out_len) {
+  struct cudaDeviceProp p;
+  if (cudaGetDeviceProperties(&p, gpu) == cudaSuccess)
+    snprintf(out, out_len, "GPU %d: %s, sm_%d%d, %.0f GiB", gpu, p.name, p.major, p.minor,
+             (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+}
+
+#else /* no CUDA: no GPU is ever counted, so device_select never binds or describes one */
+
+int device_built_with_cuda(void) { return 0; }
+
+int device_cuda_count(char *why, size_t why_len) {
+  if (why && why_len) why[0] = '\0';
+  if (why) snprintf(why, why_len, "this pollen was built without CUDA (cmake -DPOLLEN_CUDA=ON)");
+  return 0;
+}
+
+static void bind_gpu(int g, int n) {}
+static void describe_gpu(int gpu, char *out, size_t out_len) {}
+
 #endif
+
+/* ---- parsing and the choice ---------------------------------------------------------- */
 
 int device_parse(const char *name) {
   if (!name) return -1;
@@ -35,32 +82,6 @@ const char *device_name(device_kind kind) {
   return "unknown";
 }
 
-int device_built_with_cuda(void) {
-#ifdef POLLEN_HAVE_CUDA
-  return 1;
-#else
-  return 0;
-#endif
-}
-
-int device_cuda_count(char *why, size_t why_len) {
-  if (why && why_len) why[0] = '\0';
-#ifdef POLLEN_HAVE_CUDA
-  int n = 0;
-  cudaError_t e = cudaGetDeviceCount(&n);
-  if (e != cudaSuccess) {
-    if (why) snprintf(why, why_len, "cudaGetDeviceCount: %s", cudaGetErrorString(e));
-    cudaGetLastError(); /* the error is reported here; do not let it leak to a later check */
-    return 0;
-  }
-  if (n <= 0 && why) snprintf(why, why_len, "cudaGetDeviceCount: 0 devices");
-  return n > 0 ? n : 0;
-#else
-  if (why) snprintf(why, why_len, "this pollen was built without CUDA (cmake -DPOLLEN_CUDA=ON)");
-  return 0;
-#endif
-}
-
 device_kind device_select(device_kind kind, int local_rank, int *gpu) {
   if (gpu) *gpu = -1;
   if (kind == DEVICE_CPU) return DEVICE_CPU;
@@ -76,27 +97,14 @@ device_kind device_select(device_kind kind, int local_rank, int *gpu) {
     die("--device cuda: no CUDA device visible (%s); check nvidia-smi and CUDA_VISIBLE_DEVICES, "
         "or use --device cpu", why);
   }
-#ifdef POLLEN_HAVE_CUDA
   int g = (local_rank > 0 ? local_rank : 0) % n;
-  cudaError_t e = cudaSetDevice(g);
-  if (e != cudaSuccess)
-    die("--device cuda: cannot use GPU %d of %d (cudaSetDevice: %s); check nvidia-smi", g, n,
-        cudaGetErrorString(e));
+  bind_gpu(g, n);
   if (gpu) *gpu = g;
-#endif
   return DEVICE_CUDA;
 }
 
 void device_describe(device_kind kind, int gpu, char *out, size_t out_len) {
   if (!out_len) return;
   snprintf(out, out_len, "cpu");
-#ifdef POLLEN_HAVE_CUDA
-  struct cudaDeviceProp p;
-  if (kind == DEVICE_CUDA && gpu >= 0 && cudaGetDeviceProperties(&p, gpu) == cudaSuccess)
-    snprintf(out, out_len, "GPU %d: %s, sm_%d%d, %.0f GiB", gpu, p.name, p.major, p.minor,
-             (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
-#else
-  (void)kind;
-  (void)gpu;
-#endif
+  if (kind == DEVICE_CUDA && gpu >= 0) describe_gpu(gpu, out, out_len);
 }

@@ -6,9 +6,7 @@
 #include <string.h>
 
 #include "base/core.h"
-#ifdef POLLEN_HAVE_CUDA
-#include "ops/cuda/ops_cuda.h"
-#endif
+#include "worker/optim_ops.h"
 
 optim_config optim_defaults(opt_kind kind) {
   optim_config c;
@@ -37,9 +35,12 @@ const char *optim_kind_name(opt_kind kind) {
   return names[kind];
 }
 
+static const optim_ops optim_cpu_ops;
+
 void optim_init(optimizer *o, const optim_config *cfg, const model *mdl) {
   memset(o, 0, sizeof *o);
   o->cfg = *cfg;
+  o->ops = &optim_cpu_ops;
   o->n = mdl->n_params;
   o->m = xmalloc_aligned(o->n * sizeof(float));
   o->v = xmalloc_aligned(o->n * sizeof(float));
@@ -54,76 +55,13 @@ void optim_init(optimizer *o, const optim_config *cfg, const model *mdl) {
 }
 
 void optim_free(optimizer *o) {
-#ifdef POLLEN_HAVE_CUDA
-  if (o->ctx) {
-    cuda_ctx_sync(o->ctx);
-    cuda_free(o->dev_m), cuda_free(o->dev_v), cuda_free(o->dev_decay), cuda_free(o->dev_norm);
-  }
-#endif
+  o->ops->release(o);
   free(o->m), free(o->v), free(o->decay);
   memset(o, 0, sizeof *o);
 }
 
-void optim_use_cuda(optimizer *o, const model *mdl) {
-#ifdef POLLEN_HAVE_CUDA
-  if (o->ctx) return;
-  o->ctx = model_cuda_ctx(mdl);
-  POLLEN_ASSERT(o->ctx != NULL);
-  o->dev_m = cuda_malloc(o->n * sizeof(float));
-  o->dev_v = cuda_malloc(o->n * sizeof(float));
-  o->dev_decay = cuda_malloc(o->n * sizeof(float));
-  o->dev_norm = cuda_malloc(2 * sizeof(float));
-  cuda_upload(o->ctx, o->dev_decay, o->decay, o->n * sizeof(float));
-  optim_sync_to_device(o);
-#else
-  (void)o, (void)mdl;
-  die("this pollen was built without CUDA; rebuild with cmake -DPOLLEN_CUDA=ON or use --device cpu");
-#endif
-}
-
-void optim_sync_to_host(optimizer *o) {
-#ifdef POLLEN_HAVE_CUDA
-  if (!o->ctx) return;
-  cuda_download(o->ctx, o->m, o->dev_m, o->n * sizeof(float));
-  cuda_download(o->ctx, o->v, o->dev_v, o->n * sizeof(float));
-  cuda_ctx_sync(o->ctx);
-#else
-  (void)o;
-#endif
-}
-
-void optim_sync_to_device(optimizer *o) {
-#ifdef POLLEN_HAVE_CUDA
-  if (!o->ctx) return;
-  cuda_upload(o->ctx, o->dev_m, o->m, o->n * sizeof(float));
-  cuda_upload(o->ctx, o->dev_v, o->v, o->n * sizeof(float));
-  cuda_ctx_sync(o->ctx);
-#else
-  (void)o;
-#endif
-}
-
-#ifdef POLLEN_HAVE_CUDA
-static float step_on_gpu(optimizer *o, float *params, float *grads, float lr) {
-  const optim_config *c = &o->cfg;
-  cuda_optim_args a;
-  memset(&a, 0, sizeof a);
-  switch (c->kind) {
-  case OPT_SGD: a.kind = CUDA_OPT_SGD; break;
-  case OPT_RMSPROP: a.kind = c->rmsprop == RMSPROP_TF ? CUDA_OPT_RMSPROP_TF : CUDA_OPT_RMSPROP_TORCH; break;
-  case OPT_ADAM: a.kind = CUDA_OPT_ADAM; break;
-  case OPT_ADAMW: a.kind = CUDA_OPT_ADAMW; break;
-  }
-  a.lr = lr, a.momentum = c->momentum, a.weight_decay = c->weight_decay, a.alpha = c->alpha;
-  a.eps = c->eps, a.beta1 = c->beta1, a.beta2 = c->beta2, a.nesterov = c->nesterov;
-  a.clip_norm = c->clip_norm;
-  /* Bias corrections exactly as the CPU computes them. */
-  float bc1 = 1.0f - powf(c->beta1, (float)o->step), bc2 = 1.0f - powf(c->beta2, (float)o->step);
-  a.step_size = lr / bc1, a.bc2_sqrt = sqrtf(bc2);
-  cuda_optim_step(o->ctx, &a, params, grads, o->dev_m, o->dev_v, o->dev_decay, o->n, o->dev_norm);
-  return NAN;
-}
-#endif
+void optim_sync_to_host(optimizer *o) { o->ops->sync_to_host(o); }
+void optim_sync_to_device(optimizer *o) { o->ops->sync_to_device(o); }
 
 size_t optim_state_floats(const optimizer *o) { return o->n; }
 
@@ -135,12 +73,11 @@ static float global_norm(const float *g, size_t n) {
 }
 
 float optim_step(optimizer *o, float *params, float *grads, float lr) {
-#ifdef POLLEN_HAVE_CUDA
-  if (o->ctx) {
-    o->step++;
-    return step_on_gpu(o, params, grads, lr);
-  }
-#endif
+  o->step++;
+  return o->ops->step(o, params, grads, lr);
+}
+
+static float cpu_step(optimizer *o, float *params, float *grads, float lr) {
   const optim_config *c = &o->cfg;
   size_t n = o->n;
   float norm = global_norm(grads, n);
@@ -150,7 +87,6 @@ float optim_step(optimizer *o, float *params, float *grads, float lr) {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) grads[i] *= scale;
   }
-  o->step++;
   float *m = o->m, *v = o->v;
   const float *decay = o->decay;
   float wd = c->weight_decay, mom = c->momentum;
@@ -207,6 +143,12 @@ float optim_step(optimizer *o, float *params, float *grads, float lr) {
   }
   return norm;
 }
+
+/* The moments are the host's own: nothing to copy or release. */
+static void cpu_nothing(optimizer *o) {}
+
+static const optim_ops optim_cpu_ops = {
+    .step = cpu_step, .sync_to_host = cpu_nothing, .sync_to_device = cpu_nothing, .release = cpu_nothing};
 
 int lr_kind_parse(const char *name) {
   if (!strcmp(name, "constant")) return LR_CONSTANT;

@@ -32,15 +32,20 @@ optim_config optim_defaults(opt_kind kind);
 int optim_kind_parse(const char *name); /* "sgd" "rmsprop" "adam" "adamw"; -1 if unknown */
 const char *optim_kind_name(opt_kind kind);
 
+struct optim_ops;    /* optim_ops.h */
+struct optim_device; /* optim_cuda.c */
+
 typedef struct {
   optim_config cfg;
   size_t n;
   float *m, *v;        /* moments: SGD/RMSprop momentum in m, square averages in v */
   float *decay;        /* per-element weight-decay factor (0 or 1): one pass, no branches */
   long step;           /* updates taken */
-  /* On a GPU (optim_use_cuda): the live moments; m and v above are host copies. */
-  struct cuda_ctx *ctx;
-  float *dev_m, *dev_v, *dev_decay, *dev_norm;
+  /* The device the update runs on, chosen once: optim_init the CPU, optim_use_cuda the
+   * model's GPU. dev is the device's own state (NULL on the CPU); on a GPU it holds the live
+   * moments, and m and v above are host copies. */
+  const struct optim_ops *ops;
+  struct optim_device *dev;
 } optimizer;
 
 void optim_init(optimizer *o, const optim_config *cfg, const model *mdl);
