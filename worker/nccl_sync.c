@@ -7,15 +7,18 @@
 #include <unistd.h>
 
 #include "base/core.h"
+#include "worker/model.h"
 
 #ifdef POLLEN_HAVE_CUDA
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include "ops/cuda/ops_cuda.h"
+
 struct nccl_sync {
   const comm *c;
   ncclComm_t nc;
-  cudaStream_t stream, compute;
+  cudaStream_t stream, compute; /* compute: the model's, which backward runs on */
   cudaEvent_t ready, done;
   float *grads;
   size_t n, bucket;
@@ -59,9 +62,12 @@ int nccl_sync_version(void) {
   return v;
 }
 
-nccl_sync *nccl_sync_new(const comm *c, float *d_grads, size_t n, size_t bucket_floats) {
+nccl_sync *nccl_sync_new(const comm *c, struct model *m, size_t bucket_floats) {
+  cuda_ctx *ctx = model_cuda_ctx(m);
+  POLLEN_ASSERT(ctx != NULL); /* model_use_cuda first */
   nccl_sync *s = xcalloc(1, sizeof *s);
-  s->c = c, s->grads = d_grads, s->n = n;
+  size_t n = m->n_params;
+  s->c = c, s->grads = model_live_grads(m), s->n = n, s->compute = ctx->stream;
   s->bucket = bucket_floats ? bucket_floats : (n ? n : 1);
   s->n_buckets = (int)((n + s->bucket - 1) / s->bucket);
   s->next = -1;
@@ -101,10 +107,7 @@ void nccl_sync_free(nccl_sync *s) {
   free(s);
 }
 
-void nccl_sync_begin(nccl_sync *s, struct CUstream_st *compute) {
-  s->compute = compute;
-  s->next = s->n_buckets - 1;
-}
+void nccl_sync_begin(nccl_sync *s) { s->next = s->n_buckets - 1; }
 
 static void ns_start(nccl_sync *s, int b) {
   size_t lo = (size_t)b * s->bucket, hi = lo + s->bucket < s->n ? lo + s->bucket : s->n;
@@ -145,7 +148,7 @@ double nccl_sync_finish(nccl_sync *s) {
               "no progress before the deadline: a rank is dead or hung (see the other ranks' logs)");
     if (spins > 1000) usleep(50);
   }
-  if (s->compute) ns_cuda(s, cudaStreamWaitEvent(s->compute, s->done, 0), "stream wait");
+  ns_cuda(s, cudaStreamWaitEvent(s->compute, s->done, 0), "stream wait");
   return time_now() - t0;
 }
 
@@ -153,11 +156,9 @@ double nccl_sync_finish(nccl_sync *s) {
 
 #define NS_NO_CUDA() die("NCCL gradient sync: this pollen was built without CUDA (cmake -DPOLLEN_CUDA=ON)")
 
-nccl_sync *nccl_sync_new(const comm *c, float *d_grads, size_t n, size_t bucket_floats) {
-  NS_NO_CUDA();
-}
+nccl_sync *nccl_sync_new(const comm *c, struct model *m, size_t bucket_floats) { NS_NO_CUDA(); }
 void nccl_sync_free(nccl_sync *s) { (void)s; }
-void nccl_sync_begin(nccl_sync *s, struct CUstream_st *compute) { NS_NO_CUDA(); }
+void nccl_sync_begin(nccl_sync *s) { NS_NO_CUDA(); }
 void nccl_sync_ready(nccl_sync *s, size_t lowest) { NS_NO_CUDA(); }
 double nccl_sync_finish(nccl_sync *s) { NS_NO_CUDA(); }
 int nccl_sync_version(void) { return 0; }

@@ -19,17 +19,17 @@
 
 #include "worker/collective.h"
 
-struct CUstream_st; /* cudaStream_t is struct CUstream_st *: no CUDA header needed here */
+struct model; /* worker/model.h */
 
 typedef struct nccl_sync nccl_sync;
 
-/* Collective (every rank calls it, with the same n and bucket_floats) on the current CUDA
- * device (device_select first). d_grads: n floats of device memory. bucket_floats 0 means
- * one bucket. */
-nccl_sync *nccl_sync_new(const comm *c, float *d_grads, size_t n, size_t bucket_floats);
+/* Collective (every rank calls it, with the same model and bucket_floats) for a model on
+ * the GPU (model_use_cuda first): averages its live gradients, fenced against its compute
+ * stream. bucket_floats 0 means one bucket. */
+nccl_sync *nccl_sync_new(const comm *c, struct model *m, size_t bucket_floats);
 void nccl_sync_free(nccl_sync *s);
-/* Once per step before backward; compute is the stream backward runs on. */
-void nccl_sync_begin(nccl_sync *s, struct CUstream_st *compute);
+/* Once per step before backward. */
+void nccl_sync_begin(nccl_sync *s);
 /* Every gradient at offset >= lowest is final once the work queued so far on the compute
  * stream has run: starts the buckets that are then complete. Does not wait. */
 void nccl_sync_ready(nccl_sync *s, size_t lowest);

@@ -1,8 +1,9 @@
 /* nccl_check.c - the NCCL gradient sync (worker/nccl_sync.h) under mpirun, for
- * tests/cuda/test_nccl.sh. Each rank fills a device buffer of n floats with
- * (rank+1)*f(i), reports buckets ready from the end of the buffer towards the start as
- * backward would, and checks that every element ends as the average over the ranks, for
- * several steps. --count prints the number of GPUs (or "SKIP: ..." and exit 77).
+ * tests/cuda/test_nccl.sh. Each rank fills the n live gradients of a model on its GPU with
+ * (rank+1)*f(i) on the model's stream, reports buckets ready from the end of the buffer
+ * towards the start as backward would, and checks that every element ends as the average
+ * over the ranks, for several steps. --count prints the number of GPUs (or "SKIP: ..." and
+ * exit 77).
  * --hang-rank R: rank R never joins the all-reduce; the others must end the job with a
  * message naming the stall within --timeout seconds. */
 #include <getopt.h>
@@ -15,6 +16,7 @@
 #include "ops/cuda/ops_cuda.h"
 #include "worker/collective.h"
 #include "worker/device.h"
+#include "worker/model.h"
 #include "worker/nccl_sync.h"
 
 static float f_of(size_t i) { return (float)(i % 1000) * 0.001f + 0.5f; }
@@ -48,10 +50,14 @@ int main(int argc, char **argv) {
   c.stall_timeout = timeout;
   int gpu = -1;
   device_select(DEVICE_CUDA, c.local_rank, &gpu);
-  cuda_ctx *ctx = cuda_ctx_new();
-  const size_t n = 1000003, bucket = 65536; /* odd: the last bucket is short */
-  float *h = xmalloc(sizeof(float) * n), *d = cuda_malloc(sizeof(float) * n);
-  nccl_sync *s = nccl_sync_new(&c, d, n, bucket);
+  model_config mc = {MODEL_MNV3_SMALL, 1.0, 5, 0.2f};
+  model m;
+  model_init(&m, &mc, 1);
+  model_use_cuda(&m, 0);
+  cuda_ctx *ctx = model_cuda_ctx(&m);
+  const size_t n = m.n_params, bucket = 65536; /* 1522981: the last bucket is short */
+  float *h = xmalloc(sizeof(float) * n), *d = model_live_grads(&m);
+  nccl_sync *s = nccl_sync_new(&c, &m, bucket);
   if (c.rank == 0) printf("NCCL %d, %d ranks, %zu floats in buckets of %zu\n", nccl_sync_version(), c.world, n, bucket);
   int bad_total = 0;
   for (int step = 0; step < 3; step++) {
@@ -61,7 +67,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "rank %d: hanging on purpose\n", c.rank);
       for (;;) pause();
     }
-    nccl_sync_begin(s, ctx->stream);
+    nccl_sync_begin(s);
     for (size_t lowest = n; lowest > 0; lowest = lowest > 100000 ? lowest - 100000 : 0)
       nccl_sync_ready(s, lowest);
     double waited = nccl_sync_finish(s);
@@ -77,9 +83,8 @@ int main(int argc, char **argv) {
     bad_total += bad > 0;
   }
   nccl_sync_free(s);
-  cuda_free(d);
+  model_free(&m);
   free(h);
-  cuda_ctx_free(ctx);
   comm_finalize(&c);
   if (bad_total) {
     printf("FAIL: averaged gradients wrong\n");
