@@ -89,6 +89,94 @@ FILE *xfopen(const char *path, const char *mode) {
   return f;
 }
 
+/* Length (1..4) of the well-formed UTF-8 character at s, with its code point; 0 when s does
+ * not start one (a stray continuation byte, an overlong form, a surrogate, past U+10FFFF). */
+static int utf8_char(const unsigned char *s, uint32_t *cp) {
+  unsigned c = s[0];
+  int n;
+  uint32_t v, min;
+  if (c < 0x80) {
+    *cp = c;
+    return 1;
+  }
+  if (c >= 0xC2 && c <= 0xDF) n = 2, v = c & 0x1F, min = 0x80;
+  else if ((c & 0xF0) == 0xE0) n = 3, v = c & 0x0F, min = 0x800;
+  else if (c >= 0xF0 && c <= 0xF4) n = 4, v = c & 0x07, min = 0x10000;
+  else return 0;
+  for (int i = 1; i < n; i++) {
+    if ((s[i] & 0xC0) != 0x80) return 0; /* also stops at the terminating NUL */
+    v = v << 6 | (s[i] & 0x3F);
+  }
+  if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+  *cp = v;
+  return n;
+}
+
+int text_is_utf8(const char *s) {
+  const unsigned char *p = (const unsigned char *)s;
+  uint32_t cp;
+  for (int n; *p; p += n)
+    if (!(n = utf8_char(p, &cp))) return 0;
+  return 1;
+}
+
+/* Writes the escaped form of s into buf while it fits in limit bytes (NUL not counted) and
+ * returns the whole form's length, stopping only between characters. */
+static size_t escape_into(const unsigned char *p, char *buf, size_t limit, size_t *written) {
+  static const char hex[] = "0123456789abcdef";
+  size_t total = 0, j = 0;
+  int full = 0;
+  while (*p) {
+    char piece[16];
+    size_t k = 0;
+    uint32_t cp = 0;
+    int n = utf8_char(p, &cp);
+    if (n == 1 && (cp == '"' || cp == '\\')) {
+      piece[k++] = '\\';
+      piece[k++] = (char)cp;
+    } else if (n && cp >= 0x20 && !(cp >= 0x7F && cp < 0xA0)) {
+      memcpy(piece, p, (size_t)n);
+      k = (size_t)n;
+    } else { /* a control character (C0, DEL, C1) or a byte that is not UTF-8: each byte as \xNN */
+      if (!n) n = 1;
+      for (int i = 0; i < n; i++) {
+        piece[k++] = '\\', piece[k++] = 'x';
+        piece[k++] = hex[p[i] >> 4], piece[k++] = hex[p[i] & 15];
+      }
+    }
+    if (!full && j + k <= limit) {
+      memcpy(buf + j, piece, k);
+      j += k;
+    } else {
+      full = 1;
+    }
+    total += k;
+    p += n;
+  }
+  *written = j;
+  return total;
+}
+
+const char *name_escape(const char *s, char *buf, size_t cap) {
+  if (!buf || !cap) return "";
+  const unsigned char *p = (const unsigned char *)(s ? s : "(null)");
+  size_t j;
+  if (escape_into(p, buf, cap - 1, &j) <= cap - 1) {
+    buf[j] = 0;
+    return buf;
+  }
+  /* Too long: as much as fits with "..." after it (or only what fits, in a tiny buffer). */
+  int dots = cap >= 4;
+  escape_into(p, buf, cap - 1 - (dots ? 3 : 0), &j);
+  if (dots) memcpy(buf + j, "...", 3), j += 3;
+  buf[j] = 0;
+  return buf;
+}
+
+const char *name_utf8(const char *s, char *buf, size_t cap) {
+  return s && text_is_utf8(s) ? s : name_escape(s, buf, cap);
+}
+
 int make_dirs(const char *path) {
   char buf[4096];
   size_t n = strlen(path);

@@ -49,6 +49,21 @@ char *xstrdup(const char *s);
 /* fopen that dies with "cannot open PATH for reading: reason" on failure. */
 FILE *xfopen(const char *path, const char *mode);
 
+/* Names from disk (file and folder names, class names, names read from a file) are untrusted
+ * text: a newline in one could forge a log line, an ESC send terminal escapes, and bytes that
+ * are not UTF-8 make JSON invalid. name_escape is the one way pollen prints such a name: it
+ * copies s into buf with control bytes, DEL, C1 controls and bytes that are not well-formed
+ * UTF-8 written as \xNN, and '"' and '\' as \" and \\ (so the escaped form is unambiguous).
+ * Other UTF-8 passes unchanged. Returns buf; a buf of 4 * strlen(s) + 1 bytes always fits,
+ * a shorter one gets the name cut at a character and ending in "...". */
+const char *name_escape(const char *s, char *buf, size_t cap);
+/* 1 when s is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF):
+ * what a JSON string must be. */
+int text_is_utf8(const char *s);
+/* s itself when it is well-formed UTF-8, else name_escape(s): a name made fit for JSON (the
+ * JSON writer escapes quotes and control bytes itself). */
+const char *name_utf8(const char *s, char *buf, size_t cap);
+
 /* mkdir -p: creates path and its missing parents. Returns 0, or -1 with errno set. */
 int make_dirs(const char *path);
 

@@ -1,5 +1,7 @@
 /* cmd_eval.c - `pollen eval`: accuracy, per-class precision and recall, and the confusion
- * matrix of trained weights on a prepared split. */
+ * matrix of trained weights on a prepared split. Class names and paths are untrusted text:
+ * escaped in the table (name_escape), and written by cJSON as UTF-8 (name_utf8) in --json. */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,14 @@
 #include "worker/loader.h"
 #include "worker/model.h"
 #include "worker/weights.h"
+
+/* A number as "%.6f": the precision the output always had, without cJSON's 17 digits (and
+ * null for a NaN of a diverged model, which JSON cannot hold). */
+static void add_fixed6(cJSON *o, const char *key, double v) {
+  char text[48];
+  snprintf(text, sizeof text, "%.6f", v);
+  cJSON_AddRawToObject(o, key, isfinite(v) ? text : "null");
+}
 
 static void usage(FILE *to) {
   fprintf(to,
@@ -63,12 +73,12 @@ int cmd_eval(int argc, char **argv) {
   }
   if (strcmp(split, "val") && strcmp(split, "train")) die_status(EXIT_USAGE, "--split: '%s' is not val or train", split);
   threads_set(threads);
-  char path[4200];
+  char path[4200], b1[4 * 4200 + 1], b2[4 * 1024 + 1];
   job_config jc;
   job_config_defaults(&jc);
   if (job) {
     snprintf(path, sizeof path, "%s/config.json", job);
-    if (job_config_load(&jc, path) != 0) die("%s has no config.json: is it a pollen job folder?", job);
+    if (job_config_load(&jc, path) != 0) die("%s has no config.json: is it a pollen job folder?", name_escape(job, b1, sizeof b1));
     if (!weights) {
       snprintf(path, sizeof path, "%s/weights.safetensors", job);
       weights = path;
@@ -82,14 +92,15 @@ int cmd_eval(int argc, char **argv) {
   st_file *f = st_open_or_die(weights);
   model_config mc = {MODEL_MNV3_SMALL, 1.0, 5, 0.0};
   if (weights_read_config(f, &mc) != 0)
-    die("%s has no pollen metadata (model, width, classes); export it with pollen export", weights);
+    die("%s has no pollen metadata (model, width, classes); export it with pollen export", name_escape(weights, b1, sizeof b1));
   mc.dropout = 0;
   loader_config lc = {data, split, size, batch, 0, 0, 0};
   loader *l = loader_open(&lc);
   int classes = loader_num_classes(l), n = loader_size(l);
   if (classes != mc.num_classes)
-    die("%s has %d classes but %s has %d; evaluate on the dataset it was trained on", weights, mc.num_classes, data, classes);
-  if (n == 0) die("%s: the %s split is empty", data, split);
+    die("%s has %d classes but %s has %d; evaluate on the dataset it was trained on", name_escape(weights, b1, sizeof b1),
+        mc.num_classes, name_escape(data, b2, sizeof b2), classes);
+  if (n == 0) die("%s: the %s split is empty", name_escape(data, b2, sizeof b2), split);
   model m;
   model_init(&m, &mc, 0);
   weights_load_state_dict(&m, f, "", 0, 1);
@@ -120,31 +131,46 @@ int cmd_eval(int argc, char **argv) {
   for (int k = 0; k < classes; k++) correct += confusion[k * classes + k];
   double acc = (double)correct / seen;
   if (json) {
-    printf("{\"weights\":\"%s\",\"data\":\"%s\",\"split\":\"%s\",\"images\":%d,\"accuracy\":%.6f,\"loss\":%.6f,\"classes\":[",
-           weights, data, split, seen, acc, loss_sum / seen);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "weights", name_utf8(weights, b1, sizeof b1));
+    cJSON_AddStringToObject(o, "data", name_utf8(data, b2, sizeof b2));
+    cJSON_AddStringToObject(o, "split", split);
+    cJSON_AddNumberToObject(o, "images", seen);
+    add_fixed6(o, "accuracy", acc);
+    add_fixed6(o, "loss", loss_sum / seen);
+    cJSON *arr = cJSON_AddArrayToObject(o, "classes");
     for (int k = 0; k < classes; k++) {
       long tp = confusion[k * classes + k], pred = 0, truth = 0;
       for (int j = 0; j < classes; j++) pred += confusion[j * classes + k], truth += confusion[k * classes + j];
-      printf("%s{\"name\":\"%s\",\"precision\":%.6f,\"recall\":%.6f,\"support\":%ld,\"confusion\":[", k ? "," : "",
-             loader_class_name(l, k), pred ? (double)tp / pred : 0.0, truth ? (double)tp / truth : 0.0, truth);
-      for (int j = 0; j < classes; j++) printf("%s%ld", j ? "," : "", confusion[k * classes + j]);
-      printf("]}");
+      cJSON *c = cJSON_CreateObject();
+      cJSON_AddStringToObject(c, "name", name_utf8(loader_class_name(l, k), b1, sizeof b1));
+      add_fixed6(c, "precision", pred ? (double)tp / pred : 0.0);
+      add_fixed6(c, "recall", truth ? (double)tp / truth : 0.0);
+      cJSON_AddNumberToObject(c, "support", (double)truth);
+      cJSON *row = cJSON_AddArrayToObject(c, "confusion");
+      for (int j = 0; j < classes; j++) cJSON_AddItemToArray(row, cJSON_CreateNumber((double)confusion[k * classes + j]));
+      cJSON_AddItemToArray(arr, c);
     }
-    printf("]}\n");
+    char *text = cJSON_PrintUnformatted(o);
+    if (!text) die("out of memory printing the evaluation as JSON");
+    printf("%s\n", text);
+    cJSON_free(text);
+    cJSON_Delete(o);
   } else {
-    printf("%s on %s (%s, %d images): accuracy %.4f, loss %.4f\n\n", weights, data, split, seen, acc, loss_sum / seen);
+    printf("%s on %s (%s, %d images): accuracy %.4f, loss %.4f\n\n", name_escape(weights, b1, sizeof b1),
+           name_escape(data, b2, sizeof b2), split, seen, acc, loss_sum / seen);
     printf("%-14s %9s %9s %8s\n", "class", "precision", "recall", "support");
     for (int k = 0; k < classes; k++) {
       long tp = confusion[k * classes + k], pred = 0, truth = 0;
       for (int j = 0; j < classes; j++) pred += confusion[j * classes + k], truth += confusion[k * classes + j];
-      printf("%-14s %9.3f %9.3f %8ld\n", loader_class_name(l, k), pred ? (double)tp / pred : 0.0,
-             truth ? (double)tp / truth : 0.0, truth);
+      printf("%-14s %9.3f %9.3f %8ld\n", name_escape(loader_class_name(l, k), b1, sizeof b1),
+             pred ? (double)tp / pred : 0.0, truth ? (double)tp / truth : 0.0, truth);
     }
     printf("\nconfusion (rows true, columns predicted):\n%-14s", "");
-    for (int k = 0; k < classes; k++) printf(" %9.9s", loader_class_name(l, k));
+    for (int k = 0; k < classes; k++) printf(" %9.9s", name_escape(loader_class_name(l, k), b1, sizeof b1));
     printf("\n");
     for (int k = 0; k < classes; k++) {
-      printf("%-14s", loader_class_name(l, k));
+      printf("%-14s", name_escape(loader_class_name(l, k), b1, sizeof b1));
       for (int j = 0; j < classes; j++) printf(" %9ld", confusion[k * classes + j]);
       printf("\n");
     }

@@ -1,9 +1,14 @@
-/* cmd_predict.c - `pollen predict`: the top-k classes of JPEG photos under trained weights. */
+/* cmd_predict.c - `pollen predict`: the top-k classes of JPEG photos under trained weights.
+ * A photo that cannot be scored (unreadable, a folder, not a JPEG, damaged) is named in one
+ * line and skipped, never scored from a half-decoded picture; the exit status says so. Paths
+ * and class names are untrusted text, printed through name_escape / name_utf8. */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "base/core.h"
 #include "cli/cli.h"
@@ -11,6 +16,14 @@
 #include "worker/loader.h"
 #include "worker/model.h"
 #include "worker/weights.h"
+
+/* A number as "%.6f": the precision the output always had, without cJSON's 17 digits (and
+ * null for a NaN of a diverged model, which JSON cannot hold). */
+static void add_fixed6(cJSON *o, const char *key, double v) {
+  char text[48];
+  snprintf(text, sizeof text, "%.6f", v);
+  cJSON_AddRawToObject(o, key, isfinite(v) ? text : "null");
+}
 
 static void usage(FILE *to) {
   fprintf(to,
@@ -28,20 +41,42 @@ static void usage(FILE *to) {
           "  --tensor FILE    instead of photos: the `input` tensor [N,3,H,W] of a safetensors\n"
           "                   file, already preprocessed; prints the logits as JSON (to compare an\n"
           "                   export with another framework, e.g. tools/load_check.py)\n"
-          "  --help\n");
+          "  --help\n\n"
+          "A photo that cannot be read, is not a JPEG, or is damaged or truncated (the check\n"
+          "`pollen prepare` applies) is named in one line on stderr and not scored; the other\n"
+          "photos are, and the exit status is then 1 (0 when every photo was scored, 2 for bad\n"
+          "flags).\n");
 }
 
-static unsigned char *read_whole(const char *path, size_t *n) {
+#define MAX_PHOTO_BYTES (1ull << 30) /* far past any photo: refuse before allocating */
+
+/* The bytes of one photo, or NULL with the line that says why (path: how to name it). */
+static unsigned char *read_photo(const char *path, const char *shown, size_t *n, char *why, size_t whylen) {
   FILE *f = fopen(path, "rb");
-  if (!f) die("cannot read %s: %s", path, strerror(errno));
-  fseek(f, 0, SEEK_END);
-  long size = ftell(f);
-  fseek(f, 0, SEEK_SET);
-  if (size < 0) die("cannot read %s: not a regular file", path);
-  unsigned char *buf = xmalloc((size_t)size + 1);
-  if (fread(buf, 1, (size_t)size, f) != (size_t)size) die("cannot read %s: %s", path, strerror(errno));
+  struct stat st;
+  if (!f || fstat(fileno(f), &st) != 0) {
+    err_set(why, whylen, "cannot read %s: %s", shown, strerror(errno));
+    if (f) fclose(f);
+    return NULL;
+  }
+  /* fopen opens a folder for reading, and its "size" is no byte count. */
+  if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size > MAX_PHOTO_BYTES) {
+    if (S_ISDIR(st.st_mode)) err_set(why, whylen, "%s is a directory, not an image file; give the photos in it", shown);
+    else if (!S_ISREG(st.st_mode)) err_set(why, whylen, "%s is not a regular file; give JPEG photos", shown);
+    else err_set(why, whylen, "%s is larger than 1 GiB, not a photo; give JPEG photos", shown);
+    fclose(f);
+    return NULL;
+  }
+  unsigned char *buf = xmalloc((size_t)st.st_size + 1);
+  size_t got = fread(buf, 1, (size_t)st.st_size, f);
+  int e = ferror(f) ? errno : 0;
   fclose(f);
-  *n = (size_t)size;
+  if (got != (size_t)st.st_size) {
+    err_set(why, whylen, "cannot read %s: %s", shown, e ? strerror(e) : "it shrank while being read");
+    free(buf);
+    return NULL;
+  }
+  *n = got;
   return buf;
 }
 
@@ -51,7 +86,9 @@ static void predict_tensor(model *m, const char *path, int device) {
   st_file *in = st_open_or_die(path);
   const st_tensor *x = st_expect(in, "input", ST_F32, 4, NULL);
   int n = (int)x->shape[0], c = (int)x->shape[1], h = (int)x->shape[2], w = (int)x->shape[3];
-  if (c != 3 || h != w || n < 1 || h < 32) die("%s: 'input' must be [N,3,S,S] with S >= 32", path);
+  char shown[4 * 4096 + 1];
+  if (c != 3 || h != w || n < 1 || h < 32)
+    die("%s: 'input' must be [N,3,S,S] with S >= 32", name_escape(path, shown, sizeof shown));
   float *nchw = xmalloc(x->numel * sizeof(float)), *nhwc = xmalloc(x->numel * sizeof(float));
   st_copy_f32(x, nchw, x->numel);
   weights_images_from_torch(nchw, nhwc, n, h * w);
@@ -102,10 +139,12 @@ int cmd_predict(int argc, char **argv) {
     return EXIT_USAGE;
   }
   threads_set(threads);
+  char shown[4 * 4096 + 1];
   st_file *f = st_open_or_die(weights);
   model_config mc;
   if (weights_read_config(f, &mc) != 0)
-    die("%s has no pollen metadata (model, width, classes); export it with pollen export", weights);
+    die("%s has no pollen metadata (model, width, classes); export it with pollen export",
+        name_escape(weights, shown, sizeof shown));
   mc.dropout = 0;
   model m;
   model_init(&m, &mc, 0);
@@ -125,16 +164,23 @@ int cmd_predict(int argc, char **argv) {
   int *rank = xmalloc((size_t)mc.num_classes * sizeof(int));
   int failures = 0;
   for (int i = optind; i < argc; i++) {
-    size_t n;
-    unsigned char *bytes = read_whole(argv[i], &n);
-    char err[256];
-    if (loader_preprocess_jpeg(bytes, n, size, image, err, sizeof err) != 0) {
-      fprintf(stderr, "pollen: %s: %s; give JPEG photos\n", argv[i], err);
+    size_t n = 0;
+    char why[4 * 4096 + 512];
+    name_escape(argv[i], shown, sizeof shown);
+    unsigned char *bytes = read_photo(argv[i], shown, &n, why, sizeof why);
+    if (!bytes) {
+      fprintf(stderr, "pollen: %s\n", why);
       failures++;
-      free(bytes);
       continue;
     }
+    int rc = loader_preprocess_jpeg(bytes, n, size, image, why, sizeof why);
     free(bytes);
+    if (rc != 0) {
+      fprintf(stderr, "pollen: %s: %s; not scored: give %s\n", shown, why,
+              strstr(why, "damaged") ? "an intact copy" : "JPEG photos");
+      failures++;
+      continue;
+    }
     model_forward(&m, image, NULL, 1, 0, 0.0f);
     const float *logits = model_logits(&m);
     /* Softmax, then the top k by a partial selection sort. */
@@ -144,18 +190,37 @@ int cmd_predict(int argc, char **argv) {
     for (int a = 0; a < top; a++)
       for (int b = a + 1; b < mc.num_classes; b++)
         if (logits[rank[b]] > logits[rank[a]]) { int tmp = rank[a]; rank[a] = rank[b]; rank[b] = tmp; }
-    if (json) printf("{\"image\":\"%s\",\"top\":[", argv[i]);
-    else printf("%s\n", argv[i]);
+    cJSON *o = NULL, *arr = NULL;
+    if (json) {
+      o = cJSON_CreateObject();
+      cJSON_AddStringToObject(o, "image", name_utf8(argv[i], shown, sizeof shown));
+      arr = cJSON_AddArrayToObject(o, "top");
+    } else {
+      printf("%s\n", name_escape(argv[i], shown, sizeof shown));
+    }
     for (int a = 0; a < top; a++) {
       int k = rank[a];
       double p = exp(logits[k] - mx) / sum;
       char fallback[32];
       snprintf(fallback, sizeof fallback, "class %d", k);
-      const char *name = names ? names[k] : fallback;
-      if (json) printf("%s{\"class\":\"%s\",\"index\":%d,\"probability\":%.6f}", a ? "," : "", name, k, p);
-      else printf("  %-14s %6.2f%%\n", name, 100 * p);
+      const char *name = names ? names[k] : fallback; /* from the weights file: untrusted */
+      if (json) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddStringToObject(c, "class", name_utf8(name, shown, sizeof shown));
+        cJSON_AddNumberToObject(c, "index", k);
+        add_fixed6(c, "probability", p);
+        cJSON_AddItemToArray(arr, c);
+      } else {
+        printf("  %-14s %6.2f%%\n", name_escape(name, shown, sizeof shown), 100 * p);
+      }
     }
-    if (json) printf("]}\n");
+    if (json) {
+      char *text = cJSON_PrintUnformatted(o);
+      if (!text) die("out of memory printing a prediction as JSON");
+      printf("%s\n", text);
+      cJSON_free(text);
+      cJSON_Delete(o);
+    }
   }
   if (names) {
     for (int k = 0; k < mc.num_classes; k++) free(names[k]);

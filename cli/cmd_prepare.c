@@ -28,7 +28,9 @@ static void help(void) {
       "  --json              print a JSON summary on stdout\n"
       "  --help              this text\n\n"
       "Re-running with the same settings on finished output does nothing ('already prepared').\n"
-      "Corrupt or unreadable images are reported by name and skipped.\n"
+      "Corrupt or unreadable images are reported by name and skipped. Names are printed with\n"
+      "control characters and bytes that are not UTF-8 as \\xNN; a class folder whose name is\n"
+      "not UTF-8 is refused (rename it).\n"
       "Exit status: 0 done, 1 failed (message says why), 2 bad flags or --src.\n");
 }
 
@@ -68,10 +70,11 @@ int cmd_prepare(int argc, char **argv) {
   prepare_result r;
   dataset_prepare(&o, &r);
   double secs = time_now() - t0;
+  char shown[4 * 4096 + 1]; /* --out is printed escaped, written to JSON as UTF-8 */
   if (json) {
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "status", r.already ? "already_prepared" : "prepared");
-    cJSON_AddStringToObject(j, "out", o.out);
+    cJSON_AddStringToObject(j, "out", name_utf8(o.out, shown, sizeof shown));
     cJSON_AddNumberToObject(j, "train", (double)r.train);
     cJSON_AddNumberToObject(j, "val", (double)r.val);
     cJSON_AddNumberToObject(j, "skipped_not_image", (double)r.skipped_not_image);
@@ -84,9 +87,10 @@ int cmd_prepare(int argc, char **argv) {
     cJSON_Delete(j);
   } else if (r.already) {
     printf("%s: already prepared with these settings (%lld train, %lld val); nothing to do (--force redoes it)\n",
-           o.out, (long long)r.train, (long long)r.val);
+           name_escape(o.out, shown, sizeof shown), (long long)r.train, (long long)r.val);
   } else {
-    printf("prepared %lld train + %lld val images into %s in %.1f s", (long long)r.train, (long long)r.val, o.out, secs);
+    printf("prepared %lld train + %lld val images into %s in %.1f s", (long long)r.train, (long long)r.val,
+           name_escape(o.out, shown, sizeof shown), secs);
     if (r.skipped_not_image || r.skipped_corrupt || r.skipped_unreadable)
       printf("; skipped %lld non-image, %lld corrupt, %lld unreadable files", (long long)r.skipped_not_image,
              (long long)r.skipped_corrupt, (long long)r.skipped_unreadable);

@@ -53,6 +53,14 @@ static cJSON *split_json(const manifest_split *sp, int num_classes) {
 }
 
 int manifest_write(const char *dir, const manifest_info *m, char *err, size_t errlen) {
+  /* JSON is UTF-8: a name that is not would make the file unreadable to every JSON parser. */
+  int utf8 = text_is_utf8(m->source);
+  for (int k = 0; k < m->num_classes && utf8; k++) utf8 = text_is_utf8(m->classes[k]);
+  if (!utf8) {
+    err_set(err, errlen, "cannot write %s/%s: a class name or the source path is not UTF-8 (a pollen bug; please report it)",
+            dir, MANIFEST_FILE);
+    return -1;
+  }
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "format", "pollen-shards");
   cJSON_AddItemToObject(root, "format_version", integer(MANIFEST_FORMAT_VERSION));
@@ -202,7 +210,11 @@ manifest_info *manifest_read(const char *dir, char *err, size_t errlen) {
   m->num_classes = nc;
   for (int k = 0; k < nc; k++) {
     const cJSON *c = cJSON_GetArrayItem(cl, k);
-    if (!cJSON_IsString(c) || !c->valuestring[0] || strlen(c->valuestring) > SHARD_MAX_CLASS_NAME) goto bad;
+    /* Class names are text (prepare refuses folder names that are not UTF-8): anything else is
+     * a hand-edited or foreign file. */
+    if (!cJSON_IsString(c) || !c->valuestring[0] || strlen(c->valuestring) > SHARD_MAX_CLASS_NAME ||
+        !text_is_utf8(c->valuestring))
+      goto bad;
     m->classes[k] = xstrdup(c->valuestring);
   }
   if (json_int(sk, "not_image", 0, 1e15, &d)) goto bad;

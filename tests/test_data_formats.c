@@ -292,8 +292,45 @@ static void test_manifest(void) {
   REQUIRE(manifest_write(tmpdir, &m, err, sizeof err) == 0, "%s", err);
   edit_manifest(path, tr0, "../escape.shard");
   CHECK(!manifest_read(tmpdir, err, sizeof err) && strstr(err, "is damaged"), "a shard outside the folder: %s", err);
+  REQUIRE(manifest_write(tmpdir, &m, err, sizeof err) == 0, "%s", err);
+  edit_manifest(path, "\"dog\"", "\"d\xffg\"");
+  CHECK(!manifest_read(tmpdir, err, sizeof err) && strstr(err, "is damaged"), "a class name that is not UTF-8: %s", err);
+  char *bad[2] = {"cat", "d\xffg"};
+  m.classes = bad;
+  CHECK(manifest_write(tmpdir, &m, err, sizeof err) != 0 && strstr(err, "not UTF-8"), "writing a name that is not UTF-8");
+  m.classes = classes;
   unlink(path);
   CHECK(!manifest_read(tmpdir, err, sizeof err) && strstr(err, "pollen prepare --src"), "missing: %s", err);
+}
+
+/* name_escape: what a name from disk looks like in a message. */
+static void test_name_escape(void) {
+  static const struct { const char *in, *out; } cases[] = {
+      {"daisy/123.jpg", "daisy/123.jpg"},
+      {"a\npollen: fake", "a\\x0apollen: fake"},
+      {"\x1b[31mred", "\\x1b[31mred"},
+      {"say \"hi\" \\ bye", "say \\\"hi\\\" \\\\ bye"},
+      {"tab\tdel\x7f", "tab\\x09del\\x7f"},
+      {"caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x8c\xbc", "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x8c\xbc"}, /* UTF-8 stays */
+      {"caf\xe9", "caf\\xe9"},                                          /* Latin-1 */
+      {"\xc2\x9b" "2J", "\\xc2\\x9b2J"},                               /* C1 CSI */
+      {"\xc0\xaf \xed\xa0\x80 \xf4\x90\x80\x80", "\\xc0\\xaf \\xed\\xa0\\x80 \\xf4\\x90\\x80\\x80"}, /* overlong, surrogate, > U+10FFFF */
+      {"cut\xe2\x9c", "cut\\xe2\\x9c"},                                /* truncated sequence */
+  };
+  char buf[256];
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    CHECK(!strcmp(name_escape(cases[i].in, buf, sizeof buf), cases[i].out), "case %zu: got '%s', want '%s'", i, buf,
+          cases[i].out);
+    CHECK(text_is_utf8(cases[i].in) == (name_utf8(cases[i].in, buf, sizeof buf) == cases[i].in),
+          "case %zu: name_utf8 keeps exactly the UTF-8 names", i);
+  }
+  CHECK(text_is_utf8("new\nline") && !text_is_utf8("caf\xe9") && text_is_utf8(""), "text_is_utf8");
+  /* The worst case, 4 bytes out per byte in, fits 4n + 1; a short buffer cuts between
+   * characters and says so. */
+  CHECK(!strcmp(name_escape("\xff\xff", buf, 9), "\\xff\\xff"), "4n + 1 fits");
+  CHECK(!strcmp(name_escape("\xff\xff", buf, 8), "\\xff..."), "cut: %s", buf);
+  CHECK(!strcmp(name_escape("abcdef", buf, 4), "..."), "tiny: %s", buf);
+  CHECK(!strcmp(name_escape("ab", buf, 2), "a"), "tinier: %s", buf);
 }
 
 static void test_plan(void) {
@@ -336,6 +373,7 @@ int main(void) {
   test_shard();
   test_tfrecord();
   test_manifest();
+  test_name_escape();
   test_plan();
   rmdir(tmpdir);
   if (check_failures) fprintf(stderr, "%d checks failed\n", check_failures);

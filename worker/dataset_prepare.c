@@ -20,6 +20,7 @@
 #include "proto/manifest.h"
 #include "proto/shard.h"
 #include "proto/tfrecord.h"
+#include "worker/loader.h"
 
 #define MAX_PIXELS (200ll * 1000 * 1000) /* refuse absurd image headers before allocating */
 #define JPEG_QUALITY 90
@@ -62,6 +63,21 @@ static char *xasprintf(const char *fmt, ...) {
   return s;
 }
 
+/* File and folder names are untrusted text: every message shows them through name_escape
+ * (base/core.h), so a name can neither forge a log line nor send terminal escapes. ESC(s)
+ * escapes one into a buffer of its own, alive until the end of the enclosing block. */
+#define ESC(s) name_escape((s), (char[4 * 4096 + 1]){0}, 4 * 4096 + 1)
+
+/* What a record's source name becomes in a shard: the name itself when it is UTF-8, else its
+ * escaped form, so names in shards and everything printed from them are text. */
+static char *utf8_name(const char *s) {
+  size_t cap = 4 * strlen(s) + 1;
+  char *buf = xmalloc(cap);
+  const char *u = name_utf8(s, buf, cap);
+  if (u != buf) snprintf(buf, cap, "%s", u);
+  return buf;
+}
+
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int has_suffix_ci(const char *s, const char *suf) {
@@ -72,7 +88,7 @@ static int has_suffix_ci(const char *s, const char *suf) {
 /* Sorted names of a folder's entries, hidden ones left out. */
 static char **list_dir(const char *dir, int *count) {
   DIR *d = opendir(dir);
-  if (!d) die("cannot list %s: %s", dir, strerror(errno));
+  if (!d) die("cannot list %s: %s", ESC(dir), strerror(errno));
   char **names = NULL;
   int n = 0, cap = 0;
   struct dirent *e;
@@ -115,14 +131,18 @@ static void find_folder_items(source *s, const char *root) {
     char *p = xasprintf("%s/%s", root, names[i]);
     struct stat st;
     if (stat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
-      if (strlen(names[i]) > SHARD_MAX_CLASS_NAME) die("class folder name %s is longer than %d bytes; rename it", p, SHARD_MAX_CLASS_NAME);
+      if (strlen(names[i]) > SHARD_MAX_CLASS_NAME) die("class folder name %s is longer than %d bytes; rename it", ESC(p), SHARD_MAX_CLASS_NAME);
+      /* A class name is a label in manifest.json, the weights' metadata and every report:
+       * it must be text, and no escaped stand-in could be renamed back. */
+      if (!text_is_utf8(names[i]))
+        die("class folder %s: its name is not valid UTF-8 (shown escaped); rename it, e.g. with 'convmv'", ESC(p));
       s->classes = xrealloc(s->classes, sizeof(char *) * (size_t)(s->num_classes + 1));
       s->classes[s->num_classes++] = xstrdup(names[i]);
     }
     free(p);
   }
   free_names(names, n);
-  if (s->num_classes > SHARD_MAX_CLASSES) die("--src %s has %d class folders, more than %d", root, s->num_classes, SHARD_MAX_CLASSES);
+  if (s->num_classes > SHARD_MAX_CLASSES) die("--src %s has %d class folders, more than %d", ESC(root), s->num_classes, SHARD_MAX_CLASSES);
   for (int k = 0; k < s->num_classes; k++) {
     char *cdir = xasprintf("%s/%s", root, s->classes[k]);
     int m, images = 0;
@@ -133,14 +153,16 @@ static void find_folder_items(source *s, const char *root) {
         continue;
       }
       item it = {0};
-      it.name = xasprintf("%s/%s", s->classes[k], files[j]);
+      char *name = xasprintf("%s/%s", s->classes[k], files[j]);
+      it.name = utf8_name(name);
+      free(name);
       it.path = xasprintf("%s/%s", cdir, files[j]);
       it.label = k;
       items_push(&s->items, it);
       images++;
     }
     if (!images)
-      die("class folder %s has no JPEG or PNG images; add images or remove the folder", cdir);
+      die("class folder %s has no JPEG or PNG images; add images or remove the folder", ESC(cdir));
     free_names(files, m);
     free(cdir);
   }
@@ -157,7 +179,7 @@ static void read_tfrecords(source *s) {
   char err[SHARD_ERR_LEN];
   for (int f = 0; f < s->n_tf_files; f++) {
     tfrecord_reader *r = tfrecord_open(s->tf_files[f], err, sizeof err);
-    if (!r) die("%s", err);
+    if (!r) die("%s", ESC(err));
     const char *base = strrchr(s->tf_files[f], '/');
     base = base ? base + 1 : s->tf_files[f];
     const unsigned char *data;
@@ -166,7 +188,9 @@ static void read_tfrecords(source *s) {
     int64_t idx = 0;
     while ((rc = tfrecord_next(r, &data, &len, err, sizeof err)) == 1) {
       item it = {0};
-      it.name = xasprintf("%s#%lld", base, (long long)idx++);
+      char *name = xasprintf("%s#%lld", base, (long long)idx++);
+      it.name = utf8_name(name);
+      free(name);
       tfrecord_example ex;
       char why[256];
       if (tfrecord_parse_example(data, len, &ex, why, sizeof why) != 0) {
@@ -184,11 +208,11 @@ static void read_tfrecords(source *s) {
       }
       items_push(&s->items, it);
     }
-    if (rc < 0) die("%s; re-download the file", err);
+    if (rc < 0) die("%s; re-download the file", ESC(err));
     tfrecord_close(r);
   }
   for (int k = 0; k < 5; k++)
-    if (!per_class[k]) die("--src %s holds no examples of class %s; give all tf_flowers shards", s->identity, s->classes[k]);
+    if (!per_class[k]) die("--src %s holds no examples of class %s; give all tf_flowers shards", ESC(s->identity), s->classes[k]);
 }
 
 static int is_tfrecord_name(const char *name) { return strstr(name, ".tfrecord") || strstr(name, ".tfrec"); }
@@ -204,21 +228,23 @@ static void discover(source *s, const char *src) {
         s->tf_files[s->n_tf_files++] = xstrdup(g.gl_pathv[i]);
       }
       globfree(&g);
-      s->identity = xstrdup(src);
+      s->identity = utf8_name(src);
       return;
     }
     die_status(EXIT_USAGE, "--src %s: %s; give a folder of class sub-folders or tf_flowers TFRecord files",
-               src, strpbrk(src, "*?[") ? "no file matches" : strerror(errno));
+               ESC(src), strpbrk(src, "*?[") ? "no file matches" : strerror(errno));
   }
+  /* The identity goes into manifest.json: a path that is not UTF-8 is kept in escaped form. */
   char *real = realpath(src, NULL);
-  s->identity = real ? real : xstrdup(src);
+  s->identity = utf8_name(real ? real : src);
+  free(real);
   if (S_ISREG(st.st_mode)) {
     s->tf_files = xmalloc(sizeof(char *));
     s->tf_files[0] = xstrdup(src);
     s->n_tf_files = 1;
     return;
   }
-  if (!S_ISDIR(st.st_mode)) die_status(EXIT_USAGE, "--src %s is neither a folder nor a file", src);
+  if (!S_ISDIR(st.st_mode)) die_status(EXIT_USAGE, "--src %s is neither a folder nor a file", ESC(src));
   int n, subdirs = 0;
   char **names = list_dir(src, &n);
   for (int i = 0; i < n; i++) {
@@ -243,7 +269,7 @@ static void discover(source *s, const char *src) {
     return;
   }
   if (!s->n_tf_files)
-    die_status(EXIT_USAGE, "--src %s holds neither class sub-folders nor *.tfrecord* files; see 'pollen prepare --help'", src);
+    die_status(EXIT_USAGE, "--src %s holds neither class sub-folders nor *.tfrecord* files; see 'pollen prepare --help'", ESC(src));
 }
 
 /* ---------------------------------------------------------------- image processing */
@@ -378,9 +404,9 @@ static int process_jpeg(worker_ctx *c, item *it, int max_side) {
   }
   int sw = TJSCALED(w, sf), sh = TJSCALED(h, sf);
   grow(&c->rgb, &c->rgb_cap, (size_t)sw * sh * 3);
-  /* Strict: a warning (truncated data, bad Huffman code) means a damaged photo. */
-  if (tjDecompress2(c->dec, it->data, it->len, c->rgb, sw, 0, sh, TJPF_RGB, TJFLAG_STOPONWARNING) != 0) {
-    it->why = xasprintf("JPEG does not decode: %s", tjGetErrorStr2(c->dec));
+  char why[320];
+  if (loader_decode_jpeg_checked(c->dec, it->data, it->len, c->rgb, sw, sh, why, sizeof why) != 0) {
+    it->why = xstrdup(why);
     return -1;
   }
   if (!shrink) return 0; /* keep the original bytes: no generation loss */
@@ -605,19 +631,19 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
   discover(&s, o->src);
 
   struct stat st;
-  if (stat(o->out, &st) == 0 && !S_ISDIR(st.st_mode)) die_status(EXIT_USAGE, "--out %s exists and is not a folder", o->out);
+  if (stat(o->out, &st) == 0 && !S_ISDIR(st.st_mode)) die_status(EXIT_USAGE, "--out %s exists and is not a folder", ESC(o->out));
   if (stat(o->out, &st) != 0 && make_dirs(o->out) != 0)
-    die("cannot create --out folder %s: %s", o->out, strerror(errno));
+    die("cannot create --out folder %s: %s", ESC(o->out), strerror(errno));
   char *mpath = xasprintf("%s/%s", o->out, MANIFEST_FILE);
   if (access(mpath, F_OK) == 0) {
     char err[SHARD_ERR_LEN], why[SHARD_ERR_LEN];
     manifest_info *old = manifest_read(o->out, err, sizeof err);
-    if (!old && !o->force) die("%s", err);
+    if (!old && !o->force) die("%s", ESC(err));
     if (old) {
       const char *diff = settings_differ(old, o, s.identity, why, sizeof why);
       if (!diff && !o->force) {
         if (verify_output(o->out, old, why, sizeof why) != 0)
-          die("%s holds an incomplete or damaged preparation (%s); rerun with --force", o->out, why);
+          die("%s holds an incomplete or damaged preparation (%s); rerun with --force", ESC(o->out), ESC(why));
         res->already = 1;
         res->train = old->train.count;
         res->val = old->val.count;
@@ -628,7 +654,8 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
         goto cleanup;
       }
       if (diff && !o->force)
-        die("%s was prepared with different settings (%s); add --force to overwrite it or choose another --out", o->out, diff);
+        die("%s was prepared with different settings (%s); add --force to overwrite it or choose another --out",
+            ESC(o->out), ESC(diff));
       remove_old(o->out, old);
       manifest_free(old);
     } else {
@@ -646,14 +673,15 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
     item *it = &s.items.v[i];
     if (it->status == ITEM_OK) per_class[it->label]++;
     else {
-      log_warn("skipping %s: %s", it->path ? it->path : it->name, it->why);
+      log_warn("skipping %s: %s", ESC(it->path ? it->path : it->name), it->why);
       if (it->status == ITEM_CORRUPT) res->skipped_corrupt++;
       else res->skipped_unreadable++;
     }
   }
   res->skipped_not_image = s.not_image;
   for (int k = 0; k < s.num_classes; k++)
-    if (!per_class[k]) die("class %s has no usable images in %s (all were skipped); fix or remove them", s.classes[k], o->src);
+    if (!per_class[k])
+      die("class %s has no usable images in %s (all were skipped); fix or remove them", ESC(s.classes[k]), ESC(o->src));
 
   /* Stratified split: per class, a seeded shuffle of the usable items in listing order; the
    * first round(n * val_fraction) go to val. Then each split is shuffled so shards mix classes. */
@@ -691,7 +719,7 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
   write_split(o->out, "train", &s, train, nt, o->shards, &m.train);
   write_split(o->out, "val", &s, val, nv, o->shards, &m.val);
   char err[SHARD_ERR_LEN];
-  if (manifest_write(o->out, &m, err, sizeof err) != 0) die("%s", err);
+  if (manifest_write(o->out, &m, err, sizeof err) != 0) die("%s", ESC(err));
   res->train = nt;
   res->val = nv;
   manifest_split_free(&m.train);

@@ -80,10 +80,21 @@ static void random_resized_crop(int w, int h, uint64_t key, int64_t idx, int box
   box[3] = ch;
 }
 
+int loader_decode_jpeg_checked(void *tj, const unsigned char *jpeg, size_t len, unsigned char *rgb, int w,
+                               int h, char *why, size_t whylen) {
+  if (tjDecompress2(tj, jpeg, (unsigned long)len, rgb, w, 0, h, TJPF_RGB, TJFLAG_STOPONWARNING) == 0) return 0;
+  err_set(why, whylen, tjGetErrorCode(tj) == TJERR_WARNING ? "JPEG is damaged or truncated (%s)" : "JPEG does not decode (%s)",
+          tjGetErrorStr2(tj));
+  return -1;
+}
+
 /* Decodes jpeg and writes the S x S crop of source box (x0, y0, cw, ch) to out, bilinear,
- * normalised, optionally mirrored. */
+ * normalised, optionally mirrored. strict: a photo from a user, checked by
+ * loader_decode_jpeg_checked (why gets the reason); else a shard record, already checked by
+ * prepare. */
 static int crop_resize(worker_scratch *ws, const unsigned char *jpeg, size_t len, int w, int h, double bx,
-                       double by, double bw, double bh, int S, int flip, float *out) {
+                       double by, double bw, double bh, int S, int flip, float *out, int strict, char *why,
+                       size_t whylen) {
   /* Smallest DCT scale at which the crop still spans >= S pixels both ways. */
   double need = fmax(S / bw, S / bh);
   tjscalingfactor sf = {1, 1};
@@ -98,9 +109,15 @@ static int crop_resize(worker_scratch *ws, const unsigned char *jpeg, size_t len
     ws->rgb = xrealloc(ws->rgb, (size_t)sw * sh * 3);
     ws->rgb_cap = (size_t)sw * sh * 3;
   }
-  /* Warnings (e.g. trailing garbage) still give a full image: only fatal errors fail. */
-  if (tjDecompress2(ws->tj, jpeg, len, ws->rgb, sw, 0, sh, TJPF_RGB, 0) != 0 && tjGetErrorCode(ws->tj) != TJERR_WARNING)
+  if (strict) {
+    if (loader_decode_jpeg_checked(ws->tj, jpeg, len, ws->rgb, sw, sh, why, whylen) != 0) return -1;
+  } else if (tjDecompress2(ws->tj, jpeg, len, ws->rgb, sw, 0, sh, TJPF_RGB, 0) != 0 &&
+             tjGetErrorCode(ws->tj) != TJERR_WARNING) {
+    /* A shard's records passed the check at prepare: a warning now is harmless (trailing
+     * bytes), only a fatal error fails. */
+    err_set(why, whylen, "%s", tjGetErrorStr2(ws->tj));
     return -1;
+  }
   double fx = (double)sw / w, fy = (double)sh / h;
   double x0 = bx * fx, y0 = by * fy, stepx = bw * fx / S, stepy = bh * fy / S;
   for (int o = 0; o < S; o++) {
@@ -146,12 +163,15 @@ static void load_sample(loader *l, worker_scratch *ws, int64_t sample, float *ou
   shard_reader *sr = l->shards[lo];
   shard_record rec;
   char err[SHARD_ERR_LEN];
-  if (shard_read(sr, sample - l->first[lo], &ws->buf, &rec, err, sizeof err) != 0) die("%s", err);
+  char shown[4 * SHARD_ERR_LEN + 1], name[4 * SHARD_MAX_NAME + 1];
+  if (shard_read(sr, sample - l->first[lo], &ws->buf, &rec, err, sizeof err) != 0)
+    die("%s", name_escape(err, shown, sizeof shown));
   int w, h, ss, cs;
   if (tjDecompressHeader3(ws->tj, rec.data, rec.len, &w, &h, &ss, &cs) != 0 || w < 1 || h < 1 ||
       (long long)w * h > MAX_PIXELS)
     die("shard %s: record %lld (%s) is not a readable JPEG; regenerate the data with 'pollen prepare --force'",
-        shard_path(sr), (long long)(sample - l->first[lo]), rec.name);
+        name_escape(shard_path(sr), shown, sizeof shown), (long long)(sample - l->first[lo]),
+        name_escape(rec.name, name, sizeof name));
   int S = l->cfg.image_size, flip = 0;
   double bx, by, bw, bh;
   if (l->cfg.augment) {
@@ -167,9 +187,10 @@ static void load_sample(loader *l, worker_scratch *ws, int64_t sample, float *ou
     bx = (w - side) / 2;
     by = (h - side) / 2;
   }
-  if (crop_resize(ws, rec.data, rec.len, w, h, bx, by, bw, bh, S, flip, out) != 0)
+  if (crop_resize(ws, rec.data, rec.len, w, h, bx, by, bw, bh, S, flip, out, 0, err, sizeof err) != 0)
     die("shard %s: record %lld (%s) does not decode (%s); regenerate the data with 'pollen prepare --force'",
-        shard_path(sr), (long long)(sample - l->first[lo]), rec.name, tjGetErrorStr2(ws->tj));
+        name_escape(shard_path(sr), shown, sizeof shown), (long long)(sample - l->first[lo]),
+        name_escape(rec.name, name, sizeof name), err);
   *label = rec.label;
 }
 
@@ -234,12 +255,14 @@ loader *loader_open(const loader_config *cfg) {
   l->split = xstrdup(cfg->split);
   l->cfg.data_dir = l->dir;
   l->cfg.split = l->split;
-  char err[SHARD_ERR_LEN];
+  /* Messages name paths and files the manifest lists: untrusted text, printed escaped. */
+  char err[SHARD_ERR_LEN], shown[4 * SHARD_ERR_LEN + 1], dir[4 * 1024 + 1];
   l->m = manifest_read(cfg->data_dir, err, sizeof err);
-  if (!l->m) die("%s", err);
+  if (!l->m) die("%s", name_escape(err, shown, sizeof shown));
+  name_escape(cfg->data_dir, dir, sizeof dir);
   const manifest_split *sp = manifest_find_split(l->m, cfg->split);
   if (sp->count == 0)
-    die("%s has no %s samples; prepare it with --val-fraction above 0 ('pollen prepare --force ...')", cfg->data_dir, cfg->split);
+    die("%s has no %s samples; prepare it with --val-fraction above 0 ('pollen prepare --force ...')", dir, cfg->split);
   l->n_shards = sp->n_shards;
   l->shards = xcalloc((size_t)l->n_shards, sizeof(shard_reader *));
   l->first = xcalloc((size_t)l->n_shards + 1, sizeof(int64_t));
@@ -248,21 +271,21 @@ loader *loader_open(const loader_config *cfg) {
     char *path = xmalloc(n);
     snprintf(path, n, "%s/%s", cfg->data_dir, sp->shards[j].file);
     l->shards[j] = shard_open(path, err, sizeof err);
-    if (!l->shards[j]) die("%s", err);
+    if (!l->shards[j]) die("%s", name_escape(err, shown, sizeof shown));
     shard_reader *s = l->shards[j];
     if (shard_count(s) != sp->shards[j].count)
       die("shard %s holds %lld records but %s/manifest.json says %lld; regenerate the data with 'pollen prepare --force'",
-          path, (long long)shard_count(s), cfg->data_dir, (long long)sp->shards[j].count);
+          name_escape(path, shown, sizeof shown), (long long)shard_count(s), dir, (long long)sp->shards[j].count);
     int same = shard_num_classes(s) == l->m->num_classes;
     for (int k = 0; same && k < l->m->num_classes; k++) same = !strcmp(shard_class_name(s, k), l->m->classes[k]);
     if (!same)
       die("shard %s has a different class table from %s/manifest.json; regenerate the data with 'pollen prepare --force'",
-          path, cfg->data_dir);
+          name_escape(path, shown, sizeof shown), dir);
     l->first[j + 1] = l->first[j] + shard_count(s);
     free(path);
   }
   l->size = l->first[l->n_shards];
-  if (l->size > INT32_MAX) die("%s: %lld samples is more than the loader supports", cfg->data_dir, (long long)l->size);
+  if (l->size > INT32_MAX) die("%s: %lld samples is more than the loader supports", dir, (long long)l->size);
   l->image_floats = (size_t)cfg->image_size * cfg->image_size * 3;
   for (int s = 0; s < LOADER_RING; s++) {
     l->slot_images[s] = xmalloc_aligned(sizeof(float) * l->image_floats * (size_t)cfg->batch);
@@ -383,8 +406,8 @@ int loader_preprocess_jpeg(const unsigned char *jpeg, size_t len, int size, floa
     snprintf(err, errlen, "not a readable JPEG");
   } else {
     double side = 0.875 * (w < h ? w : h); /* the same eval crop as load_sample */
-    if (crop_resize(&ws, jpeg, len, w, h, (w - side) / 2, (h - side) / 2, side, side, size, 0, out) == 0) rc = 0;
-    else snprintf(err, errlen, "JPEG does not decode (%s)", tjGetErrorStr2(ws.tj));
+    if (crop_resize(&ws, jpeg, len, w, h, (w - side) / 2, (h - side) / 2, side, side, size, 0, out, 1, err, errlen) == 0)
+      rc = 0;
   }
   tjDestroy(ws.tj);
   free(ws.rgb), free(ws.x0), free(ws.x1), free(ws.y0), free(ws.y1), free(ws.wx), free(ws.wy);

@@ -42,9 +42,17 @@ void loader_start_epoch(loader *l, int epoch, const int64_t *order, int64_t n);
  * last batch may be short). Dies naming the shard and record if one is damaged. */
 int loader_next(loader *l, float *images, int *labels);
 /* Eval preprocessing of one JPEG in memory into out [size][size][3] (pollen predict): the
- * same crop and normalisation as the eval loader. Returns 0, or -1 with a reason in err. */
+ * same crop and normalisation as the eval loader, after loader_decode_jpeg_checked's check.
+ * Returns 0, or -1 with a reason in err (not a JPEG, damaged, truncated). */
 int loader_preprocess_jpeg(const unsigned char *jpeg, size_t len, int size, float *out, char *err,
                            size_t errlen);
+/* The one check for photos a user hands in (`pollen prepare`, `pollen predict`): decodes the
+ * whole JPEG into rgb (w x h: its size, or a TJSCALED size of it) with the TurboJPEG
+ * decompressor tj, and refuses a damaged one. libjpeg-turbo reports truncated data or a bad
+ * Huffman code only as a warning and fills the rest with grey, so a warning fails here like an
+ * error. Shards hold only photos that passed it. Returns 0, or -1 with the reason in why. */
+int loader_decode_jpeg_checked(void *tj, const unsigned char *jpeg, size_t len, unsigned char *rgb, int w,
+                               int h, char *why, size_t whylen);
 /* Stops and joins the threads; safe at any point of an epoch. */
 void loader_close(loader *l);
 

@@ -157,9 +157,10 @@ void weights_load_state_dict(model *m, const st_file *f, const char *prefix, int
       for (int b = 0; b < m->n_bn && !known; b++)
         known = !strncmp(n, m->bn[b].prefix, strlen(m->bn[b].prefix)) &&
                 n[strlen(m->bn[b].prefix)] == '.';
+      char shown[4 * ST_MAX_NAME + 1]; /* a name from the file: untrusted text */
       if (!known)
-        die("%s: unexpected tensor '%s' for a %s model; check --model and --width", f->path, n,
-            model_arch_name(m->cfg.arch));
+        die("%s: unexpected tensor '%s' for a %s model; check --model and --width", f->path,
+            name_escape(n, shown, sizeof shown), model_arch_name(m->cfg.arch));
     }
   }
 }
@@ -186,7 +187,8 @@ int weights_read_config(const st_file *f, model_config *cfg) {
   const char *classes = st_meta(f, "classes");
   if (!model_name || !width || !classes) return -1;
   int arch = model_arch_parse(model_name);
-  if (arch < 0) die("%s: unknown model '%s' in its metadata", f->path, model_name);
+  char shown[4 * 64 + 1];
+  if (arch < 0) die("%s: unknown model '%s' in its metadata", f->path, name_escape(model_name, shown, sizeof shown));
   cfg->arch = (model_arch)arch;
   cfg->width = strtod(width, NULL);
   cfg->num_classes = atoi(classes);
