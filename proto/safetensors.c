@@ -306,9 +306,10 @@ st_file *st_open(const char *path, char *err, size_t errlen) {
 }
 
 st_file *st_open_or_die(const char *path) {
-  char err[512];
+  char err[512], shown[4 * sizeof err + 1];
   st_file *f = st_open(path, err, sizeof err);
-  if (!f) die("%s; regenerate or re-export the file", err);
+  /* The reason may quote names from the file's header: untrusted text. */
+  if (!f) die("%s; regenerate or re-export the file", name_escape(err, shown, sizeof shown));
   return f;
 }
 
@@ -487,11 +488,28 @@ static int write_all(int fd, const void *p, size_t n) {
   while (n) {
     ssize_t r = write(fd, b, n);
     if (r < 0 && errno == EINTR) continue;
+    if (r == 0) errno = EIO; /* no progress and no reason: do not report a stale errno */
     if (r <= 0) return -1;
     b += r;
     n -= (size_t)r;
   }
   return 0;
+}
+
+/* What a failed create, write, fsync or rename means for the user, from its errno: the cause
+ * and what to do, not a guess. */
+static const char *save_cause(int e, char *buf, size_t cap) {
+  switch (e) {
+  case ENOSPC: return "no space left on the device; free some space (or write elsewhere) and run again";
+  case EDQUOT: return "the disk quota is exhausted; free some space (or write elsewhere) and run again";
+  case EACCES:
+  case EPERM: return "permission denied; make the directory writable or write elsewhere";
+  case EROFS: return "the file system is read-only; write elsewhere";
+  case ENOENT: return "the directory does not exist; create it or write elsewhere";
+  case ENOTDIR: return "a part of the path is not a directory; fix the path";
+  case EIO: return "an I/O error on the device; check the disk";
+  default: snprintf(buf, cap, "%s; check the directory and its disk", strerror(e)); return buf;
+  }
 }
 
 int st_writer_save(st_writer *w, const char *path, char *err, size_t errlen) {
@@ -527,9 +545,10 @@ int st_writer_save(st_writer *w, const char *path, char *err, size_t errlen) {
   char *tmp = xmalloc(pl + 32);
   snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
   int rc = -1;
+  char cause[160];
   int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    err_set(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
+    err_set(err, errlen, "cannot write %s: %s", path, save_cause(errno, cause, sizeof cause));
     goto done;
   }
   int bad = write_all(fd, hdr, 8 + hl);
@@ -540,13 +559,15 @@ int st_writer_save(st_writer *w, const char *path, char *err, size_t errlen) {
     bad = 1;
     saved = errno;
   }
+  /* A failed save leaves nothing behind: the temporary file goes, an older file at path stays. */
   if (bad) {
-    err_set(err, errlen, "%s: writing failed: %s", path, strerror(saved));
+    err_set(err, errlen, "cannot write %s: %s", path, save_cause(saved, cause, sizeof cause));
     unlink(tmp);
     goto done;
   }
   if (rename(tmp, path)) {
-    err_set(err, errlen, "%s: cannot rename %s into place: %s", path, tmp, strerror(errno));
+    int e = errno;
+    err_set(err, errlen, "cannot move %s into place as %s: %s", tmp, path, save_cause(e, cause, sizeof cause));
     unlink(tmp);
     goto done;
   }
@@ -567,5 +588,5 @@ done:
 
 void st_writer_save_or_die(st_writer *w, const char *path) {
   char err[512];
-  if (st_writer_save(w, path, err, sizeof err)) die("%s; check the directory exists and is writable", err);
+  if (st_writer_save(w, path, err, sizeof err)) die("%s", err);
 }

@@ -93,7 +93,8 @@ void st_writer_add_i64(st_writer *w, const char *name, int ndim, const int64_t *
                        const int64_t *data);
 /* A later value for the same key replaces the earlier one. */
 void st_writer_meta(st_writer *w, const char *key, const char *value);
-/* Returns 0, or -1 with "PATH: reason" in err. */
+/* Returns 0, or -1 with the cause (from errno) and what to do in err, e.g. "cannot write PATH:
+ * no space left on the device; ..."; a failed save removes its temporary file. */
 int st_writer_save(st_writer *w, const char *path, char *err, size_t errlen);
 void st_writer_save_or_die(st_writer *w, const char *path);
 void st_writer_free(st_writer *w);
