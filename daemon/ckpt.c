@@ -364,6 +364,12 @@ static int open_checked(const char *path, uint64_t step, ckptf_file *f, char *er
   return 0;
 }
 
+ckpt_match ckpt_meta_match(const ckptf_meta *m, const char *expect_model, const char *expect_config_hash) {
+  if (expect_model && strcmp(expect_model, m->model)) return CKPT_OTHER_MODEL;
+  if (expect_config_hash && strcmp(expect_config_hash, m->config_hash)) return CKPT_OTHER_CONFIG;
+  return CKPT_SAME_JOB;
+}
+
 ckpt_status ckpt_load_latest(const char *job_dir, const char *expect_model,
                              const char *expect_config_hash, ckpt_loaded *out, char *err,
                              size_t errlen) {
@@ -393,8 +399,7 @@ ckpt_status ckpt_load_latest(const char *job_dir, const char *expect_model,
       continue;
     }
     const ckptf_meta *m = &out->file.meta;
-    if ((expect_model && strcmp(expect_model, m->model)) ||
-        (expect_config_hash && strcmp(expect_config_hash, m->config_hash))) {
+    if (ckpt_meta_match(m, expect_model, expect_config_hash) != CKPT_SAME_JOB) {
       err_set(err, errlen,
               "%s was saved by model '%s' with config hash '%s', but this run is model '%s' with "
               "config hash '%s'; resume with the original model and config, or use a new --job directory",

@@ -73,6 +73,12 @@ typedef struct {
   char skipped[1024]; /* why the newest rejected one was rejected; "" when none */
 } ckpt_loaded;
 
+/* Whether a verified checkpoint belongs to a job of this model and config hash (either may
+ * be NULL: not checked). The one rule ckpt_load_latest refuses by and `pollen checkpoints`
+ * shows. */
+typedef enum { CKPT_SAME_JOB = 0, CKPT_OTHER_MODEL, CKPT_OTHER_CONFIG } ckpt_match;
+ckpt_match ckpt_meta_match(const ckptf_meta *m, const char *expect_model, const char *expect_config_hash);
+
 /* Loads the newest checkpoint in JOB_DIR/checkpoints that verifies, trying newest to oldest
  * by the step in the name; each one skipped is logged (log_warn) with its reason. The model
  * and config hash of the one found must equal expect_model / expect_config_hash (either may
