@@ -10,6 +10,7 @@
 #include "base/core.h"
 #include "cli/cli.h"
 #include "daemon/driver.h"
+#include "daemon/signals.h"
 #include "proto/job_config.h"
 #include "worker/collective.h"
 #include "worker/dataset_prepare.h"
@@ -32,6 +33,8 @@ static void usage(FILE *to) {
 "  --job DIR            job folder: config.json, checkpoints/, metrics.jsonl, weights.safetensors\n"
 "  --data DIR           prepared dataset (manifest.json + shards)\n"
 "  --force-config       adopt changed settings in an existing job folder instead of refusing\n"
+"  --start-over         train again from step 0 when the job's checkpoints are gone but its\n"
+"                       records show progress (refused without it)\n"
 "model and data:\n"
 "  --model M            mnv3-small (default), mnv3-large, mnv2\n"
 "  --width W            width multiplier (default 1.0)\n"
@@ -85,7 +88,7 @@ enum {
   O_SMOOTH, O_SEED, O_INIT, O_OPT, O_LR, O_MOMENTUM, O_NESTEROV, O_WD, O_DECAY_ALL, O_RMSV,
   O_ALPHA, O_EPS, O_CLIP, O_SCHED, O_WARMUP, O_STEP_EPOCHS, O_STEP_GAMMA, O_MIN_LR, O_THREADS,
   O_LTHREADS, O_LOG_EVERY, O_CKPT_EVERY, O_CKPT_SECONDS, O_KEEP, O_NO_OVERLAP, O_BUCKET,
-  O_STALL, O_STATUS_TCP, O_CACHE, O_FORCE, O_BETA1, O_BETA2, O_NO_AUGMENT, O_DEVICE, O_PRECISION,
+  O_STALL, O_STATUS_TCP, O_CACHE, O_FORCE, O_START_OVER, O_BETA1, O_BETA2, O_NO_AUGMENT, O_DEVICE, O_PRECISION,
   O_HELP
 };
 
@@ -109,6 +112,8 @@ static void prepare_sample(const char *job_dir, char *out, size_t cap, int is_ro
 }
 
 int cmd_train(int argc, char **argv) {
+  /* First of all: a stop asked during start-up (MPI's included) is a stop, not a kill. */
+  signals_install();
   static const struct option opts[] = {
       {"data", required_argument, 0, O_DATA}, {"job", required_argument, 0, O_JOB},
       {"model", required_argument, 0, O_MODEL}, {"width", required_argument, 0, O_WIDTH},
@@ -130,7 +135,8 @@ int cmd_train(int argc, char **argv) {
       {"keep", required_argument, 0, O_KEEP}, {"no-overlap", no_argument, 0, O_NO_OVERLAP},
       {"bucket-kib", required_argument, 0, O_BUCKET}, {"stall-timeout", required_argument, 0, O_STALL},
       {"status-tcp", required_argument, 0, O_STATUS_TCP}, {"cache-dir", required_argument, 0, O_CACHE},
-      {"force-config", no_argument, 0, O_FORCE}, {"no-augment", no_argument, 0, O_NO_AUGMENT},
+      {"force-config", no_argument, 0, O_FORCE},
+      {"start-over", no_argument, 0, O_START_OVER}, {"no-augment", no_argument, 0, O_NO_AUGMENT},
       {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
@@ -194,6 +200,7 @@ int cmd_train(int argc, char **argv) {
     case O_STATUS_TCP: copy_flag(cfg.status_tcp, sizeof cfg.status_tcp, "--status-tcp", optarg); break;
     case O_CACHE: copy_flag(cfg.cache_dir, sizeof cfg.cache_dir, "--cache-dir", optarg); break;
     case O_FORCE: cfg.force_config = 1; break;
+    case O_START_OVER: cfg.start_over = 1; break;
     case O_NO_AUGMENT: cfg.augment = 0; break;
     case O_DEVICE:
       cli_parse_device(optarg);
@@ -211,7 +218,8 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "pollen train: unexpected argument '%s'; see 'pollen train --help'\n", argv[optind]);
     return EXIT_USAGE;
   }
-  if (!job_dir) die_status(EXIT_USAGE, "train: --job DIR is required (the folder for checkpoints, logs and weights)");
+  if (!job_dir || !*job_dir)
+    die_status(EXIT_USAGE, "train: --job DIR is required (the folder for checkpoints, logs and weights)");
   /* Optimizer-dependent defaults, unless given. */
   if (!momentum_set) cfg.momentum = !strcmp(cfg.opt, "sgd") ? 0.9 : 0.0;
   if (!eps_set) cfg.eps = !strcmp(cfg.opt, "rmsprop") ? (!strcmp(cfg.rmsprop, "tf") ? 1e-7 : 1e-8) : 1e-8;

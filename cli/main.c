@@ -6,6 +6,7 @@
 
 #include "base/core.h"
 #include "cli/cli.h"
+#include "daemon/signals.h"
 #include "worker/device.h"
 #include "worker/model.h"
 
@@ -90,6 +91,22 @@ static void default_wait_policy(char **argv) {
   execv("/proc/self/exe", argv);
   /* If that fails we simply run with libgomp's default. */
 }
+
+/* `pollen train` holds its stop signals from before any library initialises (libgomp,
+ * OpenBLAS and Open MPI take milliseconds, and default_wait_policy starts them all twice): a
+ * SIGTERM or SIGUSR1 that arrives meanwhile stays pending until cmd_train's handlers take it,
+ * so an early preemption is a clean stop (exit 75), not a kill. An executable's preinit array
+ * runs before the initialisers of its shared libraries; strcmp may not be ready yet. */
+static void hold_stop_signals(int argc, char **argv, char **envp) {
+  (void)envp;
+  static const char train[] = "train";
+  if (argc < 2) return;
+  size_t i = 0;
+  while (i < sizeof train && argv[1][i] == train[i]) i++;
+  if (i == sizeof train) signals_hold();
+}
+__attribute__((section(".preinit_array"), used)) static void (*const preinit_hold_signals)(int, char **, char **) =
+    hold_stop_signals;
 
 int main(int argc, char **argv) {
   default_wait_policy(argv);

@@ -1,6 +1,7 @@
 /* coordinator.c - rank 0's decisions and services for a training job (see coordinator.h). */
 #include "daemon/coordinator.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/core.h"
 #include "daemon/ckpt.h"
@@ -32,6 +34,8 @@ struct coordinator {
   status_server *status;
   ckpt_writer *writer;
   FILE *metrics;
+  char metrics_path[4200];
+  int metrics_failed;        /* a write failed: reported once, the records stop there */
   /* where the job is */
   job_position pos;
   double lr;                 /* of the last step */
@@ -85,12 +89,29 @@ coordinator *coord_open(const job_config *cfg, const char *job_dir) {
   co->cfg = cfg;
   snprintf(co->job_dir, sizeof co->job_dir, "%s", job_dir);
   snprintf(co->weights_path, sizeof co->weights_path, "%s/weights.safetensors", job_dir);
+  snprintf(co->metrics_path, sizeof co->metrics_path, "%s/metrics.jsonl", job_dir);
   co->best_val = co->last_val = NAN;
   co->start_time = (double)time(NULL);
   co->pending_step = co->last_step = -1;
   co->shown_loss = co->shown_acc = co->shown_eta = NAN;
   settle_config(co);
   return co;
+}
+
+/* A weights file whose writer was killed is never finished (the writer renames a complete
+ * one into place): with the job's checkpoint lock held, no other writer can be running. */
+static void remove_stale_weights(const char *job_dir) {
+  DIR *d = opendir(job_dir);
+  if (!d) return;
+  static const char prefix[] = "weights.safetensors.tmp.";
+  struct dirent *e;
+  char path[8192];
+  while ((e = readdir(d)))
+    if (!strncmp(e->d_name, prefix, sizeof prefix - 1)) {
+      snprintf(path, sizeof path, "%s/%s", job_dir, e->d_name);
+      if (unlink(path) == 0) log_info("removed %s, left by a write that was cut short", path);
+    }
+  closedir(d);
 }
 
 void coord_start(coordinator *co, const job_plan *plan, const train_state_shape *shape,
@@ -100,7 +121,7 @@ void coord_start(coordinator *co, const job_plan *plan, const train_state_shape 
   co->hosts = hosts;
   co->timings = xcalloc((size_t)plan->world, sizeof *co->timings);
   co->workers = xcalloc((size_t)plan->world, sizeof *co->workers);
-  char path[4200], err[1024];
+  char err[1024];
   co->writer = ckpt_writer_start(co->job_dir, co->cfg->keep, err, sizeof err);
   if (!co->writer) die("%s", err);
   const char *tcp = co->cfg->status_tcp;
@@ -111,9 +132,51 @@ void coord_start(coordinator *co, const job_plan *plan, const train_state_shape 
              co->job_dir, co->job_dir, status_server_tcp_port(co->status), co->job_dir);
   else
     log_info("status: 'pollen status %s' (%s/status.sock)", co->job_dir, co->job_dir);
-  snprintf(path, sizeof path, "%s/metrics.jsonl", co->job_dir);
-  co->metrics = fopen(path, "a");
-  if (!co->metrics) die("cannot append to %s: %s; check the --job folder", path, strerror(errno));
+  remove_stale_weights(co->job_dir);
+}
+
+/* ---- the records --------------------------------------------------------------------- */
+
+typedef struct {
+  int64_t last_step;
+  int validations;
+} records_summary;
+
+static void summarise(const metrics_record *r, void *ctx) {
+  records_summary *s = ctx;
+  if (r->step > s->last_step) s->last_step = r->step;
+  if (isfinite(r->val_acc)) s->validations++;
+}
+
+/* A fresh start where the records show at least two finished epochs: by then a checkpoint was
+ * written (the writer keeps the newest), so they were deleted or lost, or every write failed.
+ * Training again from step 0 would silently throw the work away: it takes --start-over. */
+static void refuse_lost_checkpoints(const coordinator *co) {
+  FILE *f = fopen(co->metrics_path, "r");
+  if (!f) return;
+  records_summary s = {0, 0};
+  char err[512];
+  int rc = metrics_read(f, 0, summarise, &s, NULL, err, sizeof err);
+  fclose(f);
+  if (rc != 0 || s.validations < 2 || co->cfg->start_over) return;
+  die("%s records %d finished epochs (up to step %lld) but %s/checkpoints holds no checkpoint: "
+      "they were deleted or lost, or never saved (see the earlier logs); restore them, or pass "
+      "--start-over to train again from step 0", co->metrics_path, s.validations,
+      (long long)s.last_step, co->job_dir);
+}
+
+/* The records are cut back to where the job resumes: every step appears once and in order,
+ * and a line torn by a crash or a full disk goes. Then they are appended to. */
+static void open_records(coordinator *co, int64_t resumed_step) {
+  int64_t kept, dropped;
+  char err[1024];
+  if (metrics_cut(co->metrics_path, resumed_step, &kept, &dropped, err, sizeof err) != 0)
+    die("%s; check the --job folder and the free space", err);
+  if (dropped)
+    log_info("%s: %lld lines after step %lld (or torn) dropped; the records go on from there",
+             co->metrics_path, (long long)dropped, (long long)resumed_step);
+  co->metrics = fopen(co->metrics_path, "a");
+  if (!co->metrics) die("cannot append to %s: %s; check the --job folder", co->metrics_path, strerror(errno));
 }
 
 /* ---- where to resume ------------------------------------------------------------------- */
@@ -143,7 +206,11 @@ void coord_choose_resume(coordinator *co, resume_msg *msg, train_state_view *sta
   ckpt_status st = ckpt_load_latest(co->job_dir, cfg->model, cfg->force_config ? NULL : co->config_hash,
                                     l, err, sizeof err);
   if (st == CKPT_MISMATCH || st == CKPT_ALL_CORRUPT || st == CKPT_IO_ERROR) die("%s", err);
-  if (st != CKPT_LOADED) return;
+  if (st != CKPT_LOADED) {
+    refuse_lost_checkpoints(co);
+    open_records(co, 0);
+    return;
+  }
   const ckptf_meta *meta = &l->file.meta;
   if (meta->sample_in_epoch % cfg->batch)
     die("%s: its sample position %lld is not a multiple of the global batch %d", l->path,
@@ -161,6 +228,7 @@ void coord_choose_resume(coordinator *co, resume_msg *msg, train_state_view *sta
   state->optimizer_steps = extra.optimizer_steps;
   *msg = (resume_msg){TRAIN_MSG_VERSION, 1, meta->step, meta->epoch, meta->sample_in_epoch / cfg->batch,
                       extra.optimizer_steps, meta->world_size, world};
+  open_records(co, meta->step);
   log_info("resuming from %s: step %lld, epoch %lld, sample %lld of the epoch%s", l->path,
            (long long)meta->step, (long long)meta->epoch + 1, (long long)meta->sample_in_epoch,
            l->n_skipped ? " (newer checkpoints were damaged and skipped)" : "");
@@ -251,7 +319,12 @@ static void publish(coordinator *co, const char *state, double loss, double acc,
 static void record_metric(coordinator *co, const statusp_metric *p, double comm_exposed_s) {
   metrics_record r = {p->step, p->epoch, p->loss, p->train_acc, p->val_acc, p->lr, p->images_per_s,
                       comm_exposed_s, time_now() - co->run_start, (int64_t)time(NULL)};
-  metrics_write(co->metrics, &r);
+  if (!co->metrics_failed && metrics_write(co->metrics, &r) != 0) {
+    /* Later lines would be glued to a torn one: the records stop here (the next launch cuts
+     * the torn line), the status socket goes on showing the figures. */
+    co->metrics_failed = 1;
+    log_warn("cannot write %s: %s; no more records this run (training goes on)", co->metrics_path, strerror(errno));
+  }
   status_server_push_metric(co->status, p);
 }
 
@@ -402,9 +475,13 @@ void coord_finished(coordinator *co, int final_checkpoint_failed) {
            co->last_val, co->best_val);
 }
 
-void coord_stopped(coordinator *co) {
-  log_info("stopped at step %lld with a checkpoint; run the same command again to resume (exit %d)",
-           (long long)co->pos.step, EXIT_PREEMPTED);
+void coord_stopped(coordinator *co, int checkpointed) {
+  if (checkpointed)
+    log_info("stopped at step %lld with a checkpoint; run the same command again to resume (exit %d)",
+             (long long)co->pos.step, EXIT_PREEMPTED);
+  else
+    log_info("stop requested before the first step: nothing to save; run the same command again "
+             "to resume from step %lld (exit %d)", (long long)co->pos.step, EXIT_PREEMPTED);
 }
 
 void coord_close(coordinator *co) {

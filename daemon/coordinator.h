@@ -62,9 +62,10 @@ void coord_checkpoint(coordinator *co, const train_state_view *state, const char
 int coord_checkpoint_wait(coordinator *co);
 /* Where the final weights go: JOB_DIR/weights.safetensors. */
 const char *coord_weights_path(const coordinator *co);
-/* The end of a launch: finished (with whether the final checkpoint failed) or stopped. */
+/* The end of a launch: finished (with whether the final checkpoint failed), or stopped (with
+ * a checkpoint, or before the first step, when there was nothing to save). */
 void coord_finished(coordinator *co, int final_checkpoint_failed);
-void coord_stopped(coordinator *co);
+void coord_stopped(coordinator *co, int checkpointed);
 /* Stops the services (waiting for a pending write) and frees co. NULL is accepted. */
 void coord_close(coordinator *co);
 

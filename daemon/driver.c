@@ -100,7 +100,7 @@ static int phase_stop(job *j) {
     die("the final checkpoint could not be written (see above); the previous one is intact");
   worker_export_weights(j->w, j->co ? coord_weights_path(j->co) : NULL);
   worker_check_same_weights(j->w, "at the end");
-  if (j->co) coord_stopped(j->co);
+  if (j->co) coord_stopped(j->co, 1);
   return EXIT_PREEMPTED;
 }
 
@@ -131,12 +131,27 @@ static int phase_train(job *j) {
   }
 }
 
+/* The final weights are part of a finished job: a relaunch writes them again from the final
+ * checkpoint, in case they were lost (a kill right after that checkpoint, a deleted file). */
+static int phase_rewrite_weights(job *j) {
+  worker_export_weights(j->w, j->co ? coord_weights_path(j->co) : NULL);
+  return EXIT_OK;
+}
+
+/* A stop asked during start-up: nothing is lost by leaving before the first step. */
+static int phase_stop_before_work(job *j) {
+  if (j->co) coord_stopped(j->co, 0);
+  return EXIT_PREEMPTED;
+}
+
 int driver_train(job_config *cfg, const char *job_dir, comm *c) {
-  signals_install();
   job j = {0};
   phase_set_up(&j, cfg, job_dir, c);
   phase_resume(&j);
-  int status = worker_position(j.w).step >= j.plan->total_steps ? EXIT_OK : phase_train(&j);
+  int status;
+  if (worker_position(j.w).step >= j.plan->total_steps) status = phase_rewrite_weights(&j);
+  else if (worker_any(j.w, signals_stop_requested() != 0)) status = phase_stop_before_work(&j);
+  else status = phase_train(&j);
   coord_close(j.co);
   /* No rank leaves before rank 0 has written everything: launchers (mpirun, srun) kill the
    * remaining ranks soon after one exits. */

@@ -8,8 +8,10 @@
 #include "proto/job_config.h"
 #include "worker/collective.h"
 
-/* Runs (or resumes) the job in job_dir. Returns EXIT_OK when every epoch is done,
- * EXIT_PREEMPTED after a clean stop with a checkpoint; dies on errors. */
+/* Runs (or resumes) the job in job_dir. The caller installs the signal handlers first thing
+ * (daemon/signals.h), so a stop asked at any moment of start-up is honoured. Returns EXIT_OK
+ * when every epoch is done (a finished job's weights are written again from its final
+ * checkpoint), EXIT_PREEMPTED after a clean stop; dies on errors. */
 int driver_train(job_config *cfg, const char *job_dir, comm *c);
 
 #endif

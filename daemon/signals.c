@@ -17,6 +17,19 @@ static void on_signal(int sig) {
   if (!stop_signal) stop_signal = sig;
 }
 
+static void stop_signal_set(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGTERM);
+  sigaddset(set, SIGINT);
+  sigaddset(set, SIGUSR1);
+}
+
+void signals_hold(void) {
+  sigset_t set;
+  stop_signal_set(&set);
+  sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
 void signals_install(void) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
@@ -28,6 +41,10 @@ void signals_install(void) {
   sigaction(SIGUSR1, &sa, NULL);
   /* A client closing the status socket must not kill the job. */
   signal(SIGPIPE, SIG_IGN);
+  /* A stop that arrived while they were held is delivered now. */
+  sigset_t set;
+  stop_signal_set(&set);
+  sigprocmask(SIG_UNBLOCK, &set, NULL);
 }
 
 int signals_stop_requested(void) { return stop_signal; }

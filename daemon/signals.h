@@ -6,6 +6,10 @@
 #ifndef POLLEN_SIGNALS_H
 #define POLLEN_SIGNALS_H
 
+/* Blocks the stop signals: one that arrives stays pending (through an exec too) until
+ * signals_install. For the very start of a process, before its libraries initialise. */
+void signals_hold(void);
+/* Installs the handlers and unblocks the stop signals. */
 void signals_install(void);
 /* The signal number that asked for a stop, or 0. */
 int signals_stop_requested(void);

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_INTEGER 9007199254740992.0 /* 2^53: every integer up to here is exact in JSON */
 
@@ -195,4 +196,54 @@ int metrics_read(FILE *f, long tail_bytes, void (*visit)(const metrics_record *r
   if (ferror(f)) return refuse(-1, err, errlen, "cannot read: %s", strerror(errno));
   if (tally) *tally = t;
   return 0;
+}
+
+typedef struct {
+  FILE *out;
+  int64_t through_step, kept, dropped;
+  int write_errno;
+} cut_state;
+
+static void keep_if_done(const metrics_record *r, void *ctx) {
+  cut_state *s = ctx;
+  if (r->step > s->through_step) {
+    s->dropped++;
+  } else if (!s->write_errno) {
+    if (metrics_write(s->out, r) != 0) s->write_errno = errno;
+    s->kept++;
+  }
+}
+
+int metrics_cut(const char *path, int64_t through_step, int64_t *kept, int64_t *dropped, char *err,
+                size_t errlen) {
+  *kept = *dropped = 0;
+  FILE *in = fopen(path, "r");
+  if (!in) return errno == ENOENT ? 0 : refuse(-1, err, errlen, "cannot read %s: %s", path, strerror(errno));
+  size_t pl = strlen(path);
+  char *tmp = malloc(pl + 8);
+  if (!tmp) {
+    fclose(in);
+    return refuse(-1, err, errlen, "out of memory cutting %s", path);
+  }
+  snprintf(tmp, pl + 8, "%s.tmp", path);
+  cut_state s = {fopen(tmp, "w"), through_step, 0, 0, 0};
+  if (!s.out) {
+    int e = errno;
+    refuse(-1, err, errlen, "cannot write %s: %s", tmp, strerror(e));
+    fclose(in), free(tmp);
+    return -1;
+  }
+  metrics_tally tally = {0, 0};
+  int rc = metrics_read(in, 0, keep_if_done, &s, &tally, err, errlen);
+  fclose(in);
+  if (rc == 0 && !s.write_errno && fflush(s.out) != 0) s.write_errno = errno;
+  if (rc == 0 && !s.write_errno && fsync(fileno(s.out)) != 0) s.write_errno = errno;
+  fclose(s.out);
+  *kept = s.kept, *dropped = s.dropped + tally.skipped;
+  /* Nothing to drop: the file stays as it is. */
+  if (rc == 0 && !s.write_errno && *dropped > 0 && rename(tmp, path) != 0) s.write_errno = errno;
+  if (rc != 0 || s.write_errno || *dropped == 0) unlink(tmp);
+  free(tmp);
+  if (s.write_errno) return refuse(-1, err, errlen, "cannot rewrite %s: %s", path, strerror(s.write_errno));
+  return rc;
 }

@@ -45,4 +45,12 @@ typedef struct {
 int metrics_read(FILE *f, long tail_bytes, void (*visit)(const metrics_record *r, void *ctx), void *ctx,
                  metrics_tally *tally, char *err, size_t errlen);
 
+/* Cuts the records file at path back to the records of steps up to through_step, in order:
+ * what a job resumed at that step has done. Lines that are not records (torn by a crash or a
+ * full disk, or glued to one) go too; *kept and *dropped count. Written to PATH.tmp, synced
+ * and renamed; left as it is when nothing goes, and a missing file is no error. 0, or -1 with
+ * err set. */
+int metrics_cut(const char *path, int64_t through_step, int64_t *kept, int64_t *dropped, char *err,
+                size_t errlen);
+
 #endif

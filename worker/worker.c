@@ -314,6 +314,12 @@ void worker_restore(worker *w, const resume_msg *msg, const train_state_view *st
   w->opt.step = (long)r.optimizer_steps;
 }
 
+int worker_any(worker *w, int mine) {
+  double any = mine ? 1.0 : 0.0;
+  comm_allreduce_sum_f64(w->c, &any, 1);
+  return any > 0;
+}
+
 void worker_check_same_weights(worker *w, const char *when) {
   const comm *c = w->c;
   model_sync_to_host(&w->m);

@@ -48,6 +48,8 @@ void worker_log(const worker *w, const char *fmt, ...) __attribute__((format(pri
 /* Collective. Rank 0 passes the resume message and, when it found a checkpoint, the state
  * (bn_stats: one set per rank of this world); other ranks pass NULLs and receive both. */
 void worker_restore(worker *w, const resume_msg *msg, const train_state_view *state);
+/* Collective. Whether `mine` is true on any rank. */
+int worker_any(worker *w, int mine);
 /* Collective. Ends the job when the replicas' parameters differ (`when`: "at start-up", ...). */
 void worker_check_same_weights(worker *w, const char *when);
 
