@@ -399,12 +399,16 @@ ckpt_status ckpt_load_latest(const char *job_dir, const char *expect_model,
       continue;
     }
     const ckptf_meta *m = &out->file.meta;
-    if (ckpt_meta_match(m, expect_model, expect_config_hash) != CKPT_SAME_JOB) {
-      err_set(err, errlen,
-              "%s was saved by model '%s' with config hash '%s', but this run is model '%s' with "
-              "config hash '%s'; resume with the original model and config, or use a new --job directory",
-              path, m->model, m->config_hash, expect_model ? expect_model : m->model,
-              expect_config_hash ? expect_config_hash : m->config_hash);
+    ckpt_match match = ckpt_meta_match(m, expect_model, expect_config_hash);
+    if (match != CKPT_SAME_JOB) {
+      /* Name only what differs: export, which asks for no config hash, compares the model. */
+      if (match == CKPT_OTHER_MODEL)
+        err_set(err, errlen, "%s was saved by model '%s', but this job is model '%s'; resume with "
+                "the original model, or use a new --job directory", path, m->model, expect_model);
+      else
+        err_set(err, errlen, "%s was saved with config hash '%s', but this run's is '%s'; resume "
+                "with the original settings, or use a new --job directory", path, m->config_hash,
+                expect_config_hash);
       ckptf_close(&out->file);
       free(steps);
       return CKPT_MISMATCH;

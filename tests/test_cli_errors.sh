@@ -75,6 +75,11 @@ assert "another model" in v[0]["reason"] and "other settings" in v[1]["reason"] 
 ' || fail "checkpoints --json does not mark the foreign ones"
 fi
 expect 1 "step-000000004.ckpt was saved by model 'mnv3-large'" -- train --job "$T/a" --max-steps 6
+# export (any settings of the job's model will do) names the one thing that differs.
+out=$("$P" export --job "$T/a" --out "$T/x.safetensors" 2>&1); rc=$?
+[ $rc = 1 ] && grep -q "step-000000004.ckpt was saved by model 'mnv3-large', but this job is model 'mnv3-small'" <<<"$out" ||
+  fail "export of a job whose newest checkpoint is another model's: exit $rc: $out"
+grep -q "config hash" <<<"$out" && fail "export's refusal quotes config hashes that do not differ: $out"
 ok "checkpoints lists another model's and other settings' checkpoints as not resumable"
 
 # The final weights on a full disk (a 512 KiB tmpfs: smaller than the weights).
