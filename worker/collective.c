@@ -10,36 +10,49 @@
 
 static char *hosts; /* world x 64 */
 
-/* Liveness probe. When a collective stalls, rank 0 pings every other rank (PING_TAG); a rank
- * that is alive is necessarily waiting in wait_request (everyone else is stuck on the same
- * collective) and answers at once (PONG_TAG). Ranks that stay silent for a few seconds are
- * the dead or hung ones, and are named. */
+/* Liveness probe. A collective that makes no progress past the stall deadline means a rank
+ * stopped; every live rank is then waiting in a polling loop, where it answers pings
+ * (PING_TAG) from any rank at once (PONG_TAG). Rank 0's deadline comes first: it pings every
+ * other rank and names the silent ones. A stopped rank 0 cannot do that, so the others, whose
+ * deadline comes 5 s later, ping rank 0 and name it when it stays silent. */
 #define PING_TAG 7001
 #define PONG_TAG 7002
+#define ANSWER_WINDOW 3.0 /* seconds a live rank may take to answer a ping */
 
-static void answer_pings(const comm *c) {
-  if (c->rank == 0) return;
-  int flag = 0;
-  MPI_Iprobe(0, PING_TAG, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE);
-  if (!flag) return;
-  static int64_t ping, pong;
-  MPI_Recv(&ping, 1, MPI_INT64_T, 0, PING_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-  static MPI_Request r = MPI_REQUEST_NULL;
-  if (r != MPI_REQUEST_NULL) MPI_Request_free(&r);
-  pong = ping;
-  MPI_Isend(&pong, 1, MPI_INT64_T, 0, PONG_TAG, MPI_COMM_WORLD, &r);
+/* The payloads are constants, so sends in flight may share them and are never waited for: a
+ * ping or pong only precedes the end of the job. */
+static const int64_t ping_msg = 1, pong_msg = 2;
+
+static void answer_pings(void) {
+  for (;;) {
+    int flag = 0;
+    MPI_Status st;
+    MPI_Iprobe(MPI_ANY_SOURCE, PING_TAG, MPI_COMM_WORLD, &flag, &st);
+    if (!flag) return;
+    int64_t ping;
+    MPI_Recv(&ping, 1, MPI_INT64_T, st.MPI_SOURCE, PING_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    MPI_Request r;
+    MPI_Isend(&pong_msg, 1, MPI_INT64_T, st.MPI_SOURCE, PONG_TAG, MPI_COMM_WORLD, &r);
+    MPI_Request_free(&r);
+  }
 }
 
-static void name_stalled(const comm *c) {
-  if (c->rank != 0) return;
-  int n = c->world;
-  char *alive = xcalloc((size_t)n, 1);
-  MPI_Request *req = xcalloc((size_t)n, sizeof *req);
-  int64_t ping = 1, pong;
-  for (int r = 1; r < n; r++) MPI_Isend(&ping, 1, MPI_INT64_T, r, PING_TAG, MPI_COMM_WORLD, &req[r]);
-  double start = time_now();
+/* Pings ranks lo..hi-1 (not this one) and waits up to ANSWER_WINDOW for their answers, still
+ * answering pings itself (rank 0 and another rank may probe each other at the same time).
+ * Sets alive[r] for each rank that answered; returns how many did. */
+static int ping_ranks(const comm *c, int lo, int hi, char *alive) {
+  int want = 0;
+  for (int r = lo; r < hi; r++) {
+    if (r == c->rank) continue;
+    MPI_Request q;
+    MPI_Isend(&ping_msg, 1, MPI_INT64_T, r, PING_TAG, MPI_COMM_WORLD, &q);
+    MPI_Request_free(&q); /* a ping to a dead or cut-off rank may never complete */
+    want++;
+  }
   int answered = 0;
-  while (answered < n - 1 && time_now() - start < 3.0) {
+  double start = time_now();
+  while (answered < want && time_now() - start < ANSWER_WINDOW) {
+    answer_pings();
     int flag = 0;
     MPI_Status st;
     MPI_Iprobe(MPI_ANY_SOURCE, PONG_TAG, MPI_COMM_WORLD, &flag, &st);
@@ -47,15 +60,34 @@ static void name_stalled(const comm *c) {
       usleep(1000);
       continue;
     }
+    int64_t pong;
     MPI_Recv(&pong, 1, MPI_INT64_T, st.MPI_SOURCE, PONG_TAG, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    if (!alive[st.MPI_SOURCE]) alive[st.MPI_SOURCE] = 1, answered++;
+    int s = st.MPI_SOURCE;
+    if (s >= lo && s < hi && s != c->rank && !alive[s]) alive[s] = 1, answered++;
   }
+  return answered;
+}
+
+/* Rank 0, at its deadline: names the ranks that do not answer. */
+static void name_stalled(const comm *c) {
+  int n = c->world;
+  char *alive = xcalloc((size_t)n, 1);
+  int answered = ping_ranks(c, 1, n, alive);
   for (int r = 1; r < n; r++)
     if (!alive[r]) log_warn("rank %d on %s does not answer: it is dead, hung or cut off", r, hosts + 64 * r);
   if (answered == n - 1)
     log_warn("every rank answers and waits: the collective itself is stuck (network?)");
   free(alive);
-  free(req); /* the pings to silent ranks are abandoned: the job is ending */
+}
+
+/* Any other rank, at its deadline: 1 when rank 0 answers a ping. Rank 0 is then alive and
+ * names the silent ranks itself; this rank keeps answering pings a little longer, so that
+ * rank 0 can finish doing so before this rank's abort takes the job down. */
+static int rank0_answers(const comm *c) {
+  char alive = 0;
+  if (!ping_ranks(c, 0, 1, &alive)) return 0;
+  for (double start = time_now(); time_now() - start < ANSWER_WINDOW + 1.0; usleep(1000)) answer_pings();
+  return 1;
 }
 
 static int launched_by_mpi(void) {
@@ -119,14 +151,20 @@ static void wait_request(const comm *c, MPI_Request *req, const char *what) {
     if (done) break;
     if (++spins > 1000) {
       usleep(50);
-      if (spins % 256 == 0) answer_pings(c);
+      if (spins % 256 == 0) answer_pings();
     }
     /* Rank 0 waits a little less than the others, so it is the one that reports. */
     double limit = c->stall_timeout + (c->rank == 0 ? 0.0 : 5.0);
     if (time_now() - start > limit) {
+      if (c->rank != 0 && !rank0_answers(c)) {
+        log_warn("rank %d (%s): %s made no progress for %.0f s; rank 0 (%s) did not answer for %.0f s: it is "
+                 "stopped, hung or cut off; the job ends",
+                 c->rank, c->host, what, limit, comm_host_of(c, 0), ANSWER_WINDOW);
+        comm_abort(c, EXIT_FAILED);
+      }
       log_warn("rank %d (%s): %s made no progress for %.0f s: a rank is dead or hung; ending the job",
                c->rank, c->host, what, limit);
-      name_stalled(c);
+      if (c->rank == 0) name_stalled(c);
       comm_abort(c, EXIT_FAILED);
     }
   }
@@ -202,14 +240,16 @@ size_t comm_recv_any_len(const comm *c, int from, int tag, void *buf, size_t cap
   MPI_Status st;
   MPI_Irecv(buf, (int)(cap < PIECE ? cap : PIECE), MPI_BYTE, from, tag, MPI_COMM_WORLD, &r);
   double start = time_now();
-  int done = 0;
+  int done = 0, spins = 0;
   while (!done) {
     if (MPI_Test(&r, &done, &st) != MPI_SUCCESS) {
       log_warn("rank %d (%s): receive from rank %d failed: it died or its link broke", c->rank, c->host, from);
       comm_abort(c, EXIT_FAILED);
     }
-    if (!done) usleep(50);
-    if (!done && time_now() - start > c->stall_timeout) {
+    if (done) break;
+    usleep(50);
+    if (++spins % 256 == 0) answer_pings(); /* or rank 0 would name this waiting rank as hung */
+    if (time_now() - start > c->stall_timeout) {
       log_warn("rank %d (%s): no message from rank %d (%s) for %.0f s; ending the job", c->rank, c->host,
                from, comm_host_of(c, from), c->stall_timeout);
       comm_abort(c, EXIT_FAILED);

@@ -7,7 +7,8 @@
  * of the buffer towards the start); each bucket is started as soon as it is complete, and
  * its communication overlaps the rest of backward. Only the main thread calls MPI
  * (MPI_THREAD_FUNNELED). Waiting is a polling loop with a stall deadline, so a rank that
- * dies or hangs ends the job with a message instead of a silent hang. */
+ * dies or hangs ends the job with a message naming it instead of a silent hang: at the
+ * deadline rank 0 pings the others, and the others ping rank 0. */
 #ifndef POLLEN_COLLECTIVE_H
 #define POLLEN_COLLECTIVE_H
 
