@@ -115,7 +115,7 @@ typedef struct model {
   int n_grad_pool, grad_pool_cap;
   size_t grad_floats;
   float **grad_of;        /* per tensor: its gradient buffer during backward, or NULL */
-  uint64_t dropout_seed;  /* set per step by the trainer: dropout masks depend only on it */
+  uint64_t dropout_seed;  /* set per step by the worker: dropout masks depend only on it */
   /* Called during backward after each layer with parameters: every gradient at offset >=
    * lowest is final (the collectives start all-reducing it). May be NULL. */
   void (*grads_ready)(void *ctx, size_t lowest);
@@ -194,7 +194,7 @@ double model_macs(const model *m, int size);
 /* Bytes of activations + saves + scratch + gradient pool for the prepared shape. */
 size_t model_activation_bytes(const model *m);
 
-/* Number of elements of a torchvision-named tensor (params and BN buffers); -1 if absent. */
+/* The parameter of this torchvision name (BN buffers are not parameters: see bn_info), or NULL. */
 const param_info *model_find_param(const model *m, const char *name);
 
 /* Stable fingerprint of parameters + BN statistics (bit-level). */

@@ -1,5 +1,5 @@
 /* nccl_sync.h - gradient averaging between GPUs with NCCL: the GPU twin of collective.h's
- * grad_sync, same bucket order and the same calls from the trainer.
+ * grad_sync, same bucket order and the same calls from the worker (worker/worker.c).
  *
  * The communicator is made from an ncclUniqueId that rank 0 draws and broadcasts over MPI
  * (comm_bcast, so a dead rank ends the job instead of hanging it). Gradients are averaged
@@ -10,7 +10,7 @@
  * (comm.stall_timeout): an NCCL error or a stall aborts the communicator and ends the whole
  * job with a line naming the rank, never a silent hang.
  *
- * In a build without CUDA every function dies with "built without CUDA". The trainer uses it
+ * In a build without CUDA every function dies with "built without CUDA". The worker uses it
  * when every rank trains on a GPU and there is more than one rank. */
 #ifndef POLLEN_NCCL_SYNC_H
 #define POLLEN_NCCL_SYNC_H
