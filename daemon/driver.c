@@ -92,13 +92,16 @@ static void phase_epoch_end(job *j) {
   if (j->co && worker_position(j->w).step < j->plan->total_steps) coord_set_state(j->co, "training");
 }
 
+/* JOB/weights.safetensors, written by rank 0 with the ranks' BN statistics averaged. */
+static void export_weights(job *j) { worker_export_weights(j->w, j->co ? coord_weights_path(j->co) : NULL); }
+
 /* Checkpoint, then the weights as they are: the job exits 75 and resumes when relaunched. */
 static int phase_stop(job *j) {
   if (j->co) coord_set_state(j->co, "stopping");
   phase_checkpoint(j, "stop");
   if (j->co && coord_checkpoint_wait(j->co) != 0)
     die("the final checkpoint could not be written (see above); the previous one is intact");
-  worker_export_weights(j->w, j->co ? coord_weights_path(j->co) : NULL);
+  export_weights(j);
   worker_check_same_weights(j->w, "at the end");
   if (j->co) coord_stopped(j->co, 1);
   return EXIT_PREEMPTED;
@@ -110,7 +113,7 @@ static int phase_finish(job *j) {
   /* The final checkpoint is finished first: written alongside, on a nearly full disk its
    * temporary file could take the room the weights need (a failed one is removed). */
   int failed = j->co && coord_checkpoint_wait(j->co) != 0;
-  worker_export_weights(j->w, j->co ? coord_weights_path(j->co) : NULL);
+  export_weights(j);
   if (j->co) coord_finished(j->co, failed);
   return EXIT_OK;
 }
@@ -134,7 +137,7 @@ static int phase_train(job *j) {
 /* The final weights are part of a finished job: a relaunch writes them again from the final
  * checkpoint, in case they were lost (a kill right after that checkpoint, a deleted file). */
 static int phase_rewrite_weights(job *j) {
-  worker_export_weights(j->w, j->co ? coord_weights_path(j->co) : NULL);
+  export_weights(j);
   return EXIT_OK;
 }
 
