@@ -12,6 +12,7 @@
 #include "daemon/driver.h"
 #include "daemon/signals.h"
 #include "proto/job_config.h"
+#include "proto/status_proto.h"
 #include "worker/collective.h"
 #include "worker/dataset_prepare.h"
 #include "worker/device.h"
@@ -220,6 +221,10 @@ int cmd_train(int argc, char **argv) {
   }
   if (!job_dir || !*job_dir)
     die_status(EXIT_USAGE, "train: --job DIR is required (the folder for checkpoints, logs and weights)");
+  char host[64], err[256];
+  int port;
+  if (cfg.status_tcp[0] && statusp_parse_address(cfg.status_tcp, host, sizeof host, &port, err, sizeof err) != 0)
+    die_status(EXIT_USAGE, "%s", err);
   /* Optimizer-dependent defaults, unless given. */
   if (!momentum_set) cfg.momentum = !strcmp(cfg.opt, "sgd") ? 0.9 : 0.0;
   if (!eps_set) cfg.eps = !strcmp(cfg.opt, "rmsprop") ? (!strcmp(cfg.rmsprop, "tf") ? 1e-7 : 1e-8) : 1e-8;

@@ -24,13 +24,13 @@ static void tell_position(job *j) {
   coord_at(j->co, &pos, worker_lr_at(j->w, pos.step > 0 ? pos.step - 1 : 0));
 }
 
-/* Device, frozen config, data, engine, the coordinator's services: nothing is written before
- * the device is known (a missing GPU changes nothing), and config.json before the ranks have
- * been shown to agree on the job. */
+/* Device, the ranks' agreement on the job, frozen config, data, engine, the coordinator's
+ * services: nothing is written before the device is known (a missing GPU changes nothing) and
+ * every rank was shown to run the same job (a flag error leaves no config.json behind). */
 static void phase_set_up(job *j, job_config *cfg, const char *job_dir, comm *c) {
   j->w = worker_new(cfg, c);
-  if (c->rank == 0) j->co = coord_open(cfg, job_dir);
   worker_check_config(j->w);
+  if (c->rank == 0) j->co = coord_open(cfg, job_dir);
   j->plan = worker_load(j->w);
   j->hosts = xcalloc((size_t)c->world, sizeof *j->hosts);
   for (int r = 0; r < c->world; r++) j->hosts[r] = comm_host_of(c, r);

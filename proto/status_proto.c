@@ -2,6 +2,7 @@
  * Strict and bounded: every byte comes from a socket. See status_proto.h. */
 #include "proto/status_proto.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -9,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "base/core.h"
 
 static const char *const err_codes[STATUSP_E_COUNT_] = {
     [STATUSP_OK] = "ok",
@@ -515,4 +518,30 @@ int statusp_token_equal(const char *given, size_t given_len, const char *expecte
     diff |= (unsigned char)(g ^ (unsigned char)expected[i]);
   }
   return expected_len > 0 && diff == 0;
+}
+
+int statusp_parse_address(const char *spec, char *host, size_t host_cap, int *port, char *err,
+                          size_t errlen) {
+  const char *port_s = spec, *colon = strrchr(spec, ':');
+  snprintf(host, host_cap, "127.0.0.1");
+  if (colon) {
+    const char *h = spec;
+    size_t hl = (size_t)(colon - spec);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') h++, hl -= 2;
+    if (hl == 0 || hl >= host_cap) goto bad;
+    memcpy(host, h, hl);
+    host[hl] = 0;
+    port_s = colon + 1;
+  }
+  char *end;
+  long p = strtol(port_s, &end, 10);
+  if (!*port_s || *end || p < 0 || p > 65535) goto bad;
+  unsigned char addr[sizeof(struct in6_addr)];
+  if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1) goto bad;
+  *port = (int)p;
+  return 0;
+bad:
+  err_set(err, errlen, "--status-tcp %s: not [HOST:]PORT with a numeric address and a port 0..65535 "
+          "(e.g. 9100 or 0.0.0.0:9100)", spec);
+  return -1;
 }

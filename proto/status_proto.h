@@ -123,4 +123,10 @@ int statusp_http_parse(const char *head, size_t len, statusp_http_request *req);
 int statusp_token_equal(const char *given, size_t given_len, const char *expected,
                         size_t expected_len);
 
+/* --status-tcp's [HOST:]PORT ("9100", "0.0.0.0:9100", "[::1]:9100"; HOST a numeric IPv4 or
+ * IPv6 address, 127.0.0.1 when absent; PORT 0..65535, 0 meaning any free one) into host and
+ * port. 0, or -1 with a one-line reason in err. */
+int statusp_parse_address(const char *spec, char *host, size_t host_cap, int *port, char *err,
+                          size_t errlen);
+
 #endif

@@ -28,6 +28,22 @@ train() { "$P" train --data "$T/d" --size 32 --batch 8 --width 0.35 --epochs 1 -
 train --job "$T/a" --max-steps 2 > "$T/log" 2>&1 || { cat "$T/log"; echo "FAIL: training"; exit 1; }
 W="$T/a/weights.safetensors"
 
+# Flag errors exit 2 and leave nothing behind.
+expect 2 "pollen: --status-tcp 127.0.0.1:99999: not \[HOST:\]PORT" -- train --job "$T/tcp" --status-tcp 127.0.0.1:99999
+[ -e "$T/tcp" ] && fail "a bad --status-tcp left $T/tcp behind"
+expect 2 "pollen: train: --job DIR is required" -- train --job ""
+if command -v mpirun > /dev/null; then
+  # Ranks launched with other flags: found before rank 0 freezes config.json.
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout -k 5 120 mpirun --oversubscribe \
+    --mca odls_base_sigkill_timeout 0 -np 1 "$P" train --data "$T/d" --job "$T/ranks" --size 32 --batch 8 --lr 0.1 : \
+    -np 1 "$P" train --data "$T/d" --job "$T/ranks" --size 32 --batch 8 --lr 0.2 > "$T/ranks.log" 2>&1
+  rc=$?
+  [ $rc = 2 ] || fail "ranks with other flags: exit $rc, want 2: $(tail -5 "$T/ranks.log")"
+  grep -q "ranks disagree on the training flags" "$T/ranks.log" || fail "ranks with other flags: $(tail -5 "$T/ranks.log")"
+  [ -e "$T/ranks/config.json" ] && fail "ranks with other flags left config.json behind"
+fi
+ok "flag errors (a bad --status-tcp, --job \"\", ranks with other flags) exit 2 and write nothing"
+
 # predict on a folder: named as one, not an allocation of 2^63 bytes.
 expect 1 "pollen: $T/d is a directory, not an image file" -- "$P" predict --weights "$W" --size 32 "$T/d"
 grep -q "out of memory" "$T/err" && fail "predict on a folder talks of memory: $(cat "$T/err")"

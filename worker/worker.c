@@ -52,11 +52,11 @@ void worker_log(const worker *w, const char *fmt, ...) {
 
 /* Ends the job on every rank after a failed cross-rank check: rank 0 says why (the other ranks
  * have logged their side), the others wait for it to do so. */
-static void end_job(const worker *w, const char *why) __attribute__((noreturn));
-static void end_job(const worker *w, const char *why) {
+static void end_job(const worker *w, int status, const char *why) __attribute__((noreturn));
+static void end_job(const worker *w, int status, const char *why) {
   comm_barrier(w->c);
-  if (w->c->rank == 0 && why) die("%s", why);
-  comm_abort(w->c, EXIT_FAILED);
+  if (w->c->rank == 0 && why) die_status(status, "%s", why);
+  comm_abort(w->c, status);
 }
 
 /* ---- set-up -------------------------------------------------------------------------- */
@@ -75,7 +75,7 @@ static int select_device(worker *w) {
     char why[256];
     snprintf(why, sizeof why, "%d of %d ranks found a GPU: every rank must train on the same kind "
              "of device; give each node GPUs or pass --device cpu", (int)count, c->world);
-    end_job(w, why);
+    end_job(w, EXIT_FAILED, why);
   }
   char what[256];
   device_describe(kind, gpu, what, sizeof what);
@@ -120,7 +120,7 @@ void worker_check_config(worker *w) {
   free(root);
   free(mine);
   if (any > 0)
-    end_job(w, "ranks disagree on the training flags (see the warnings above); launch every rank with the same command");
+    end_job(w, EXIT_USAGE, "ranks disagree on the training flags (see the warnings above); launch every rank with the same command");
 }
 
 static void setup_optimizer(worker *w) {
@@ -338,7 +338,7 @@ void worker_check_same_weights(worker *w, const char *when) {
     if (c->rank == 0)
       log_warn("rank %d (%s) has different weights than rank 0 %s: the replicas diverged; ending the job",
                bad, comm_host_of(c, bad), when);
-    end_job(w, NULL);
+    end_job(w, EXIT_FAILED, NULL);
   }
 }
 
