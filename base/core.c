@@ -19,20 +19,36 @@ static void vreport(const char *fmt, va_list ap) {
   fflush(stderr);
 }
 
+static void (*die_hook)(int status, const char *message);
+
+void die_set_hook(void (*hook)(int status, const char *message)) { die_hook = hook; }
+
+/* The hook runs once: a die() inside it must not call it again. */
+static __attribute__((noreturn)) void vdie(int status, const char *fmt, va_list ap) {
+  va_list copy;
+  va_copy(copy, ap);
+  vreport(fmt, ap);
+  void (*hook)(int, const char *) = die_hook;
+  die_hook = NULL;
+  if (hook) {
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, copy);
+    hook(status, msg);
+  }
+  va_end(copy);
+  exit(status);
+}
+
 void die(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vreport(fmt, ap);
-  va_end(ap);
-  exit(EXIT_FAILED);
+  vdie(EXIT_FAILED, fmt, ap);
 }
 
 void die_status(int status, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
-  vreport(fmt, ap);
-  va_end(ap);
-  exit(status);
+  vdie(status, fmt, ap);
 }
 
 void err_set(char *err, size_t errlen, const char *fmt, ...) {

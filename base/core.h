@@ -28,6 +28,9 @@ enum {
 void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 /* Same, with a chosen exit status. */
 void die_status(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+/* hook(status, message) runs in die() and die_status() after the message is printed and
+ * before exit, once (NULL: none). For recording how a process ended; it must not block. */
+void die_set_hook(void (*hook)(int status, const char *message));
 /* Formats a one-line error into a caller's buffer (err may be NULL or errlen 0): the way
  * functions that return an error instead of dying report it. */
 void err_set(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -1,8 +1,9 @@
 /* cmd_status.c - `pollen status JOB_DIR` and `pollen ctl JOB_DIR checkpoint|stop`: clients
  * of the job's status socket (daemon/status_server.h, protocol in proto/README.md).
  *
- * When no job answers, status says so and shows what the folder still knows: the newest
- * line of metrics.jsonl and the checkpoint files. Exit statuses: 0 answered, 1 error or
+ * When no job answers, status says so and shows what the folder still knows: how the last
+ * launch ended (outcome.json: finished, stopped, failed, or killed when it never said), the
+ * newest line of metrics.jsonl and the checkpoint files. Exit statuses: 0 answered, 1 error or
  * request not accepted, 2 usage, 3 job not running. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -21,6 +22,7 @@
 #include "cli/cli.h"
 #include "daemon/status_server.h"
 #include "proto/metrics.h"
+#include "proto/outcome.h"
 
 #define STATUS_EXIT_NOT_RUNNING 3
 #define REPLY_MAX (16u << 20)
@@ -245,7 +247,57 @@ static int list_checkpoints(const char *dir, ckpt_file **out) {
   return n;
 }
 
+/* How the last launch ended. A launch records "running" when it starts and its end when it
+ * ends: "running" with nothing answering, or no record from a job that has a config, is a
+ * launch killed outright. "none": no launch ever got that far here. */
+static const char *ended_state(const char *dir, job_outcome *o, int *has) {
+  char err[512], path[4200];
+  int rc = outcome_read(dir, o, err, sizeof err);
+  *has = rc == 0;
+  if (rc < 0) log_warn("%s", err);
+  if (rc == 0) return strcmp(o->state, "running") ? o->state : "killed";
+  snprintf(path, sizeof path, "%s/config.json", dir);
+  return rc < 0 ? "unknown" : access(path, F_OK) == 0 ? "killed" : "none";
+}
+
+static cJSON *outcome_json(const job_outcome *o) {
+  cJSON *j = cJSON_CreateObject();
+  cJSON_AddStringToObject(j, "state", o->state);
+  cJSON_AddNumberToObject(j, "exit_status", o->exit_status);
+  cJSON_AddNumberToObject(j, "step", (double)o->step);
+  cJSON_AddNumberToObject(j, "epoch", (double)o->epoch);
+  add_number(j, "val_acc", o->val_acc);
+  add_number(j, "best_val_acc", o->best_val_acc);
+  cJSON_AddStringToObject(j, "message", o->message);
+  cJSON_AddNumberToObject(j, "start_time", o->start_time);
+  cJSON_AddNumberToObject(j, "time", o->time);
+  return j;
+}
+
+static void print_ended(const char *state, const job_outcome *o, int has, const metrics_record *m) {
+  char a[32], b[32], when[64];
+  time_t t = (time_t)o->time;
+  struct tm tm;
+  strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
+  if (!strcmp(state, "killed")) {
+    printf("ended         killed or crashed (no end recorded)");
+    if (m) printf(" after step %lld", (long long)m->step);
+    printf("; run the same command again to resume from the last checkpoint\n");
+  } else if (!has) {
+    printf("ended         %s\n", strcmp(state, "none") ? "unknown (outcome.json unreadable)" : "no launch recorded");
+  } else {
+    printf("ended         %s (exit %d) at step %lld, %lld epoch%s done, %s; val acc %s (best %s)\n", state,
+           o->exit_status, (long long)o->step, (long long)o->epoch, o->epoch == 1 ? "" : "s", when,
+           fmt_pct(o->val_acc, a, sizeof a), fmt_pct(o->best_val_acc, b, sizeof b));
+    if (!strcmp(state, "failed")) printf("error         %s\n", o->message);
+    if (!strcmp(state, "stopped")) printf("              run the same command again to resume\n");
+  }
+}
+
 static int show_offline(const char *dir, int json) {
+  job_outcome oc;
+  int has_oc;
+  const char *state = ended_state(dir, &oc, &has_oc);
   newest_metrics nm = read_newest_metrics(dir);
   const metrics_record *m = nm.has_last ? &nm.last : NULL, *v = nm.has_val ? &nm.last_val : NULL;
   ckpt_file *ck;
@@ -256,6 +308,9 @@ static int show_offline(const char *dir, int json) {
     cJSON_AddBoolToObject(o, "running", 0);
     cJSON_AddStringToObject(o, "code", "not_running");
     cJSON_AddStringToObject(o, "job_dir", dir);
+    cJSON_AddStringToObject(o, "state", state);
+    if (has_oc) cJSON_AddItemToObject(o, "outcome", outcome_json(&oc));
+    else cJSON_AddNullToObject(o, "outcome");
     if (m) cJSON_AddItemToObject(o, "last_metrics", record_json(m));
     else cJSON_AddNullToObject(o, "last_metrics");
     if (v) cJSON_AddItemToObject(o, "last_validation", record_json(v));
@@ -274,6 +329,7 @@ static int show_offline(const char *dir, int json) {
   } else {
     char a[32], b[32], c[32], d[32], e[32];
     printf("job not running: nothing answers on %s/status.sock\n", dir);
+    print_ended(state, &oc, has_oc, m);
     if (m) {
       printf("last metrics  step %lld, epoch %lld, loss %s, train acc %s, val acc %s, lr %s, %s images/s\n",
              (long long)m->step, (long long)m->epoch + 1, fmt_num(m->loss, "%.4f", a, sizeof a), fmt_pct(m->train_acc, b, sizeof b),
@@ -305,13 +361,15 @@ static void status_usage(FILE *to) {
   fprintf(to,
           "usage: pollen status JOB_DIR [--json] [--workers] [--watch [SECS]] [--count N]\n\n"
           "Asks the job running in JOB_DIR (through JOB_DIR/status.sock) how it is doing.\n"
-          "If no job runs there, says so and shows the last metrics and checkpoints.\n\n"
+          "If no job runs there, says so and shows how its last launch ended (finished,\n"
+          "stopped, failed, or killed), the last metrics and checkpoints.\n\n"
           "  --json         print the job's raw JSON answer (with --workers: the per-rank one)\n"
           "  --workers      also print the per-rank table\n"
           "  --watch [SECS] refresh every SECS seconds (default 2) until interrupted\n"
           "  --count N      with --watch: stop after N refreshes\n"
           "  --help\n\n"
-          "exit status: 0 answered, 1 error, 2 usage, 3 job not running\n");
+          "exit status: 0 answered, 1 error, 2 usage, 3 job not running (however it ended:\n"
+          "see the 'ended' line, or \"state\" with --json)\n");
 }
 
 /* One look at the job: 0, or STATUS_EXIT_NOT_RUNNING. */

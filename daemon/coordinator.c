@@ -16,6 +16,7 @@
 #include "daemon/signals.h"
 #include "daemon/status_server.h"
 #include "proto/metrics.h"
+#include "proto/outcome.h"
 #include "proto/status_proto.h"
 
 /* The training figures since the last log line. */
@@ -114,6 +115,29 @@ static void remove_stale_weights(const char *job_dir) {
   closedir(d);
 }
 
+/* ---- how the launch ended: JOB/outcome.json ------------------------------------------- */
+
+/* The coordinator a die() records "failed" for: set while a launch runs. */
+static coordinator *dying;
+
+static void record_outcome(const coordinator *co, const char *state, int exit_status, const char *message) {
+  job_outcome o = {.exit_status = exit_status, .step = co->pos.step, .epoch = co->pos.epoch,
+                   .val_acc = co->last_val, .best_val_acc = co->best_val, .start_time = co->start_time,
+                   .time = time_unix()};
+  snprintf(o.state, sizeof o.state, "%s", state);
+  snprintf(o.message, sizeof o.message, "%s", message);
+  /* Only status reads it: a failed write costs the job nothing. */
+  if (outcome_write(co->job_dir, &o) != 0)
+    log_warn("cannot write %s/outcome.json: %s; 'pollen status' will not know how this run ended",
+             co->job_dir, strerror(errno));
+}
+
+static void record_failure(int status, const char *message) {
+  coordinator *co = dying;
+  dying = NULL;
+  if (co) record_outcome(co, status == EXIT_PREEMPTED ? "stopped" : "failed", status, message);
+}
+
 void coord_start(coordinator *co, const job_plan *plan, const train_state_shape *shape,
                  const char *const *hosts) {
   co->plan = *plan;
@@ -133,6 +157,10 @@ void coord_start(coordinator *co, const job_plan *plan, const train_state_shape 
   else
     log_info("status: 'pollen status %s' (%s/status.sock)", co->job_dir, co->job_dir);
   remove_stale_weights(co->job_dir);
+  /* Found with no job answering, "running" means this launch was killed. */
+  record_outcome(co, "running", -1, "");
+  dying = co;
+  die_set_hook(record_failure);
 }
 
 /* ---- the records --------------------------------------------------------------------- */
@@ -339,6 +367,7 @@ void coord_begin(coordinator *co, const job_position *pos) {
   if (pos->step >= p->total_steps) {
     log_info("the job in %s is already finished (step %lld of %lld)", co->job_dir,
              (long long)pos->step, (long long)p->total_steps);
+    record_outcome(co, "finished", EXIT_OK, "");
     return;
   }
   co->last_ckpt_time = co->run_start = time_now();
@@ -471,11 +500,13 @@ void coord_finished(coordinator *co, int final_checkpoint_failed) {
              "the finished weights, but running this command again would resume from an older "
              "checkpoint and overwrite them", co->job_dir);
   publish(co, "finished", NAN, NAN, 0);
+  record_outcome(co, "finished", EXIT_OK, "");
   log_info("finished: %lld steps, validation accuracy %.4f (best %.4f)", (long long)co->pos.step,
            co->last_val, co->best_val);
 }
 
 void coord_stopped(coordinator *co, int checkpointed) {
+  record_outcome(co, "stopped", EXIT_PREEMPTED, "");
   if (checkpointed)
     log_info("stopped at step %lld with a checkpoint; run the same command again to resume (exit %d)",
              (long long)co->pos.step, EXIT_PREEMPTED);
@@ -486,6 +517,7 @@ void coord_stopped(coordinator *co, int checkpointed) {
 
 void coord_close(coordinator *co) {
   if (!co) return;
+  if (dying == co) dying = NULL, die_set_hook(NULL);
   ckpt_writer_stop(co->writer);
   status_server_stop(co->status);
   if (co->metrics) fclose(co->metrics);
