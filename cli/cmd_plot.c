@@ -72,7 +72,10 @@ static void usage(FILE *to) {
   fprintf(to,
           "usage: pollen plot --job DIR [--out FILE.svg]\n\n"
           "Draws the job's training loss and training/validation accuracy from\n"
-          "JOB/metrics.jsonl into an SVG file (default JOB/curves.svg).\n");
+          "JOB/metrics.jsonl into an SVG file (default JOB/curves.svg).\n\n"
+          "  --job DIR     the job folder\n"
+          "  --out FILE    the SVG to write (default JOB/curves.svg)\n"
+          "  --help\n");
 }
 
 int cmd_plot(int argc, char **argv) {

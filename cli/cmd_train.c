@@ -59,6 +59,7 @@ static void usage(FILE *to) {
 "  --rmsprop-variant V  tf (default: eps inside the square root, as Keras) or torch\n"
 "  --alpha X            RMSprop smoothing, Keras' rho (default 0.9)\n"
 "  --eps X              (default 1e-7 RMSprop, 1e-8 Adam)\n"
+"  --beta1 X, --beta2 X Adam/AdamW moment decays (default 0.9, 0.999)\n"
 "  --clip-norm X        clip the global gradient norm (default off)\n"
 "  --schedule S         cosine (default), constant, step\n"
 "  --warmup-epochs X    linear warm-up (default 0)\n"
