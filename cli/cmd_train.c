@@ -80,6 +80,7 @@ static void usage(FILE *to) {
 "  --stall-timeout X    seconds before a silent rank ends the job (default 30)\n"
 "  --status-tcp [HOST:]PORT  also serve status on TCP (token in JOB/status.token)\n"
 "  --cache-dir DIR      node-local folder for shards staged from rank 0 (default /tmp/pollen-cache)\n"
+"  --no-tensorboard     no TensorBoard event files in JOB/tensorboard\n"
 "  --help\n\n"
 "Exit status: 0 finished, 75 stopped cleanly with a checkpoint (SIGTERM, SIGINT, SIGUSR1 or\n"
 "`pollen ctl JOB stop`: run the same command again to resume), 1 failed, 2 bad usage.\n");
@@ -91,7 +92,7 @@ enum {
   O_ALPHA, O_EPS, O_CLIP, O_SCHED, O_WARMUP, O_STEP_EPOCHS, O_STEP_GAMMA, O_MIN_LR, O_THREADS,
   O_LTHREADS, O_LOG_EVERY, O_CKPT_EVERY, O_CKPT_SECONDS, O_KEEP, O_NO_OVERLAP, O_BUCKET,
   O_STALL, O_STATUS_TCP, O_CACHE, O_FORCE, O_START_OVER, O_BETA1, O_BETA2, O_NO_AUGMENT, O_DEVICE, O_PRECISION,
-  O_HELP
+  O_NO_TENSORBOARD, O_HELP
 };
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
@@ -139,6 +140,7 @@ int cmd_train(int argc, char **argv) {
       {"status-tcp", required_argument, 0, O_STATUS_TCP}, {"cache-dir", required_argument, 0, O_CACHE},
       {"force-config", no_argument, 0, O_FORCE},
       {"start-over", no_argument, 0, O_START_OVER}, {"no-augment", no_argument, 0, O_NO_AUGMENT},
+      {"no-tensorboard", no_argument, 0, O_NO_TENSORBOARD},
       {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
       {"help", no_argument, 0, O_HELP},
       {0, 0, 0, 0}};
@@ -204,6 +206,7 @@ int cmd_train(int argc, char **argv) {
     case O_FORCE: cfg.force_config = 1; break;
     case O_START_OVER: cfg.start_over = 1; break;
     case O_NO_AUGMENT: cfg.augment = 0; break;
+    case O_NO_TENSORBOARD: cfg.tensorboard = 0; break;
     case O_DEVICE:
       cli_parse_device(optarg);
       copy_flag(cfg.device, sizeof cfg.device, "--device", optarg);

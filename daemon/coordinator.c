@@ -18,6 +18,7 @@
 #include "proto/metrics.h"
 #include "proto/outcome.h"
 #include "proto/status_proto.h"
+#include "proto/tb_events.h"
 
 /* The training figures since the last log line. */
 typedef struct {
@@ -37,6 +38,8 @@ struct coordinator {
   FILE *metrics;
   char metrics_path[4200];
   int metrics_failed;        /* a write failed: reported once, the records stop there */
+  tb_events *events;         /* JOB/tensorboard; NULL with --no-tensorboard */
+  int events_failed;         /* as metrics_failed */
   /* where the job is */
   job_position pos;
   double lr;                 /* of the last step */
@@ -205,6 +208,15 @@ static void open_records(coordinator *co, int64_t resumed_step) {
              co->metrics_path, (long long)dropped, (long long)resumed_step);
   co->metrics = fopen(co->metrics_path, "a");
   if (!co->metrics) die("cannot append to %s: %s; check the --job folder", co->metrics_path, strerror(errno));
+  /* TensorBoard reads every events file of the folder: all are cut, even with the writer off. */
+  char dir[4200];
+  snprintf(dir, sizeof dir, "%s/tensorboard", co->job_dir);
+  if (tb_events_cut(dir, resumed_step, &kept, &dropped, err, sizeof err) != 0)
+    die("%s; check the --job folder and the free space", err);
+  if (dropped)
+    log_info("%s: %lld events after step %lld (or torn) dropped", dir, (long long)dropped, (long long)resumed_step);
+  if (co->cfg->tensorboard && !(co->events = tb_events_open(dir, err, sizeof err)))
+    die("%s; check the --job folder, or pass --no-tensorboard", err);
 }
 
 /* ---- where to resume ------------------------------------------------------------------- */
@@ -344,6 +356,28 @@ static void publish(coordinator *co, const char *state, double loss, double acc,
   status_server_publish(co->status, &j, co->workers, co->plan.world);
 }
 
+/* The same line for TensorBoard. Training lines always carry an accuracy (correct / samples),
+ * validation lines never do. */
+static void record_events(coordinator *co, const statusp_metric *p, double comm_exposed_s) {
+  tb_events *e = co->events;
+  if (!e || co->events_failed) return;
+  int64_t s = p->step;
+  int rc = 0;
+  if (!isnan(p->train_acc))
+    rc = tb_events_scalar(e, "train/loss", s, (float)p->loss) ||
+         tb_events_scalar(e, "train/accuracy", s, (float)p->train_acc) ||
+         tb_events_scalar(e, "train/lr", s, (float)p->lr) ||
+         tb_events_scalar(e, "train/images_per_s", s, (float)p->images_per_s) ||
+         tb_events_scalar(e, "train/comm_exposed_ms", s, (float)(1e3 * comm_exposed_s));
+  else if (!isnan(p->val_acc))
+    rc = tb_events_scalar(e, "val/accuracy", s, (float)p->val_acc);
+  if (rc) {
+    co->events_failed = 1;
+    log_warn("cannot write %s: %s; no more TensorBoard events this run (training goes on)", tb_events_path(e),
+             strerror(errno));
+  }
+}
+
 static void record_metric(coordinator *co, const statusp_metric *p, double comm_exposed_s) {
   metrics_record r = {p->step, p->epoch, p->loss, p->train_acc, p->val_acc, p->lr, p->images_per_s,
                       comm_exposed_s, time_now() - co->run_start, (int64_t)time(NULL)};
@@ -353,6 +387,7 @@ static void record_metric(coordinator *co, const statusp_metric *p, double comm_
     co->metrics_failed = 1;
     log_warn("cannot write %s: %s; no more records this run (training goes on)", co->metrics_path, strerror(errno));
   }
+  record_events(co, p, comm_exposed_s);
   status_server_push_metric(co->status, p);
 }
 
@@ -521,6 +556,7 @@ void coord_close(coordinator *co) {
   ckpt_writer_stop(co->writer);
   status_server_stop(co->status);
   if (co->metrics) fclose(co->metrics);
+  tb_events_close(co->events);
   ckpt_loaded_free(&co->resumed);
   free(co->resumed_stats);
   free(co->timings);

@@ -46,6 +46,7 @@ typedef struct {
   char cache_dir[1024];
   int force_config;
   int start_over;        /* train from step 0 although the records show lost checkpoints */
+  int tensorboard;       /* 1: TensorBoard event files in JOB_DIR/tensorboard */
   /* Where a rank trains: a knob, not the definition, so a job stopped on GPUs resumes on
    * CPUs and the other way round. */
   char device[8];        /* cpu | cuda | auto */

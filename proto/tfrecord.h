@@ -4,8 +4,9 @@
  * A TFRecord file is a sequence of records:
  *   u64 length | u32 masked_crc32c(length bytes) | data[length] | u32 masked_crc32c(data)
  * (little-endian; mask(c) = ((c >> 15) | (c << 17)) + 0xa282ead8). Both CRCs are checked.
- * Each record's data is a serialized tf.Example (proto/example.proto). Not for: TFRecord
- * compression (GZIP/ZLIB files are refused with a message). */
+ * An input file's records are serialized tf.Examples (proto/example.proto); TensorBoard's event
+ * files are the same framing around Events (proto/tb_events.h). Not for: TFRecord compression
+ * (GZIP/ZLIB files are refused with a message). */
 #ifndef POLLEN_TFRECORD_H
 #define POLLEN_TFRECORD_H
 
