@@ -32,7 +32,8 @@ static void usage(FILE *to) {
           "  --weights FILE   safetensors weights exported by pollen (or torchvision-named)\n"
           "  --data DIR       prepared dataset (default: the job's)\n"
           "  --split S        val (default) or train\n"
-          "  --size S         image size (default: the job's, else 224)\n"
+          "  --size S         image size (default: the one the weights were trained at, else the\n"
+          "                   job's, else 224)\n"
           "  --batch B        (default 32)\n"
           "  --threads N\n"
           "  --device D       cpu, cuda or auto (default: cuda when built with it and a GPU is\n"
@@ -84,12 +85,13 @@ int cmd_eval(int argc, char **argv) {
       weights = path;
     }
     if (!data) data = jc.data_dir;
-    if (!size) size = jc.size;
   }
   if (!data) die_status(EXIT_USAGE, "eval: --data DIR is required with --weights");
-  if (!size) size = 224;
 
   st_file *f = st_open_or_die(weights);
+  if (!size) size = weights_image_size(f);
+  if (!size && job) size = jc.size;
+  if (!size) size = 224;
   model_config mc = {MODEL_MNV3_SMALL, 1.0, 5, 0.0};
   if (weights_read_config(f, &mc) != 0)
     die("%s has no pollen metadata (model, width, classes); export it with pollen export", name_escape(weights, b1, sizeof b1));
@@ -135,6 +137,7 @@ int cmd_eval(int argc, char **argv) {
     cJSON_AddStringToObject(o, "weights", name_utf8(weights, b1, sizeof b1));
     cJSON_AddStringToObject(o, "data", name_utf8(data, b2, sizeof b2));
     cJSON_AddStringToObject(o, "split", split);
+    cJSON_AddNumberToObject(o, "image_size", size);
     cJSON_AddNumberToObject(o, "images", seen);
     add_fixed6(o, "accuracy", acc);
     add_fixed6(o, "loss", loss_sum / seen);

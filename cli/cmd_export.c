@@ -89,7 +89,7 @@ int cmd_export(int argc, char **argv) {
   memcpy(m.bn_tracked, state.bn_tracked, (size_t)m.n_bn * sizeof(int64_t));
   bn_stats_mean(state.bn_stats, state.stats_ranks, m.n_stats, m.stats);
   free(stats);
-  weights_export(&m, out, dm ? (const char *const *)dm->classes : NULL);
+  weights_export(&m, out, dm ? (const char *const *)dm->classes : NULL, extra.image_size ? extra.image_size : jc.size);
   if (dm) manifest_free(dm);
   printf("exported %s (step %lld, epoch %lld) to %s\n", l.path, (long long)l.file.meta.step,
          (long long)l.file.meta.epoch, out);

@@ -12,6 +12,7 @@
 
 #include "base/core.h"
 #include "cli/cli.h"
+#include "worker/dataset_prepare.h"
 #include "worker/device.h"
 #include "worker/loader.h"
 #include "worker/model.h"
@@ -27,13 +28,13 @@ static void add_fixed6(cJSON *o, const char *key, double v) {
 
 static void usage(FILE *to) {
   fprintf(to,
-          "usage: pollen predict --weights FILE [--top K] [--size S] [--json] IMAGE.jpg...\n"
+          "usage: pollen predict --weights FILE [--top K] [--size S] [--json] IMAGE.jpg|png...\n"
           "       pollen predict --weights FILE --tensor FILE\n\n"
           "Prints the K most likely classes of each photo with their probabilities (eval\n"
           "preprocessing: shorter side to S/0.875, center S x S crop).\n\n"
           "  --weights FILE   weights exported by pollen train/export (JOB/weights.safetensors)\n"
           "  --top K          classes per photo (default 3)\n"
-          "  --size S         image size the model was trained at (default 224)\n"
+          "  --size S         image size (default: the one the weights were trained at, else 224)\n"
           "  --threads N\n"
           "  --device D       cpu, cuda or auto (default: cuda when built with it and a GPU is\n"
           "                   visible)\n"
@@ -42,8 +43,8 @@ static void usage(FILE *to) {
           "                   file, already preprocessed; prints the logits as JSON (to compare an\n"
           "                   export with another framework, e.g. tools/load_check.py)\n"
           "  --help\n\n"
-          "A photo that cannot be read, is not a JPEG, or is damaged or truncated (the check\n"
-          "`pollen prepare` applies) is named in one line on stderr and not scored; the other\n"
+          "A photo that cannot be read, is neither JPEG nor PNG, or is damaged or truncated (the\n"
+          "check `pollen prepare` applies) is named in one line on stderr and not scored; the other\n"
           "photos are, and the exit status is then 1 (0 when every photo was scored, 2 for bad\n"
           "flags).\n");
 }
@@ -115,7 +116,7 @@ int cmd_predict(int argc, char **argv) {
       {"device", required_argument, 0, 'D'},  {"help", no_argument, 0, 'h'},
       {0, 0, 0, 0}};
   const char *weights = NULL, *tensor = NULL;
-  int top = 3, size = 224, threads = 0, json = 0, device = DEVICE_AUTO, c;
+  int top = 3, size = 0, threads = 0, json = 0, device = DEVICE_AUTO, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
@@ -156,6 +157,8 @@ int cmd_predict(int argc, char **argv) {
     return EXIT_OK;
   }
   char **names = weights_class_names(f, mc.num_classes);
+  if (!size) size = weights_image_size(f);
+  if (!size) size = 224;
   st_close(f);
   model_prepare(&m, 1, size);
   cli_use_device(&m, device);
@@ -173,11 +176,24 @@ int cmd_predict(int argc, char **argv) {
       failures++;
       continue;
     }
+    /* A PNG is scored as prepare would have stored it: converted to JPEG first. */
+    if (n >= 8 && !memcmp(bytes, "\x89PNG\r\n\x1a\n", 8)) {
+      unsigned char *jpeg;
+      size_t jn;
+      int bad = prepare_png_to_jpeg(bytes, n, 0, &jpeg, &jn, why, sizeof why);
+      free(bytes);
+      if (bad) {
+        fprintf(stderr, "pollen: %s: %s; not scored: give an intact copy\n", shown, why);
+        failures++;
+        continue;
+      }
+      bytes = jpeg, n = jn;
+    }
     int rc = loader_preprocess_jpeg(bytes, n, size, image, why, sizeof why);
     free(bytes);
     if (rc != 0) {
       fprintf(stderr, "pollen: %s: %s; not scored: give %s\n", shown, why,
-              strstr(why, "damaged") ? "an intact copy" : "JPEG photos");
+              strstr(why, "damaged") ? "an intact copy" : "JPEG or PNG photos");
       failures++;
       continue;
     }

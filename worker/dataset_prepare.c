@@ -346,8 +346,10 @@ static void target_dims(int w, int h, int max_side, int *dw, int *dh) {
   if (*dh < 1) *dh = 1;
 }
 
-/* Resizes rgb (w x h) to fit max_side and encodes JPEG into it->data. 0 or -1 with why. */
-static int encode_fitted(worker_ctx *c, item *it, const unsigned char *rgb, int w, int h, int max_side) {
+/* Resizes rgb (w x h) to fit max_side and encodes it as JPEG with the encoder enc into *out
+ * (malloc'd). 0, or -1 with why. */
+static int fit_encode(tjhandle enc, const unsigned char *rgb, int w, int h, int max_side, unsigned char **out,
+                      size_t *outlen, char **why) {
   unsigned char *small = NULL;
   if (max_side > 0 && (w > max_side || h > max_side)) {
     int dw, dh;
@@ -360,18 +362,27 @@ static int encode_fitted(worker_ctx *c, item *it, const unsigned char *rgb, int 
   }
   unsigned char *jpg = NULL;
   unsigned long jlen = 0;
-  int rc = tjCompress2(c->enc, rgb, w, 0, h, TJPF_RGB, &jpg, &jlen, TJSAMP_420, JPEG_QUALITY, 0);
+  int rc = tjCompress2(enc, rgb, w, 0, h, TJPF_RGB, &jpg, &jlen, TJSAMP_420, JPEG_QUALITY, 0);
   free(small);
   if (rc != 0) {
-    it->why = xasprintf("JPEG encoding failed: %s", tjGetErrorStr2(c->enc));
+    *why = xasprintf("JPEG encoding failed: %s", tjGetErrorStr2(enc));
     tjFree(jpg);
     return -1;
   }
-  free(it->data);
-  it->data = xmalloc(jlen);
-  memcpy(it->data, jpg, jlen);
-  it->len = jlen;
+  *out = xmalloc(jlen);
+  memcpy(*out, jpg, jlen);
+  *outlen = jlen;
   tjFree(jpg);
+  return 0;
+}
+
+static int encode_fitted(worker_ctx *c, item *it, const unsigned char *rgb, int w, int h, int max_side) {
+  unsigned char *jpg;
+  size_t n;
+  if (fit_encode(c->enc, rgb, w, h, max_side, &jpg, &n, &it->why) != 0) return -1;
+  free(it->data);
+  it->data = jpg;
+  it->len = n;
   return 0;
 }
 
@@ -413,27 +424,53 @@ static int process_jpeg(worker_ctx *c, item *it, int max_side) {
   return encode_fitted(c, it, c->rgb, sw, sh, max_side);
 }
 
-static int process_png(worker_ctx *c, item *it, int max_side) {
+/* Decodes PNG data into *rgb (grown as needed) and its size. 0, or -1 with why. */
+static int decode_png(const unsigned char *data, size_t len, unsigned char **rgb, size_t *cap, int *w, int *h,
+                      char **why) {
   png_image img;
   memset(&img, 0, sizeof img);
   img.version = PNG_IMAGE_VERSION;
-  if (!png_image_begin_read_from_memory(&img, it->data, it->len)) {
-    it->why = xasprintf("not a readable PNG: %s", img.message);
+  if (!png_image_begin_read_from_memory(&img, data, len)) {
+    *why = xasprintf("not a readable PNG: %s", img.message);
     return -1;
   }
   if ((long long)img.width * img.height > MAX_PIXELS) {
-    it->why = xasprintf("PNG of %ux%u pixels is out of range", img.width, img.height);
+    *why = xasprintf("PNG of %ux%u pixels is out of range", img.width, img.height);
     png_image_free(&img);
     return -1;
   }
   img.format = PNG_FORMAT_RGB;
-  grow(&c->rgb, &c->rgb_cap, PNG_IMAGE_SIZE(img));
-  if (!png_image_finish_read(&img, NULL, c->rgb, 0, NULL)) {
-    it->why = xasprintf("PNG does not decode: %s", img.message);
+  grow(rgb, cap, PNG_IMAGE_SIZE(img));
+  if (!png_image_finish_read(&img, NULL, *rgb, 0, NULL)) {
+    *why = xasprintf("PNG does not decode: %s", img.message);
     png_image_free(&img);
     return -1;
   }
-  return encode_fitted(c, it, c->rgb, (int)img.width, (int)img.height, max_side);
+  *w = (int)img.width, *h = (int)img.height;
+  return 0;
+}
+
+static int process_png(worker_ctx *c, item *it, int max_side) {
+  int w, h;
+  if (decode_png(it->data, it->len, &c->rgb, &c->rgb_cap, &w, &h, &it->why) != 0) return -1;
+  return encode_fitted(c, it, c->rgb, w, h, max_side);
+}
+
+int prepare_png_to_jpeg(const unsigned char *png, size_t len, int max_side, unsigned char **jpeg, size_t *jpeg_len,
+                        char *why, size_t whylen) {
+  unsigned char *rgb = NULL;
+  size_t cap = 0;
+  char *reason = NULL;
+  int w, h, rc = -1;
+  tjhandle enc = tjInitCompress();
+  if (!enc) reason = xasprintf("cannot start TurboJPEG: %s", tjGetErrorStr2(NULL));
+  else if (decode_png(png, len, &rgb, &cap, &w, &h, &reason) == 0)
+    rc = fit_encode(enc, rgb, w, h, max_side, jpeg, jpeg_len, &reason);
+  if (rc) snprintf(why, whylen, "%s", reason);
+  free(reason);
+  free(rgb);
+  if (enc) tjDestroy(enc);
+  return rc;
 }
 
 static int read_file(const char *path, unsigned char **data, size_t *len, char **why) {

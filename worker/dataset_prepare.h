@@ -33,4 +33,10 @@ typedef struct {
  * reports corrupt or unreadable images by name and skips them. */
 void dataset_prepare(const prepare_opts *o, prepare_result *res);
 
+/* Prepare's conversion of one PNG (in memory) into the JPEG a shard holds: fitted to
+ * max_side (0: its own size), prepare's quality. `pollen predict` uses it, so a PNG photo is
+ * scored as its prepared copy would be trained on. *jpeg is malloc'd. 0, or -1 with why. */
+int prepare_png_to_jpeg(const unsigned char *png, size_t len, int max_side, unsigned char **jpeg, size_t *jpeg_len,
+                        char *why, size_t whylen);
+
 #endif

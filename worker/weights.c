@@ -74,9 +74,16 @@ void weights_add_state_dict(const model *m, st_writer *w) {
   st_writer_meta(w, "pollen_version", POLLEN_VERSION);
 }
 
-void weights_export(const model *m, const char *path, const char *const *class_names) {
+void weights_export(const model *m, const char *path, const char *const *class_names, int image_size) {
   st_writer *w = st_writer_new();
   weights_add_state_dict(m, w);
+  char text[32];
+  if (image_size > 0) {
+    snprintf(text, sizeof text, "%d", image_size);
+    st_writer_meta(w, "image_size", text);
+  }
+  /* The loader's (worker/loader.c): another framework must feed the same inputs. */
+  st_writer_meta(w, "normalization", WEIGHTS_NORMALIZATION);
   if (class_names) {
     cJSON *a = cJSON_CreateArray();
     for (int k = 0; k < m->cfg.num_classes; k++) cJSON_AddItemToArray(a, cJSON_CreateString(class_names[k]));
@@ -180,6 +187,13 @@ char **weights_class_names(const st_file *f, int num_classes) {
   }
   cJSON_Delete(a);
   return names;
+}
+
+int weights_image_size(const st_file *f) {
+  const char *t = st_meta(f, "image_size");
+  char *end;
+  long v = t ? strtol(t, &end, 10) : 0;
+  return t && *t && !*end && v >= 32 && v <= 1024 ? (int)v : 0;
 }
 
 int weights_read_config(const st_file *f, model_config *cfg) {

@@ -18,9 +18,13 @@ void weights_images_from_torch(const float *nchw, float *nhwc, int n, int hw);
 /* Adds every parameter, BN running statistic and num_batches_tracked, named as torchvision's
  * state_dict, plus metadata (model, width, classes, pollen version) to w. */
 void weights_add_state_dict(const model *m, st_writer *w);
-/* Writes weights_add_state_dict's tensors to path (atomically), with the class names (may be
- * NULL) in the metadata as a JSON array, for pollen predict. */
-void weights_export(const model *m, const char *path, const char *const *class_names);
+/* Writes weights_add_state_dict's tensors to path (atomically), with what inference needs in
+ * the metadata: the class names (may be NULL) as a JSON array, the training image_size (0:
+ * unknown, not written) and the input normalization (WEIGHTS_NORMALIZATION). */
+#define WEIGHTS_NORMALIZATION "{\"range\":[-1,1],\"formula\":\"x/127.5-1\",\"channels\":\"RGB\",\"layout\":\"NCHW\"}"
+void weights_export(const model *m, const char *path, const char *const *class_names, int image_size);
+/* The training image size in f's metadata, or 0 when it has none (older exports). */
+int weights_image_size(const st_file *f);
 /* The class names stored by weights_export: a malloc'd array of num_classes malloc'd strings,
  * or NULL when the file has none. */
 char **weights_class_names(const st_file *f, int num_classes);

@@ -434,7 +434,7 @@ void worker_export_weights(worker *w, const char *path) {
   if (w->c->rank == 0) {
     const char **names = xcalloc((size_t)w->plan.classes, sizeof *names);
     for (int k = 0; k < w->plan.classes; k++) names[k] = loader_class_name(w->train, k);
-    weights_export(&w->m, path, names);
+    weights_export(&w->m, path, names, w->plan.image_size);
     free(names);
     log_info("weights written to %s (weights hash %016llx)", path, (unsigned long long)model_hash(&w->m));
   }

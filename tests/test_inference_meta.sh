@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# test_inference_meta.sh - the weights carry what inference needs: image_size, normalization and
+# class_names in the safetensors __metadata__ (train's and export's); predict and eval default
+# to that size without --size; predict scores PNG photos as well as JPEG.
+# Env: POLLEN, POLLEN_SRC (set by ctest).
+set -uo pipefail
+P=${POLLEN:?set POLLEN to the pollen binary}
+T=$(mktemp -d /tmp/pollen-inference-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+run() { out=$("$@" 2>&1); rc=$?; }
+
+"$P" prepare --src "$POLLEN_SRC/tests/data/flowers_sample" --out "$T/data" --max-side 64 >/dev/null || fail "prepare"
+timeout -k 5 300 "$P" train --data "$T/data" --job "$T/job" --size 64 --batch 16 --width 0.5 --epochs 2 \
+  --threads 2 >"$T/log" 2>&1 || { cat "$T/log"; fail "training failed"; }
+W=$T/job/weights.safetensors
+run "$P" export --job "$T/job" --out "$T/exported.safetensors"; [ $rc = 0 ] || fail "export: $out"
+
+# --- the metadata, as another framework would read it ---
+meta() { python3 - "$1" "$T/data/manifest.json" <<'PY'
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    n = struct.unpack("<Q", f.read(8))[0]
+    meta = json.loads(f.read(n))["__metadata__"]
+assert meta["image_size"] == "64", meta
+norm = json.loads(meta["normalization"])
+assert norm["range"] == [-1, 1] and norm["formula"] == "x/127.5-1" and norm["channels"] == "RGB", norm
+names = json.loads(meta["class_names"])
+manifest = json.load(open(sys.argv[2]))
+want = manifest.get("classes") or manifest.get("class_names")
+assert names == want and len(names) == int(meta["classes"]), (names, want)
+PY
+}
+meta "$W" || fail "metadata of the trained weights"
+meta "$T/exported.safetensors" || fail "metadata of the exported weights"
+
+# --- predict and eval default to the recorded size ---
+photo=$(find "$POLLEN_SRC/tests/data/flowers_sample" -name '*.jpg' | sort | head -1)
+run "$P" predict --weights "$W" --json "$photo"; [ $rc = 0 ] || fail "predict: $out"; dflt=$out
+run "$P" predict --weights "$W" --json --size 64 "$photo"; [ "$out" = "$dflt" ] || fail "predict without --size is not --size 64: $dflt / $out"
+run "$P" predict --weights "$W" --json --size 224 "$photo"; [ "$out" != "$dflt" ] || fail "--size 224 scores the same as 64: $out"
+run "$P" eval --weights "$W" --data "$T/data" --json; [ $rc = 0 ] || fail "eval: $out"; edflt=$out
+grep -q "\"image_size\":64," <<<"$out" || fail "eval without --size does not evaluate at 64: $out"
+run "$P" eval --weights "$W" --data "$T/data" --json --size 64; [ "$out" = "$edflt" ] || fail "eval without --size is not --size 64"
+run "$P" eval --weights "$W" --data "$T/data" --json --size 128; grep -q "\"image_size\":128," <<<"$out" || fail "eval --size 128: $out"
+
+# --- PNG photos: scored (also under another name), a damaged one refused in one line ---
+python3 - "$T/photo.png" <<'PY'
+import struct, sys, zlib
+w, h = 80, 60
+rows = b"".join(b"\0" + bytes(v for x in range(w) for v in (x * 3 % 256, y * 4 % 256, (x + y) % 256)) for y in range(h))
+def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)) \
+    + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+open(sys.argv[1], "wb").write(png)
+PY
+run "$P" predict --weights "$W" --json --top 5 "$T/photo.png"; [ $rc = 0 ] || fail "predict on a PNG: exit $rc: $out"
+python3 -c 'import json,sys; o=json.loads(sys.argv[1]); p=[c["probability"] for c in o["top"]]; assert len(p)==5 and abs(sum(p)-1)<1e-3, o' "$out" \
+  || fail "PNG predictions: $out"
+png=$out
+cp "$T/photo.png" "$T/named.jpg"
+run "$P" predict --weights "$W" --json --top 5 "$T/named.jpg"; [ "${out//named.jpg/photo.png}" = "$png" ] || fail "a PNG named .jpg: $out"
+head -c 100 "$T/photo.png" > "$T/cut.png"
+run "$P" predict --weights "$W" "$T/cut.png" "$photo"
+[ $rc = 1 ] && [ "$(grep -c '^pollen: .*cut.png' <<<"$out")" = 1 ] && grep -q "not scored" <<<"$out" || fail "a truncated PNG: exit $rc: $out"
+echo "ok: weights carry image_size, normalization and class names; predict/eval use them; PNG scored"
