@@ -32,6 +32,8 @@ static void usage(FILE *to) {
 "bundled sample photos (prepared into JOB/sample-data first).\n\n"
 "job:\n"
 "  --job DIR            job folder: config.json, checkpoints/, metrics.jsonl, weights.safetensors\n"
+"  --config FILE        the job's settings from FILE (a job's config.json); flags given on the\n"
+"                       command line override them\n"
 "  --data DIR           prepared dataset (manifest.json + shards)\n"
 "  --force-config       adopt changed settings in an existing job folder instead of refusing\n"
 "  --start-over         train again from step 0 when the job's checkpoints are gone but its\n"
@@ -95,6 +97,8 @@ enum {
   O_NO_TENSORBOARD, O_HELP
 };
 
+enum { O_CONFIG = O_HELP + 100 }; /* apart, so the table's enum stays one list */
+
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
   if (strlen(v) >= cap) die_status(EXIT_USAGE, "%s: value too long (%zu characters at most)", flag, cap - 1);
   memcpy(dst, v, strlen(v) + 1);
@@ -112,6 +116,30 @@ static void prepare_sample(const char *job_dir, char *out, size_t cap, int is_ro
   prepare_result r;
   dataset_prepare(&o, &r);
   if (!r.already) log_info("prepared the bundled sample into %s (%lld training, %lld validation images)", out, (long long)r.train, (long long)r.val);
+}
+
+/* The value of the last --config (or --config=FILE) before a "--", or NULL. getopt runs after
+ * it and reports any flag error. */
+static const char *find_config_flag(int argc, char **argv) {
+  const char *v = NULL;
+  for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+    if (!strcmp(argv[i], "--config") && i + 1 < argc) v = argv[++i];
+    else if (!strncmp(argv[i], "--config=", 9)) v = argv[i] + 9;
+  }
+  return v;
+}
+
+/* FILE's definition into cfg, with the checks the flags would have made. */
+static void load_config_file(job_config *cfg, const char *path) {
+  job_config c = *cfg;
+  if (job_config_load(&c, path) == 1) die_status(EXIT_USAGE, "--config %s: no such file", path);
+  if (model_arch_parse(c.model) < 0 || optim_kind_parse(c.opt) < 0 || lr_kind_parse(c.schedule) < 0 ||
+      (strcmp(c.rmsprop, "tf") && strcmp(c.rmsprop, "torch")) || c.size < 32 || c.size > 1024 || c.batch < 1 ||
+      c.epochs < 1 || !(c.width >= 0.05 && c.width <= 4))
+    die_status(EXIT_USAGE, "--config %s: a value is out of range (model '%s', opt '%s', schedule '%s', size %d, "
+               "batch %d, epochs %d, width %g); fix the file", path, c.model, c.opt, c.schedule, c.size, c.batch,
+               c.epochs, c.width);
+  *cfg = c;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -142,12 +170,22 @@ int cmd_train(int argc, char **argv) {
       {"start-over", no_argument, 0, O_START_OVER}, {"no-augment", no_argument, 0, O_NO_AUGMENT},
       {"no-tensorboard", no_argument, 0, O_NO_TENSORBOARD},
       {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
-      {"help", no_argument, 0, O_HELP},
+      {"help", no_argument, 0, O_HELP}, {"config", required_argument, 0, O_CONFIG},
       {0, 0, 0, 0}};
   job_config cfg;
   job_config_defaults(&cfg);
   const char *job_dir = NULL, *data = NULL;
   int momentum_set = 0, wd_set = 0, eps_set = 0, c;
+  /* --config first, wherever it stands: the flags then override the file's values. */
+  const char *config = find_config_flag(argc, argv);
+  if (config) {
+    load_config_file(&cfg, config);
+    /* The file is a whole definition: its optimizer-dependent values count as given. */
+    momentum_set = wd_set = eps_set = 1;
+  }
+  char file_data[sizeof cfg.data_dir];
+  snprintf(file_data, sizeof file_data, "%s", cfg.data_dir);
+  if (config && file_data[0]) data = file_data;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
@@ -216,6 +254,7 @@ int cmd_train(int argc, char **argv) {
       copy_flag(cfg.precision, sizeof cfg.precision, "--precision", optarg);
       break;
     case O_HELP: usage(stdout); return EXIT_OK;
+    case O_CONFIG: break;
     default: return cli_usage_error("train");
     }
   }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# test_train_config.sh - `pollen train --config FILE`: a job's config.json defines a new job,
+# and flags on the command line (before or after --config) override its values; a missing or
+# broken file is one line. Env: POLLEN, POLLEN_SRC (set by ctest).
+set -uo pipefail
+P=${POLLEN:?set POLLEN to the pollen binary}
+T=$(mktemp -d /tmp/pollen-train-config-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+run() { out=$("$@" 2>&1); rc=$?; }
+
+"$P" prepare --src "$POLLEN_SRC/tests/data/flowers_sample" --out "$T/data" --max-side 64 >/dev/null || fail "prepare"
+run timeout -k 5 300 "$P" train --data "$T/data" --job "$T/a" --size 64 --batch 16 --width 0.5 --epochs 1 \
+  --opt adam --lr 0.002 --eps 0.001 --threads 2 --no-augment
+[ $rc = 0 ] || fail "job a: $out"
+# No --data: the file's data folder. --epochs after --config and --lr before it both override.
+run timeout -k 5 300 "$P" train --lr 0.004 --config "$T/a/config.json" --job "$T/b" --epochs 2 --threads 2
+[ $rc = 0 ] || fail "job b from a's config: exit $rc: $out"
+python3 - "$T/a/config.json" "$T/b/config.json" <<'PY' || fail "b's config is not a's with the overrides"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+assert b["epochs"] == 2 and b["lr"] == 0.004, b
+assert b["eps"] == 0.001 and b["opt"] == "adam" and b["size"] == 64 and b["augment"] == 0, b
+diff = {k for k in a if a[k] != b.get(k)}
+assert diff == {"epochs", "lr"}, diff
+PY
+grep -q '"val_acc"' "$T/b/metrics.jsonl" || fail "job b trained no epoch"
+# Errors: one line each.
+run "$P" train --config "$T/none.json" --job "$T/c"
+[ $rc = 2 ] && [ "$(grep -c '^pollen: --config .*none.json: no such file' <<<"$out")" = 1 ] || fail "missing file: exit $rc: $out"
+echo '{"version":1,' > "$T/bad.json"
+run "$P" train --config "$T/bad.json" --job "$T/c"
+[ $rc = 1 ] && [ "$(grep -c '^pollen: .*bad.json is not valid JSON' <<<"$out")" = 1 ] || fail "broken file: exit $rc: $out"
+python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); c["size"]=7; json.dump(c, open(sys.argv[2], "w"))' \
+  "$T/a/config.json" "$T/small.json" || fail "test setup"
+run "$P" train --config "$T/small.json" --job "$T/c"
+[ $rc = 2 ] && grep -q "out of range" <<<"$out" || fail "out-of-range value: exit $rc: $out"
+[ ! -e "$T/c" ] || fail "a refused --config left $T/c behind"
+echo "ok: train --config FILE, flags override it"
