@@ -356,7 +356,7 @@ int bench_ops(int argc, char **argv) {
       case 's': size = (int)cli_parse_long("--size", optarg, 32, 1024); break;
       case 't': threads = (int)cli_parse_long("--threads", optarg, 0, 1024); break;
       case 'r': reps = (int)cli_parse_long("--reps", optarg, 1, 1000); break;
-      case 'k': classes = (int)cli_parse_long("--classes", optarg, 1, 100000); break;
+      case 'k': classes = (int)cli_parse_long("--classes", optarg, 2, 100000); break;
       case 'j': json = 1; break;
       case 'h': usage(stdout); return EXIT_OK;
       default: return cli_usage_error("bench ops");

@@ -43,6 +43,9 @@ if command -v mpirun > /dev/null; then
   [ -e "$T/ranks/config.json" ] && fail "ranks with other flags left config.json behind"
 fi
 ok "flag errors (a bad --status-tcp, --job \"\", ranks with other flags) exit 2 and write nothing"
+# A one-class model is refused as a flag error, not deep in model_init naming another command's flag.
+expect 2 "pollen: --classes: '1' is not a whole number in \[2, 100000\]" -- "$P" bench ops --classes 1
+ok "bench ops --classes 1 exits 2"
 
 # predict on a folder: named as one, not an allocation of 2^63 bytes.
 expect 1 "pollen: $T/d is a directory, not an image file" -- "$P" predict --weights "$W" --size 32 "$T/d"

@@ -224,7 +224,7 @@ static void init_params(model *m, uint64_t seed) {
 void model_init(model *m, const model_config *cfg, uint64_t seed) {
   memset(m, 0, sizeof *m);
   m->cfg = *cfg;
-  if (cfg->num_classes < 2) die("--classes must be at least 2 (got %d)", cfg->num_classes);
+  if (cfg->num_classes < 2) die("a model needs at least 2 classes (got %d); give the dataset 2 or more class folders", cfg->num_classes);
   if (!(cfg->width > 0.0 && cfg->width <= 4.0))
     die("--width must be in (0, 4] (got %g)", cfg->width);
   cap_param = cap_bn = cap_layers = cap_tensors = 0;

@@ -120,14 +120,14 @@ void weights_load_state_dict(model *m, const st_file *f, const char *prefix, int
     const st_tensor *t = st_find(f, name);
     if (!t)
       die("%s: tensor '%s' is missing; the file is not a %s state dict (check --model, --width "
-          "and --classes)", f->path, name, model_arch_name(m->cfg.arch));
+          "and the dataset's class count)", f->path, name, model_arch_name(m->cfg.arch));
     used++;
     if (!shape_equal(t, p)) {
       if (skip_classifier && is_last_linear(m, p)) {
         log_info("%s: keeping the freshly initialised %s (class count differs)", f->path, name);
         continue;
       }
-      die("%s: tensor '%s' has shape %s than the model's; check --model, --width and --classes",
+      die("%s: tensor '%s' has shape %s than the model's; check --model, --width and the dataset's class count",
           f->path, name, t->ndim != p->ndim ? "another rank" : "other dimensions");
     }
     if (st_copy_f32(t, tmp, p->numel) != 0)
