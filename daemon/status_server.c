@@ -6,9 +6,12 @@
  * block: they copy the snapshot under the mutex and build the reply outside it.
  * Defences: bounded lines, an idle timer per client (no complete line within timeout_ms:
  * error and close), a cap on connections, a cap on bytes queued to a client that does not
- * read, and TCP clients must authenticate first. */
+ * read, and TCP clients must authenticate first.
+ * Files: status.sock and status.token are removed at stop and by an atexit handler on every
+ * exit() of the process (die() included), each only while it is still the file we made. */
 #include "daemon/status_server.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -19,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -50,8 +54,10 @@ struct status_server {
   status_server_opts opts;
   char token[TOKEN_HEX + 1];
   int has_tcp, tcp_port;
-  dev_t sock_dev;
-  ino_t sock_ino;
+  dev_t sock_dev, token_dev;
+  ino_t sock_ino, token_ino;
+  pid_t pid;                 /* the process that made the files (a forked child must not remove them) */
+  status_server *live_next;  /* in `live`, guarded by live_mu */
   pthread_t thread;
 
   /* Loop thread only. */
@@ -61,6 +67,7 @@ struct status_server {
   uv_async_t wake;
   conn *conns;
   int n_conns;
+  int accepted_since_reap;
   worker_status *lw;
   int cap_lw;
   metric_point *lm;
@@ -79,8 +86,9 @@ struct conn {
   conn *prev, *next;
   char *buf;
   size_t len, cap;
-  int is_tcp, authed, http, subscribed;
-  int finishing; /* reply queued, shutting down; no more reads */
+  int is_tcp, authed, http, http_head, subscribed;
+  int finishing; /* reply queued, shutting down; no more requests read */
+  int shut_done, peer_done; /* our FIN sent; the client's EOF (or error) seen */
   int closing;   /* handles being closed; freed when all three are */
   int open_handles;
 };
@@ -244,17 +252,21 @@ static void conn_send_line(conn *c, char *line) { conn_send(c, line, line ? strl
 
 static void restart_idle(conn *c);
 
+/* An HTTP client is closed only once it has closed too (or the idle timer fires): closing
+ * with its unread request body still arriving would reset the connection and could destroy
+ * the answer before the client reads it. */
 static void on_shutdown(uv_shutdown_t *req, int status) {
   conn *c = req->handle->data;
   free(req);
-  conn_close(c);
+  c->shut_done = 1;
+  if (!c->http || c->peer_done || status < 0) conn_close(c);
 }
 
 /* After the queued replies go out, close. The idle timer still bounds how long that takes. */
 static void conn_finish(conn *c) {
   if (c->closing || c->finishing) return;
   c->finishing = 1;
-  uv_read_stop(&c->io.s);
+  if (!c->http) uv_read_stop(&c->io.s); /* HTTP: read on, and drop, what the client still sends */
   uv_timer_stop(&c->sub);
   restart_idle(c); /* bounds the shutdown of a client that does not read */
   uv_shutdown_t *req = malloc(sizeof *req);
@@ -350,6 +362,17 @@ static void handle_request(conn *c, const statusp_request *r) {
   }
 }
 
+/* True when a line the parser refused is still an object with "cmd":"auth" (the parser
+ * forgets the command on a field error, e.g. an empty "token"): that is a failed auth, not a
+ * missing one. */
+static int is_auth_attempt(const char *line, size_t n) {
+  cJSON *root = cJSON_ParseWithLength(line, n);
+  const cJSON *cmd = cJSON_GetObjectItemCaseSensitive(root, "cmd");
+  int yes = cJSON_IsObject(root) && cJSON_IsString(cmd) && !strcmp(cmd->valuestring, "auth");
+  cJSON_Delete(root);
+  return yes;
+}
+
 static void handle_line(conn *c, char *line, size_t n) {
   if (n && line[n - 1] == '\r') n--;
   if (n == 0) return; /* blank lines are ignored */
@@ -358,15 +381,18 @@ static void handle_line(conn *c, char *line, size_t n) {
   char msg[160];
   statusp_err e = statusp_parse_request(line, n, &req, msg, sizeof msg);
   if (c->is_tcp && !c->authed) {
-    /* Before auth a TCP client learns nothing but "authenticate". */
-    if (e != STATUSP_OK || req.cmd != STATUSP_CMD_AUTH) {
+    /* Before auth a TCP client learns nothing but "authenticate"; an auth that does not carry
+     * the right token (wrong, empty or malformed) has failed. */
+    if (e != STATUSP_OK ? !is_auth_attempt(line, n) : req.cmd != STATUSP_CMD_AUTH) {
       conn_error(c, STATUSP_E_AUTH_REQUIRED,
                  "send {\"cmd\":\"auth\",\"token\":\"...\"} first (token: the job folder's "
                  "status.token)", 1);
       return;
     }
-    if (!statusp_token_equal(req.token, req.token_len, c->srv->token, TOKEN_HEX)) {
-      conn_error(c, STATUSP_E_AUTH_FAILED, "wrong token", 1);
+    if (e != STATUSP_OK ||
+        !statusp_token_equal(req.token, req.token_len, c->srv->token, TOKEN_HEX)) {
+      conn_error(c, STATUSP_E_AUTH_FAILED,
+                 "wrong token (send the one in the job folder's status.token)", 1);
       return;
     }
     c->authed = 1;
@@ -402,7 +428,9 @@ static void handle_http(conn *c, size_t head_len) {
   if (!body) {
     char tmp[128];
     snprintf(tmp, sizeof tmp, "%d %s%s\n", code, reason,
-             code == 401 ? ": send Authorization: Bearer <JOB_DIR/status.token>" : "");
+             code == 401   ? ": send Authorization: Bearer <JOB_DIR/status.token>"
+             : code == 405 ? ": only GET /metrics is served"
+                           : "");
     body = strdup(tmp);
   }
   size_t bn = body ? strlen(body) : 0;
@@ -412,20 +440,38 @@ static void handle_http(conn *c, size_t head_len) {
     int h = snprintf(resp, cap,
                      "HTTP/1.1 %d %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
                      "Content-Length: %zu\r\nConnection: close\r\n%s\r\n",
-                     code, reason, bn, code == 401 ? "WWW-Authenticate: Bearer\r\n" : "");
-    memcpy(resp + h, body, bn);
-    conn_send(c, resp, (size_t)h + bn);
+                     code, reason, bn,
+                     code == 401   ? "WWW-Authenticate: Bearer\r\n"
+                     : code == 405 ? "Allow: GET\r\n"
+                                   : "");
+    if (!c->http_head) memcpy(resp + h, body, bn); /* a HEAD answer is the head alone */
+    conn_send(c, resp, (size_t)h + (c->http_head ? 0 : bn));
   }
   free(body);
   conn_finish(c);
 }
 
+/* Length of the HTTP method that starts b ("METHOD "), 0 while b may still become one, -1
+ * when it is not one. A JSON request starts with '{', never with a capital letter. */
+static int http_method_len(const char *b, size_t n) {
+  size_t i = 0;
+  while (i < n && i < 16 && b[i] >= 'A' && b[i] <= 'Z') i++;
+  if (i == n && n < 16) return 0;
+  return i > 0 && i < n && b[i] == ' ' ? (int)i : -1;
+}
+
 static void process(conn *c) {
-  if (c->is_tcp && !c->authed && !c->http && c->len > 0) {
-    size_t k = c->len < 4 ? c->len : 4;
-    if (!memcmp(c->buf, "GET ", k)) {
-      if (c->len < 4) return; /* may yet be HTTP */
+  if (c->is_tcp && !c->authed && !c->http) {
+    size_t skip = 0; /* blank lines before a request line are ignored either way */
+    while (skip < c->len && (c->buf[skip] == '\r' || c->buf[skip] == '\n')) skip++;
+    if (skip) memmove(c->buf, c->buf + skip, c->len - skip);
+    c->len -= skip;
+    if (c->len == 0) return;
+    int m = http_method_len(c->buf, c->len);
+    if (m == 0) return; /* may yet be HTTP */
+    if (m > 0) {
       c->http = 1;
+      c->http_head = m == 4 && !memcmp(c->buf, "HEAD", 4);
     }
   }
   if (c->http) {
@@ -469,7 +515,15 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn *c = s->data;
-  if (c->closing || c->finishing) return;
+  if (c->closing) return;
+  if (c->finishing) { /* only HTTP clients are still read: drop the data, close on their EOF */
+    if (nread < 0) {
+      c->peer_done = 1;
+      if (c->shut_done) conn_close(c);
+    }
+    return;
+  }
+  if (nread < 0) c->peer_done = 1;
   if (nread == UV_EOF) {
     /* A client that wrote its request and half-closed still gets its answers. */
     if (c->len && !c->http) {
@@ -497,6 +551,22 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   memcpy(c->buf + c->len, buf->base, n);
   c->len += n;
   process(c);
+}
+
+/* Closes the connections whose client has gone (EOF or reset) and left nothing to answer.
+ * One accept pass takes the whole backlog before any of those EOFs is read, so after a burst
+ * of connect+close the cap would count hundreds of dead clients and refuse a live one. */
+static void reap_departed(status_server *srv) {
+  for (conn *c = srv->conns, *next; c; c = next) {
+    next = c->next;
+    uv_os_fd_t fd;
+    char b;
+    if (c->len || uv_stream_get_write_queue_size(&c->io.s) || uv_fileno(&c->io.h, &fd) != 0)
+      continue;
+    ssize_t k = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+      conn_close(c);
+  }
 }
 
 static void on_connection(uv_stream_t *server, int status) {
@@ -536,6 +606,15 @@ static void on_connection(uv_stream_t *server, int status) {
     }
   }
   restart_idle(c);
+  /* Reaping costs a peek per connection; doing it at most once per max_conns/4 accepts keeps
+   * that a few syscalls per accept even when every slot is really taken. */
+  srv->accepted_since_reap++;
+  if (srv->n_conns > srv->opts.max_conns &&
+      srv->accepted_since_reap > srv->opts.max_conns / 4) {
+    srv->accepted_since_reap = 0;
+    reap_departed(srv);
+    if (c->closing) return; /* this one had gone too */
+  }
   if (srv->n_conns > srv->opts.max_conns) {
     char msg[96];
     snprintf(msg, sizeof msg, "too many status connections (%d); try again later",
@@ -567,11 +646,53 @@ static void close_walk(uv_handle_t *h, void *arg) {
   if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
-static void remove_our_socket(status_server *srv) {
+/* Removes NAME only while it is still the file we made (a newer job may have replaced it). */
+static void remove_ours(int dirfd, const char *name, dev_t dev, ino_t ino) {
   struct stat st;
-  if (srv->sock_ino && fstatat(srv->dirfd, SOCK_NAME, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-      st.st_ino == srv->sock_ino && st.st_dev == srv->sock_dev)
-    unlinkat(srv->dirfd, SOCK_NAME, 0);
+  if (ino && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_ino == ino &&
+      st.st_dev == dev)
+    unlinkat(dirfd, name, 0);
+}
+
+static void remove_our_files(status_server *srv) {
+  remove_ours(srv->dirfd, SOCK_NAME, srv->sock_dev, srv->sock_ino);
+  remove_ours(srv->dirfd, TOKEN_NAME, srv->token_dev, srv->token_ino);
+}
+
+/* Running servers, for the atexit handler: a die() anywhere after the start (or any other
+ * exit()) must not leave status.sock behind for `pollen status` to find. */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static status_server *live;
+static pthread_once_t live_once = PTHREAD_ONCE_INIT;
+
+static void remove_live_files_at_exit(void) {
+  pthread_mutex_lock(&live_mu);
+  for (status_server *s = live; s; s = s->live_next)
+    if (s->pid == getpid()) remove_our_files(s); /* not the files of the parent of a fork */
+  pthread_mutex_unlock(&live_mu);
+}
+
+static void register_at_exit(void) {
+  if (atexit(remove_live_files_at_exit) != 0)
+    log_warn("status: cannot register exit cleanup; a failed job may leave status.sock behind");
+}
+
+static void live_add(status_server *srv) {
+  pthread_once(&live_once, register_at_exit);
+  pthread_mutex_lock(&live_mu);
+  srv->live_next = live;
+  live = srv;
+  pthread_mutex_unlock(&live_mu);
+}
+
+static void live_remove(status_server *srv) {
+  pthread_mutex_lock(&live_mu);
+  for (status_server **p = &live; *p; p = &(*p)->live_next)
+    if (*p == srv) {
+      *p = srv->live_next;
+      break;
+    }
+  pthread_mutex_unlock(&live_mu);
 }
 
 static void free_server(status_server *srv) {
@@ -672,11 +793,17 @@ static int write_token(status_server *srv, char *err, size_t cap) {
   int fd = openat(srv->dirfd, TOKEN_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   char line[TOKEN_HEX + 2];
   snprintf(line, sizeof line, "%s\n", srv->token);
-  if (fd < 0 || write(fd, line, TOKEN_HEX + 1) != TOKEN_HEX + 1) {
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0 || write(fd, line, TOKEN_HEX + 1) != TOKEN_HEX + 1) {
     snprintf(err, cap, "cannot write %s/%s: %s", srv->job_dir, TOKEN_NAME, strerror(errno));
-    if (fd >= 0) close(fd);
+    if (fd >= 0) {
+      close(fd);
+      unlinkat(srv->dirfd, TOKEN_NAME, 0); /* ours: just made with O_EXCL */
+    }
     return -1;
   }
+  srv->token_dev = st.st_dev;
+  srv->token_ino = st.st_ino;
   close(fd);
   return 0;
 }
@@ -724,6 +851,17 @@ bad:
   return -1;
 }
 
+/* Each client is a descriptor. Under the common soft limit of 1024 a burst of clients hits
+ * EMFILE before the cap, and libuv then drops every pending connection, live ones included. */
+static void raise_fd_limit(int max_conns) {
+  struct rlimit rl;
+  rlim_t want = (rlim_t)max_conns + 1024; /* room for the job's own files too */
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+    return;
+  rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want) ? want : rl.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &rl);
+}
+
 status_server *status_server_start_opts(const char *job_dir, const char *tcp_spec,
                                         const status_server_opts *opts, char *err,
                                         size_t err_cap) {
@@ -741,6 +879,7 @@ status_server *status_server_start_opts(const char *job_dir, const char *tcp_spe
     if (opts->max_conns > 0) srv->opts.max_conns = opts->max_conns;
     if (opts->max_write_queue > 0) srv->opts.max_write_queue = opts->max_write_queue;
   }
+  raise_fd_limit(srv->opts.max_conns);
   srv->job_dir = xstrdup(job_dir);
   srv->ring = xcalloc(STATUSP_METRICS_MAX, sizeof *srv->ring);
   srv->lm = xcalloc(STATUSP_METRICS_MAX, sizeof *srv->lm);
@@ -782,14 +921,15 @@ status_server *status_server_start_opts(const char *job_dir, const char *tcp_spe
     uv_close((uv_handle_t *)&srv->wake, NULL);
     goto fail;
   }
+  srv->pid = getpid();
+  live_add(srv);
   return srv;
 fail:
   if (rc != 0 && !err[0]) snprintf(err, err_cap, "status loop: %s", uv_strerror(rc));
   uv_walk(&srv->loop, close_walk, NULL);
   uv_run(&srv->loop, UV_RUN_DEFAULT);
   uv_loop_close(&srv->loop);
-  remove_our_socket(srv);
-  if (srv->has_tcp) unlinkat(srv->dirfd, TOKEN_NAME, 0);
+  remove_our_files(srv);
   free_server(srv);
   return NULL;
 }
@@ -806,7 +946,7 @@ void status_server_stop(status_server *srv) {
   uv_async_send(&srv->wake);
   pthread_join(srv->thread, NULL);
   uv_loop_close(&srv->loop);
-  remove_our_socket(srv);
-  if (srv->has_tcp) unlinkat(srv->dirfd, TOKEN_NAME, 0);
+  remove_our_files(srv);
+  live_remove(srv);
   free_server(srv);
 }

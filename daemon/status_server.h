@@ -6,7 +6,8 @@
  * proto/status_proto.h. Not here: deciding what to publish or acting on requests (train).
  *
  * Listens on JOB_DIR/status.sock (mode 0600: only the job's owner connects) and, when asked,
- * on TCP (clients must first send the token from JOB_DIR/status.token, 0600). */
+ * on TCP (clients must first send the token from JOB_DIR/status.token, 0600). Both files go
+ * at stop and at any exit() of the process while the server runs (die() included). */
 #ifndef POLLEN_STATUS_SERVER_H
 #define POLLEN_STATUS_SERVER_H
 
@@ -26,13 +27,16 @@ typedef struct status_server status_server;
 
 typedef struct {
   int timeout_ms;          /* close a client with no complete line for this long (10000) */
-  int max_conns;           /* clients beyond this get a "busy" error (1024) */
+  int max_conns;           /* open clients beyond this get a "busy" error (1024); clients that
+                              have already gone are not counted */
   size_t max_write_queue;  /* bytes queued to a client that does not read (1 MiB) */
 } status_server_opts;
 
 /* Starts serving JOB_DIR (which must exist). tcp_spec: NULL, "PORT" (127.0.0.1) or
  * "HOST:PORT" ("[::1]:PORT" for IPv6); port 0 picks a free one. Dies with a clear message
- * on a user error (another live job in JOB_DIR, path unusable, port taken). */
+ * on a user error (another live job in JOB_DIR, path unusable, port taken). Raises the
+ * process's soft open-file limit to max_conns + 1024 where the hard limit allows, so that
+ * the cap, not EMFILE, decides; registers (once) an atexit handler that removes the files. */
 status_server *status_server_start(const char *job_dir, const char *tcp_spec);
 /* Same with options (NULL: defaults); on failure returns NULL and a one-line reason in err. */
 status_server *status_server_start_opts(const char *job_dir, const char *tcp_spec,
@@ -48,7 +52,8 @@ void status_server_push_metric(status_server *srv, const metric_point *p);
 int status_server_poll_requests(status_server *srv);
 /* The bound TCP port (useful with port 0), or -1 without TCP. */
 int status_server_tcp_port(const status_server *srv);
-/* Closes every connection, joins the thread, removes status.sock and status.token. */
+/* Closes every connection, joins the thread, removes status.sock and status.token (each
+ * only while it is still the file this server made). */
 void status_server_stop(status_server *srv);
 
 /* Client side, for `pollen status`: connects to JOB_DIR/status.sock. Returns a blocking

@@ -5,6 +5,9 @@ tests/test_status_job.sh and the "Status socket" benchmark in BENCHMARKS.md.
   req JOB LINE...               one connection, each request line in turn, one reply line each
   tcp PORT TOKEN|- LINE...      the same over TCP on 127.0.0.1 (TOKEN '-': no auth line sent)
   http PORT TOKEN|-             GET /metrics (Bearer TOKEN); prints the status code, then the body
+  method PORT TOKEN|- METHOD    METHOD /metrics (with a small body); JSON: status code, Allow
+                                header, body bytes
+  burst JOB|tcp:PORT N          N (1..5000) clients that connect and close at once; JSON summary
   subscribe JOB SECS N          subscribe, read N pushes, unsubscribe; prints a JSON summary
   many JOB N                    N clients connected at once, each asks status; JSON summary
   load JOB CLIENTS HZ SECS      CLIENTS clients each ask status HZ times a second for SECS
@@ -15,6 +18,7 @@ import os
 import selectors
 import socket
 import statistics
+import struct
 import sys
 import time
 
@@ -23,8 +27,11 @@ TIMEOUT = 10.0
 
 def unix(job):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(TIMEOUT)
+    # A blocking connect, bounded by SO_SNDTIMEO, waits for room in a full backlog as
+    # `pollen status` does; with settimeout() first it would fail at once with EAGAIN.
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", int(TIMEOUT), 0))
     s.connect(os.path.join(job, "status.sock"))
+    s.settimeout(TIMEOUT)
     return s
 
 
@@ -66,6 +73,40 @@ def cmd_http(port, token):
     status, _, rest = text.partition("\r\n")
     print(status.split(" ")[1] if " " in status else "none")
     print(rest.partition("\r\n\r\n")[2], end="")
+
+
+def cmd_method(port, token, method):
+    s = socket.create_connection(("127.0.0.1", int(port)), timeout=TIMEOUT)
+    head = "%s /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n" % method
+    if token != "-":
+        head += "Authorization: Bearer %s\r\n" % token
+    s.sendall((head + "\r\n{}").encode())
+    data = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    head, _, body = data.decode().partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    fields = dict(l.split(": ", 1) for l in lines[1:] if ": " in l)
+    print(json.dumps({"status_line": lines[0], "allow": fields.get("Allow"),
+                      "body_bytes": len(body)}))
+
+
+def cmd_burst(target, n):
+    """Loopback or the job's Unix socket only, and a bounded count: a test, not a flood."""
+    n = int(n)
+    if not 1 <= n <= 5000:
+        raise SystemExit("burst: N must be 1..5000")
+    t0 = time.monotonic()
+    for _ in range(n):
+        if target.startswith("tcp:"):
+            s = socket.create_connection(("127.0.0.1", int(target[4:])), timeout=TIMEOUT)
+        else:
+            s = unix(target)
+        s.close()
+    print(json.dumps({"clients": n, "s": round(time.monotonic() - t0, 3)}))
 
 
 def cmd_subscribe(job, secs, n):
@@ -208,6 +249,10 @@ def main(argv):
             cmd_tcp(args[0], args[1], args[2:])
         elif cmd == "http":
             cmd_http(*args)
+        elif cmd == "method":
+            cmd_method(*args)
+        elif cmd == "burst":
+            cmd_burst(*args)
         elif cmd == "subscribe":
             cmd_subscribe(*args)
         elif cmd == "many":

@@ -2,6 +2,8 @@
  * published state: every request, subscribe pushes, stop through the socket, malformed and
  * oversized input, half-open clients, 500 concurrent clients, the connection cap, TCP
  * auth and GET /metrics, stale and live sockets, file modes, and another user's access.
+ * The edges (issue 18): the cap after a burst of departed clients, HTTP methods other than
+ * GET, an empty token, and the socket and token removed by exit() paths such as die().
  *
  * Also two helper modes (not run by ctest):
  *   test_status_server --serve JOB_DIR SECS   serve a fake training job (tests/test_status_cli.sh)
@@ -289,10 +291,22 @@ static void test_requests(const char *dir, status_server *s) {
   /* A client that asks for 40 x ~100 KB and reads nothing is dropped once over 1 MiB is
    * queued for it, instead of the job buffering without bound. */
   client slow = cl_unix(dir);
-  for (int i = 0; i < 40; i++) cl_sends(&slow, "{\"cmd\":\"metrics\"}\n");
-  usleep(300000);
-  int got = 0;
   char *sl;
+  static const char one[] = "{\"cmd\":\"metrics\"}\n";
+  char reqs[40 * (sizeof one - 1) + 1] = "";
+  for (int i = 0; i < 40; i++) strcat(reqs, one);
+  cJSON_Delete(ask(&slow, "{\"cmd\":\"status\"}\n")); /* accepted and read from by now */
+  cl_sends(&slow, reqs); /* one write: the server reads and answers all 40 in one callback */
+  /* Two round trips on another client: the second is read in a later loop iteration than
+   * the 40, so by its answer they have all been answered or refused, however slow the
+   * server (a sanitizer build); reading them sooner would keep the queue short. */
+  for (int i = 0; i < 2; i++) {
+    cl_sends(&c, "{\"cmd\":\"status\"}\n");
+    sl = cl_line(&c, 60000); /* a sanitizer build takes seconds to build the replies */
+    REQUIRE(sl && strstr(sl, "\"ok\":true"), "status beside a slow reader");
+    free(sl);
+  }
+  int got = 0;
   while ((sl = cl_line(&slow, 3000))) {
     got++;
     free(sl);
@@ -520,15 +534,27 @@ static char *read_token(const char *dir) {
   return xstrdup(tok);
 }
 
-static char *http_get(int port, const char *path, const char *auth) {
+/* One HTTP request; `body` (may be NULL) is sent 100 ms after the head, as a slow client
+ * would. Returns everything the server sent before closing. */
+static char *http_req(int port, const char *method, const char *path, const char *auth,
+                      const char *body) {
   client c = cl_tcp(port);
-  char req[512];
-  snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: localhost\r\n%s%s%s\r\n", path,
-           auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "");
+  char req[512], len[64] = "";
+  if (body) snprintf(len, sizeof len, "Content-Length: %zu\r\n", strlen(body));
+  snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: localhost\r\n%s%s%s%s\r\n", method, path,
+           auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "", len);
   cl_sends(&c, req);
+  if (body) {
+    usleep(100000);
+    if (send(c.fd, body, strlen(body), MSG_NOSIGNAL) < 0) { /* the server may have closed */ }
+  }
   char *r = cl_all(&c, 5000);
   cl_close(&c);
   return r;
+}
+
+static char *http_get(int port, const char *path, const char *auth) {
+  return http_req(port, "GET", path, auth, NULL);
 }
 
 static void check_prometheus(const char *body) {
@@ -591,6 +617,35 @@ static void test_tcp(void) {
   REQUIRE(cl_closed_by_server(&c, 3000), "closed after a wrong token");
   cl_close(&c);
 
+  /* A wrong token of any length, empty included, or of the wrong type is a failed auth. */
+  static const char *const bad_auths[] = {
+      "{\"cmd\":\"auth\",\"token\":\"\"}\n", "{\"cmd\":\"auth\",\"token\":\"x\"}\n",
+      "{\"cmd\":\"auth\",\"token\":\"0123456789abcdef0123456789abcdef0\"}\n",
+      "{\"cmd\":\"auth\",\"token\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}\n",
+      "{\"cmd\":\"auth\",\"token\":7}\n", "{\"cmd\":\"auth\"}\n"};
+  for (size_t i = 0; i < sizeof bad_auths / sizeof *bad_auths; i++) {
+    c = cl_tcp(port);
+    cl_sends(&c, bad_auths[i]);
+    l = cl_line(&c, 5000);
+    REQUIRE(l && strstr(l, "\"auth_failed\""), "auth %.50s: %s", bad_auths[i], l ? l : "-");
+    free(l);
+    REQUIRE(cl_closed_by_server(&c, 3000), "closed after a failed auth");
+    cl_close(&c);
+  }
+  /* Anything else first is still "authenticate first", bad JSON included. */
+  static const char *const not_auths[] = {"{\"cmd\":\"status\",\"token\":\"\"}\n", "{bad\n",
+                                          "[\"auth\"]\n", "{\"cmd\":\"nope\"}\n"};
+  for (size_t i = 0; i < sizeof not_auths / sizeof *not_auths; i++) {
+    c = cl_tcp(port);
+    cl_sends(&c, not_auths[i]);
+    l = cl_line(&c, 5000);
+    REQUIRE(l && strstr(l, "\"auth_required\""), "before auth %.50s: %s", not_auths[i],
+            l ? l : "-");
+    free(l);
+    cl_close(&c);
+  }
+
   char right[100];
   snprintf(right, sizeof right, "{\"cmd\":\"auth\",\"token\":\"%s\"}\n", tok);
   c = cl_tcp(port);
@@ -626,6 +681,31 @@ static void test_tcp(void) {
         "escaped label");
   check_prometheus(body);
   free(r);
+  /* Every method but GET is refused with 405 and "Allow: GET", token or not, body or not;
+   * HEAD gets the head alone. */
+  static const char *const methods[] = {"POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH",
+                                        "TRACE", "CONNECT"};
+  for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+    for (int with_body = 0; with_body < 2; with_body++) {
+      r = http_req(port, methods[i], "/metrics", with_body ? NULL : tok,
+                   with_body ? "{\"cmd\":\"status\"}\n" : NULL);
+      REQUIRE(!strncmp(r, "HTTP/1.1 405 Method Not Allowed\r\n", 33) && strstr(r, "\r\nAllow: GET\r\n"),
+              "%s /metrics%s: %.60s", methods[i], with_body ? " with a body" : "", r);
+      char *end = strstr(r, "\r\n\r\n");
+      REQUIRE(end && !strstr(r, "pollen_step") && !strstr(r, "\"v\":1"), "405 answer: %s", r);
+      if (!strcmp(methods[i], "HEAD")) REQUIRE(end[4] == 0, "HEAD answer with a body: %s", r);
+      free(r);
+    }
+  }
+  /* The method may come in pieces; blank lines before it are skipped. */
+  c = cl_tcp(port);
+  cl_sends(&c, "\r\nPO");
+  usleep(50000);
+  cl_sends(&c, "ST /metrics HTTP/1.1\r\n\r\n");
+  r = cl_all(&c, 5000);
+  REQUIRE(!strncmp(r, "HTTP/1.1 405", 12), "split POST: %.40s", r);
+  free(r);
+  cl_close(&c);
   /* HTTP to the Unix socket is just bad JSON there. */
   c = cl_unix(dir);
   expect_error(&c, "GET /metrics HTTP/1.1\r\n", "bad_json");
@@ -814,6 +894,205 @@ static void test_other_user(const char *dir) {
   printf("ok: another user (uid 65534) cannot connect\n");
 }
 
+/* ---- edges: bursts and exits (each in a child process: these tests stop or kill it) ---- */
+
+static volatile sig_atomic_t child_term;
+static void on_term_child(int sig) { child_term = 1; }
+
+/* Blocking connect to loopback with a 3 s limit (a full backlog must fail, not hang). */
+static int connect_to(const char *dir, int port) {
+  int fd;
+  struct timeval tv = {3, 0};
+  if (dir) { /* mkjob's folders are short enough for sun_path */
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s/status.sock", dir);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    REQUIRE(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "connect %s: %s", a.sun_path,
+            strerror(errno));
+  } else {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    REQUIRE(connect(fd, (struct sockaddr *)&a, sizeof a) == 0, "tcp connect: %s", strerror(errno));
+  }
+  return fd;
+}
+
+/* Child: serves DIR (cap max_conns, TCP on a free port) until SIGTERM or 60 s; writes the
+ * port to `ready` once it listens. fd_limit: a soft RLIMIT_NOFILE to start with (0: as is). */
+static void serve_child(const char *dir, int max_conns, int fd_limit, int ready) {
+  signal(SIGTERM, on_term_child);
+  struct rlimit rl;
+  if (fd_limit && getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max >= (rlim_t)fd_limit) {
+    rl.rlim_cur = (rlim_t)fd_limit;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  status_server *s = start(dir, "127.0.0.1:0", 5000, max_conns);
+  publish_fake(s, 123, "training");
+  int port = status_server_tcp_port(s);
+  if (write(ready, &port, sizeof port) != sizeof port) _exit(3);
+  for (int i = 0; i < 6000 && !child_term; i++) usleep(10000);
+  status_server_stop(s);
+  _exit(0);
+}
+
+/* Clients that connect and close at once, faster than the loop reads their EOF, must not
+ * count against the cap: the server is frozen (SIGSTOP) while 5 x cap of them and one real
+ * client of each transport queue up in the backlog, so one accept pass meets them all, the
+ * real ones last. Then the same unfrozen, 1500 clients a burst, at the default cap. */
+static void test_burst(void) {
+  enum { CAP = 8, BURST = 5 * CAP };
+  char *dir = mkjob();
+  int pp[2];
+  REQUIRE(pipe(pp) == 0, "pipe");
+  pid_t pid = fork();
+  REQUIRE(pid >= 0, "fork");
+  if (pid == 0) serve_child(dir, CAP, 0, pp[1]);
+  int port = 0;
+  REQUIRE(read(pp[0], &port, sizeof port) == sizeof port && port > 0, "child server started");
+  char *tok = read_token(dir);
+  REQUIRE(kill(pid, SIGSTOP) == 0, "SIGSTOP");
+  int st;
+  REQUIRE(waitpid(pid, &st, WUNTRACED) == pid && WIFSTOPPED(st), "server frozen");
+  for (int i = 0; i < BURST; i++) close(connect_to(dir, 0));
+  client u;
+  cl_init(&u, connect_to(dir, 0));
+  cl_sends(&u, "{\"cmd\":\"status\"}\n");
+  for (int i = 0; i < BURST; i++) close(connect_to(NULL, port));
+  client t;
+  cl_init(&t, connect_to(NULL, port));
+  char auth[100];
+  snprintf(auth, sizeof auth, "{\"cmd\":\"auth\",\"token\":\"%s\"}\n{\"cmd\":\"status\"}\n", tok);
+  cl_sends(&t, auth);
+  REQUIRE(kill(pid, SIGCONT) == 0, "SIGCONT");
+  char *l = cl_line(&u, 5000);
+  REQUIRE(l && strstr(l, "\"ok\":true") && strstr(l, "\"step\":123"),
+          "Unix client after %d departed ones (cap %d): %s", BURST, CAP, l ? l : "(none)");
+  free(l);
+  l = cl_line(&t, 5000);
+  REQUIRE(l && strstr(l, "\"cmd\":\"auth\""), "TCP auth after %d departed ones: %s", BURST,
+          l ? l : "(none)");
+  free(l);
+  l = cl_line(&t, 5000);
+  REQUIRE(l && strstr(l, "\"step\":123"), "TCP status after the burst: %s", l ? l : "(none)");
+  free(l);
+  /* The cap still holds for clients that stay. */
+  client held[CAP];
+  for (int i = 0; i < CAP - 2; i++) {
+    cl_init(&held[i], connect_to(dir, 0));
+    cJSON_Delete(ask(&held[i], "{\"cmd\":\"status\"}\n"));
+  }
+  client extra;
+  cl_init(&extra, connect_to(dir, 0));
+  l = cl_line(&extra, 5000);
+  REQUIRE(l && strstr(l, "\"busy\""), "over the cap with live clients: %s", l ? l : "(none)");
+  free(l);
+  cl_close(&extra);
+  for (int i = 0; i < CAP - 2; i++) cl_close(&held[i]);
+  cl_close(&u);
+  cl_close(&t);
+  kill(pid, SIGTERM);
+  REQUIRE(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "server child exit");
+  close(pp[0]);
+  close(pp[1]);
+
+  /* Unfrozen, default cap, under the common soft limit of 1024 files (which the server must
+   * lift: at EMFILE libuv drops every pending connection): 3 bursts of 1500 connect+close,
+   * each followed by a real request. */
+  REQUIRE(pipe(pp) == 0, "pipe");
+  pid = fork();
+  REQUIRE(pid >= 0, "fork");
+  if (pid == 0) serve_child(dir, 0, 1024, pp[1]);
+  REQUIRE(read(pp[0], &port, sizeof port) == sizeof port && port > 0, "child server started");
+  double t0 = time_unix();
+  for (int round = 0; round < 3; round++) {
+    for (int i = 0; i < 1500; i++) close(connect_to(dir, 0));
+    cl_init(&u, connect_to(dir, 0));
+    cl_sends(&u, "{\"cmd\":\"status\"}\n");
+    l = cl_line(&u, 5000);
+    REQUIRE(l && strstr(l, "\"ok\":true"), "request after burst %d of 1500: %s", round + 1,
+            l ? l : "(none)");
+    free(l);
+    cl_close(&u);
+  }
+  double dt = time_unix() - t0;
+  kill(pid, SIGTERM);
+  REQUIRE(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0, "server child exit");
+  close(pp[0]);
+  close(pp[1]);
+  free(tok);
+  rmjob(dir);
+  free(dir);
+  printf("ok: departed clients do not count against the cap (%d frozen; 3 x 1500 in %.2f s)\n",
+         BURST, dt);
+}
+
+static int exists(const char *dir, const char *name) {
+  char path[600];
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  struct stat st;
+  return lstat(path, &st) == 0;
+}
+
+/* A child that starts the server and then ends through `how`; returns its exit status. */
+enum { END_DIE, END_EXIT, END_REPLACED, END_FORK };
+static int run_and_end(const char *dir, int how) {
+  pid_t pid = fork();
+  REQUIRE(pid >= 0, "fork");
+  if (pid == 0) {
+    int devnull = open("/dev/null", O_WRONLY);
+    dup2(devnull, 2); /* die()'s message is expected */
+    status_server *s = status_server_start(dir, "127.0.0.1:0");
+    (void)s;
+    if (how == END_REPLACED) { /* someone else's files now: they must survive our exit */
+      char path[600];
+      snprintf(path, sizeof path, "%s/status.sock", dir);
+      unlink(path);
+      FILE *f = fopen(path, "w");
+      if (!f) _exit(4);
+      fclose(f);
+      snprintf(path, sizeof path, "%s/status.token", dir);
+      unlink(path);
+      if (mkdir(path, 0700) != 0) _exit(4);
+    }
+    if (how == END_FORK) { /* a forked helper's exit() must leave its parent's files alone */
+      pid_t g = fork();
+      if (g == 0) exit(0);
+      int gst;
+      waitpid(g, &gst, 0);
+      if (!exists(dir, "status.sock") || !exists(dir, "status.token")) _exit(5);
+    }
+    if (how == END_EXIT) exit(7);
+    die("simulated failure after the status server started");
+  }
+  int st;
+  REQUIRE(waitpid(pid, &st, 0) == pid && WIFEXITED(st), "child exit");
+  return WEXITSTATUS(st);
+}
+
+static void test_exit_cleanup(void) {
+  char *dir = mkjob();
+  int rc = run_and_end(dir, END_DIE);
+  REQUIRE(rc == EXIT_FAILED, "die() exit status %d", rc);
+  REQUIRE(!exists(dir, "status.sock") && !exists(dir, "status.token"),
+          "die() after the start leaves status.sock or status.token behind");
+  rc = run_and_end(dir, END_EXIT);
+  REQUIRE(rc == 7 && !exists(dir, "status.sock") && !exists(dir, "status.token"),
+          "exit(7) after the start leaves files behind (exit status %d)", rc);
+  rc = run_and_end(dir, END_FORK);
+  REQUIRE(rc == EXIT_FAILED, "a forked child's exit removed its parent's files (status %d)", rc);
+  REQUIRE(!exists(dir, "status.sock") && !exists(dir, "status.token"), "files left after fork+die");
+  rc = run_and_end(dir, END_REPLACED);
+  REQUIRE(rc == EXIT_FAILED, "replaced files child (status %d)", rc);
+  REQUIRE(exists(dir, "status.sock") && exists(dir, "status.token"),
+          "exit removed files that were no longer the server's");
+  rmjob(dir);
+  free(dir);
+  printf("ok: die() and exit() remove status.sock and status.token, only their own\n");
+}
+
 /* ---- helper modes ---- */
 
 static volatile sig_atomic_t got_term;
@@ -959,6 +1238,8 @@ int main(int argc, char **argv) {
   test_cap();
   test_tcp();
   test_sockets_on_disk();
+  test_burst(); /* these fork: no other thread may be running */
+  test_exit_cleanup();
   printf("all status server tests passed\n");
   return 0;
 }
