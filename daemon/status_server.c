@@ -809,25 +809,15 @@ static int write_token(status_server *srv, char *err, size_t cap) {
 }
 
 static int listen_tcp(status_server *srv, const char *spec, char *err, size_t cap) {
-  char host[128] = "127.0.0.1";
-  const char *port_s = spec;
-  const char *colon = strrchr(spec, ':');
-  if (colon) {
-    const char *h = spec;
-    size_t hl = (size_t)(colon - spec);
-    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') h++, hl -= 2;
-    if (hl == 0 || hl >= sizeof host) goto bad;
-    memcpy(host, h, hl);
-    host[hl] = 0;
-    port_s = colon + 1;
-  }
-  char *end;
-  long port = strtol(port_s, &end, 10);
-  if (!*port_s || *end || port < 0 || port > 65535) goto bad;
+  char host[128];
+  int port;
+  if (statusp_parse_address(spec, host, sizeof host, &port, err, cap) != 0) return -1;
   struct sockaddr_storage ss;
-  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) != 0 &&
-      uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) != 0)
-    goto bad;
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
+      uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss) != 0) {
+    snprintf(err, cap, "--status-tcp %s: not a numeric address", spec);
+    return -1;
+  }
   int rc = uv_tcp_init(&srv->loop, &srv->tcp_srv);
   if (rc == 0) {
     srv->has_tcp = 1;
@@ -846,9 +836,6 @@ static int listen_tcp(status_server *srv, const char *spec, char *err, size_t ca
   srv->tcp_port = ntohs(got.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&got)->sin6_port
                                                   : ((struct sockaddr_in *)&got)->sin_port);
   return write_token(srv, err, cap);
-bad:
-  snprintf(err, cap, "status TCP address '%s' is not PORT, IP:PORT or [IPv6]:PORT", spec);
-  return -1;
 }
 
 /* Each client is a descriptor. Under the common soft limit of 1024 a burst of clients hits
