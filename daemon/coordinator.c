@@ -63,6 +63,9 @@ struct coordinator {
   char last_path[4096];
   /* The last training figures, shown while evaluating, checkpointing or stopping. */
   double shown_loss, shown_acc, shown_ips, shown_eta;
+  /* Prometheus' counters and step-time histogram (only those fields), copied into each
+   * publication: counted here, at each step, so the exposition needs no history. */
+  statusp_job counts;
 };
 
 /* ---- the job folder and its config ------------------------------------------------- */
@@ -340,6 +343,9 @@ static void publish(coordinator *co, const char *state, double loss, double acc,
   j.lr = co->lr;
   j.world_size = co->plan.world;
   j.start_time = co->start_time;
+  j.images_total = co->counts.images_total, j.last_step_time = co->counts.last_step_time;
+  memcpy(j.step_le, co->counts.step_le, sizeof j.step_le);
+  j.step_count = co->counts.step_count, j.step_sum = co->counts.step_sum;
   if (isfinite(loss)) co->shown_loss = loss, co->shown_acc = acc;
   if (ips > 0) co->shown_ips = ips, co->shown_eta = eta_seconds(co);
   j.loss = co->shown_loss, j.train_acc = co->shown_acc;
@@ -431,6 +437,9 @@ void coord_step_done(coordinator *co, const double ctl[CONTROL_N], const control
   w->loss += ctl[CONTROL_LOSS_SUM], w->correct += ctl[CONTROL_CORRECT];
   w->samples += ctl[CONTROL_SAMPLES], w->time += timings[0].step_time_s, w->comm += timings[0].comm_exposed_s;
   w->steps++;
+  co->counts.images_total += (int64_t)ctl[CONTROL_SAMPLES];
+  co->counts.last_step_time = time_unix();
+  statusp_step_observe(&co->counts, timings[0].step_time_s);
   double ips = w->time > 0 ? w->samples / w->time : 0;
   double loss = w->loss / w->samples, acc = w->correct / w->samples;
   int at_epoch_end = co->pos.step_in_epoch == co->plan.steps_per_epoch;

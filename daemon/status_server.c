@@ -408,7 +408,10 @@ static void handle_http(conn *c, size_t head_len) {
   statusp_http_request hr;
   int code = statusp_http_parse(c->buf, head_len, &hr);
   char *body = NULL;
-  if (code == 0) {
+  if (code == 0 && hr.is_health) {
+    body = strdup("ok\n"); /* the loop answers: the server runs; no token, nothing revealed */
+    code = body ? 200 : 500;
+  } else if (code == 0) {
     if (hr.has_token && statusp_token_equal(hr.token, hr.token_len, c->srv->token, TOKEN_HEX)) {
       job_status j;
       int n = snap_workers(c->srv, &j);
@@ -429,7 +432,7 @@ static void handle_http(conn *c, size_t head_len) {
     char tmp[128];
     snprintf(tmp, sizeof tmp, "%d %s%s\n", code, reason,
              code == 401   ? ": send Authorization: Bearer <JOB_DIR/status.token>"
-             : code == 405 ? ": only GET /metrics is served"
+             : code == 405 ? ": only GET /metrics and GET /healthz are served"
                            : "");
     body = strdup(tmp);
   }

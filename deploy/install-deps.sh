@@ -17,6 +17,7 @@ packages=(
   slurm-wlm munge yamllint # tests: a private one-node SLURM (requeue test), manifest lint
   clang-14 libclang-rt-14-dev  # tests: libFuzzer target for the status parser (skipped without)
   protobuf-compiler python3-protobuf  # tests: TensorBoard event files read with TensorBoard's schema
+  prometheus               # tests: promtool checks the /metrics exposition
 )
 if [ "${1:-}" = "--with-torch" ]; then
   packages+=(python3-torch python3-torchvision python3-numpy libjemalloc2)

@@ -371,36 +371,73 @@ static void sb_value(sbuf *b, double v) {
   else sb_printf(b, "%.15g\n", v);
 }
 
-static void sb_head(sbuf *b, const char *name, const char *help) {
-  sb_printf(b, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+static void sb_head(sbuf *b, const char *name, const char *type, const char *help) {
+  sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 static void sb_gauge(sbuf *b, const char *name, const char *help, double v) {
-  sb_head(b, name, help);
+  sb_head(b, name, "gauge", help);
   sb_printf(b, "%s ", name);
   sb_value(b, v);
 }
+
+static void sb_counter(sbuf *b, const char *name, const char *help, double v) {
+  sb_head(b, name, "counter", help);
+  sb_printf(b, "%s ", name);
+  sb_value(b, v);
+}
+
+const double statusp_step_bounds[STATUSP_STEP_BUCKETS] = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                                           1,    2.5,   5,    10,  30,   60};
+
+void statusp_step_observe(statusp_job *j, double t) {
+  if (!(t >= 0)) return; /* NaN or negative: no step time to count */
+  for (int i = 0; i < STATUSP_STEP_BUCKETS; i++)
+    if (t <= statusp_step_bounds[i]) j->step_le[i]++;
+  j->step_count++;
+  j->step_sum += t;
+}
+
+/* Every known state, each a series of its own: a state change flips values, it never adds a
+ * series (an info-style label would start a new one at each change). */
+static const char *const known_states[] = {"starting", "training", "evaluating", "checkpointing",
+                                           "stopping", "finished", "failed"};
 
 char *statusp_prometheus(const statusp_job *j, const statusp_worker *w, int n, double now) {
   sbuf b = {malloc(4096), 0, 4096, 0};
   if (!b.s) return NULL;
   b.s[0] = 0;
-  sb_head(&b, "pollen_info", "Constant 1, labelled with the model and the job state.");
+  sb_head(&b, "pollen_info", "gauge", "Constant 1, labelled with the model.");
   sb_printf(&b, "pollen_info{model=\"");
   sb_label(&b, j->model, sizeof j->model);
-  sb_printf(&b, "\",state=\"");
-  sb_label(&b, j->state, sizeof j->state);
   sb_printf(&b, "\"} 1\n");
+  sb_head(&b, "pollen_state", "gauge", "1 for the job's current state, 0 for the others.");
+  for (size_t k = 0; k < sizeof known_states / sizeof known_states[0]; k++)
+    sb_printf(&b, "pollen_state{state=\"%s\"} %d\n", known_states[k],
+              !strncmp(j->state, known_states[k], sizeof j->state));
+  sb_counter(&b, "pollen_steps_total", "Optimizer steps done in the job.", (double)j->step);
+  sb_counter(&b, "pollen_images_total", "Images trained in this launch, all ranks.",
+             (double)j->images_total);
+  sb_head(&b, "pollen_step_seconds", "histogram", "Rank 0's seconds per step in this launch.");
+  for (int i = 0; i < STATUSP_STEP_BUCKETS; i++)
+    sb_printf(&b, "pollen_step_seconds_bucket{le=\"%g\"} %lld\n", statusp_step_bounds[i],
+              (long long)j->step_le[i]);
+  sb_printf(&b, "pollen_step_seconds_bucket{le=\"+Inf\"} %lld\n", (long long)j->step_count);
+  sb_printf(&b, "pollen_step_seconds_sum ");
+  sb_value(&b, j->step_sum);
+  sb_printf(&b, "pollen_step_seconds_count %lld\n", (long long)j->step_count);
+  sb_gauge(&b, "pollen_last_step_timestamp_seconds", "Unix time of the last step (0: none yet).",
+           j->last_step_time);
   sb_gauge(&b, "pollen_epoch", "Current epoch (0-based).", j->epoch);
   sb_gauge(&b, "pollen_epochs", "Epochs in the run.", j->epochs);
-  sb_gauge(&b, "pollen_step", "Optimizer steps done.", (double)j->step);
   sb_gauge(&b, "pollen_total_steps", "Optimizer steps in the run.", (double)j->total_steps);
   sb_gauge(&b, "pollen_loss", "Training loss (recent average).", j->loss);
   sb_gauge(&b, "pollen_train_accuracy", "Training top-1 accuracy (recent average).", j->train_acc);
   sb_gauge(&b, "pollen_val_accuracy", "Validation top-1 accuracy (NaN before the first).",
            j->val_acc);
   sb_gauge(&b, "pollen_learning_rate", "Current learning rate.", j->lr);
-  sb_gauge(&b, "pollen_images_per_second", "Training throughput, all ranks.", j->images_per_s);
+  sb_gauge(&b, "pollen_images_per_second", "Training throughput, all ranks (recent average).",
+           j->images_per_s);
   sb_gauge(&b, "pollen_eta_seconds", "Estimated seconds to the end of the run.",
            j->eta_s >= 0 ? j->eta_s : NAN);
   sb_gauge(&b, "pollen_last_checkpoint_step", "Step of the newest checkpoint (-1: none).",
@@ -422,7 +459,7 @@ char *statusp_prometheus(const statusp_job *j, const statusp_worker *w, int n, d
   };
   for (size_t k = 0; k < sizeof per_rank / sizeof per_rank[0]; k++) {
     if (n <= 0) break;
-    sb_head(&b, per_rank[k].name, per_rank[k].help);
+    sb_head(&b, per_rank[k].name, "gauge", per_rank[k].help);
     for (int i = 0; i < n; i++) {
       sb_printf(&b, "%s{rank=\"%d\",host=\"", per_rank[k].name, w[i].rank);
       sb_label(&b, w[i].host, sizeof w[i].host);
@@ -469,6 +506,8 @@ int statusp_http_parse(const char *head, size_t len, statusp_http_request *req) 
   size_t tl = (size_t)(sp2 - tgt);
   int path_ok = (tl == 8 && !memcmp(tgt, "/metrics", 8)) ||
                 (tl > 8 && !memcmp(tgt, "/metrics?", 9));
+  int health = (tl == 8 && !memcmp(tgt, "/healthz", 8)) ||
+               (tl > 8 && !memcmp(tgt, "/healthz?", 9));
   /* Headers: each "Name: value" up to the blank line. */
   p = eol + 1;
   for (;;) {
@@ -502,6 +541,10 @@ int statusp_http_parse(const char *head, size_t len, statusp_http_request *req) 
     p = eol + 1;
   }
   if (!is_get) return 405;
+  if (health) {
+    req->is_health = 1;
+    return 0;
+  }
   if (!path_ok) return 404;
   req->is_metrics = 1;
   return 0;

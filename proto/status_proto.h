@@ -64,6 +64,9 @@ typedef struct {
 statusp_err statusp_parse_request(const char *line, size_t len, statusp_request *req, char *msg,
                                   size_t msg_cap);
 
+/* Upper bounds (seconds) of pollen_step_seconds' buckets; +Inf is step_count. */
+#define STATUSP_STEP_BUCKETS 12
+
 /* What the training thread publishes; the replies are built from copies of these. */
 typedef struct {
   char state[16]; /* starting training evaluating checkpointing stopping finished failed */
@@ -77,7 +80,17 @@ typedef struct {
   double last_ckpt_time;           /* unix seconds */
   int world_size;
   double start_time;               /* unix seconds */
+  /* Prometheus counters and the step-time histogram, counted by the coordinator */
+  int64_t images_total;            /* images trained in this launch, all ranks */
+  double last_step_time;           /* unix seconds of the last step; 0: none yet */
+  int64_t step_le[STATUSP_STEP_BUCKETS]; /* steps whose rank-0 time <= statusp_step_bounds[i] */
+  int64_t step_count;
+  double step_sum;                 /* seconds, over step_count steps */
 } statusp_job;
+
+extern const double statusp_step_bounds[STATUSP_STEP_BUCKETS];
+/* Counts one step of t seconds into j's histogram. */
+void statusp_step_observe(statusp_job *j, double t);
 
 typedef struct {
   int rank;
@@ -108,14 +121,15 @@ char *statusp_reply_ok(statusp_cmd cmd, double interval_s);
 /* Prometheus text exposition format 0.0.4 (HELP and TYPE for every metric). */
 char *statusp_prometheus(const statusp_job *job, const statusp_worker *w, int n, double now);
 
-/* An HTTP request head (through the blank line). Only GET /metrics is served. */
+/* An HTTP request head (through the blank line). GET /metrics and GET /healthz are served. */
 typedef struct {
   int is_metrics;                    /* GET /metrics */
+  int is_health;                     /* GET /healthz: no token needed, reveals nothing */
   int has_token;                     /* an "Authorization: Bearer X" header was present */
   char token[STATUSP_MAX_TOKEN + 1];
   size_t token_len;
 } statusp_http_request;
-/* Returns 0 when the head is a well-formed GET /metrics, else the HTTP status to answer
+/* Returns 0 when the head is a well-formed GET /metrics or /healthz, else the HTTP status to answer
  * (400 malformed, 404 other path, 405 other method, 431 head too large). */
 int statusp_http_parse(const char *head, size_t len, statusp_http_request *req);
 

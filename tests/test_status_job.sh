@@ -213,14 +213,17 @@ check "$(sed -n 3p <<<"$out")" "assert o['ok'] is True and len(o['workers']) == 
 [ "$(python3 "$CLIENT" http "$port" 0123456789abcdef0123456789abcdef | head -1)" = 401 ] || fail "GET /metrics with a wrong token should be 401"
 prom=$(python3 "$CLIENT" http "$port" "$token")
 [ "$(head -1 <<<"$prom")" = 200 ] || fail "GET /metrics with the token: $prom"
-for m in pollen_step pollen_loss pollen_val_accuracy pollen_images_per_second; do
+for m in pollen_loss pollen_val_accuracy pollen_images_per_second; do
   grep -q "^# TYPE $m gauge" <<<"$prom" && grep -Eq "^$m [0-9]" <<<"$prom" || fail "Prometheus $m: $prom"
+done
+for m in pollen_steps_total pollen_images_total; do
+  grep -q "^# TYPE $m counter" <<<"$prom" && grep -Eq "^$m [0-9]" <<<"$prom" || fail "Prometheus $m: $prom"
 done
 grep -Eq '^pollen_worker_[a-z_]+\{rank="0",host="[^"]+"\} [0-9]' <<<"$prom" || fail "per-rank Prometheus series: $prom"
 if command -v curl >/dev/null; then
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/metrics")
   [ "$code" = 401 ] || fail "curl without token: $code"
-  curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/metrics" | grep -q '^pollen_step ' \
+  curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/metrics" | grep -q '^pollen_steps_total ' \
     || fail "curl with the token"
 fi
 

@@ -565,7 +565,9 @@ static void check_prometheus(const char *body) {
   for (char *ln = strtok_r(copy, "\n", &save); ln; ln = strtok_r(NULL, "\n", &save)) {
     char name[64];
     if (!strncmp(ln, "# TYPE ", 7)) {
-      REQUIRE(sscanf(ln + 7, "%63s", name) == 1 && strstr(ln, " gauge"), "TYPE line %s", ln);
+      REQUIRE(sscanf(ln + 7, "%63s", name) == 1 &&
+                  (strstr(ln, " gauge") || strstr(ln, " counter") || strstr(ln, " histogram")),
+              "TYPE line %s", ln);
       REQUIRE(n_typed < 64, "too many metrics");
       snprintf(typed[n_typed++], 64, "%s", name);
       continue;
@@ -577,7 +579,13 @@ static void check_prometheus(const char *body) {
     memcpy(name, ln, k);
     name[k] = 0;
     int found = 0;
-    for (int i = 0; i < n_typed; i++) found |= !strcmp(typed[i], name);
+    for (int i = 0; i < n_typed; i++) {
+      size_t tl = strlen(typed[i]); /* a histogram's samples carry _bucket, _sum, _count */
+      found |= !strcmp(typed[i], name) ||
+               (!strncmp(typed[i], name, tl) &&
+                (!strcmp(name + tl, "_bucket") || !strcmp(name + tl, "_sum") ||
+                 !strcmp(name + tl, "_count")));
+    }
     REQUIRE(found, "sample %s without TYPE", name);
     const char *val = strrchr(ln, ' ');
     char *end;
@@ -666,6 +674,9 @@ static void test_tcp(void) {
   r = http_get(port, "/other", tok);
   REQUIRE(!strncmp(r, "HTTP/1.1 404", 12), "GET /other: %.40s", r);
   free(r);
+  r = http_get(port, "/healthz", NULL); /* probes carry no token */
+  REQUIRE(!strncmp(r, "HTTP/1.1 200", 12) && strstr(r, "\r\n\r\nok\n"), "GET /healthz: %.80s", r);
+  free(r);
   r = http_get(port, "/metrics", tok);
   REQUIRE(!strncmp(r, "HTTP/1.1 200", 12), "GET /metrics: %.60s", r);
   REQUIRE(strstr(r, "Content-Type: text/plain; version=0.0.4"), "content type");
@@ -674,8 +685,13 @@ static void test_tcp(void) {
   body += 4;
   const char *cl = strstr(r, "Content-Length: ");
   REQUIRE(cl && (size_t)atol(cl + 16) == strlen(body), "content length");
-  REQUIRE(strstr(body, "# HELP pollen_step ") && strstr(body, "# TYPE pollen_step gauge\n") &&
-            strstr(body, "\npollen_step 123\n"), "pollen_step sample");
+  REQUIRE(strstr(body, "# HELP pollen_steps_total ") &&
+              strstr(body, "# TYPE pollen_steps_total counter\n") &&
+              strstr(body, "\npollen_steps_total 123\n"), "pollen_steps_total sample");
+  REQUIRE(strstr(body, "# TYPE pollen_step_seconds histogram\n") &&
+              strstr(body, "\npollen_step_seconds_bucket{le=\"+Inf\"} "), "step-time histogram");
+  REQUIRE(strstr(body, "pollen_state{state=\"training\"} 1\n") &&
+              strstr(body, "pollen_state{state=\"failed\"} 0\n"), "state series");
   REQUIRE(strstr(body, "pollen_val_accuracy NaN\n"), "NaN value");
   REQUIRE(strstr(body, "pollen_worker_step_time_seconds{rank=\"1\",host=\"node\\\"1\"} 1.25\n"),
         "escaped label");

@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   statusp_http_request hr;
   int code = statusp_http_parse((const char *)data, size, &hr);
-  if (code == 0 && !hr.is_metrics) abort();
+  if (code == 0 && hr.is_metrics == hr.is_health) abort(); /* exactly one path served */
   if (hr.token_len > STATUSP_MAX_TOKEN) abort();
   if (hr.token_len) (void)statusp_token_equal(hr.token, hr.token_len, "0123456789abcdef", 16);
   return 0;
