@@ -7,7 +7,11 @@
 #   3. `bash -n` on every deploy and test shell script and on the launcher's embedded script;
 #   4. the Dockerfile: Debian 12 base, runs deploy/install-deps.sh, entrypoint pollen, and
 #      installs none of install-deps.sh's packages on its own, so the two never drift;
-#   5. the sbatch script's scheduler directives.
+#   5. the sbatch script's scheduler directives;
+#   6. monitoring: the launcher passes --status-tcp 0.0.0.0:9100, the workers expose port 9100
+#      as "metrics", podmonitor.yaml scrapes that port's /metrics with a Bearer token, and
+#      deploy/grafana/pollen-dashboard.json is JSON (python3 -m json.tool) whose queries
+#      name only metrics pollen exposes.
 # Parts whose tool is missing are skipped with a note; the test skips (77) only if no YAML
 # check at all was possible. Env: POLLEN_SRC (source tree).
 set -uo pipefail
@@ -15,7 +19,7 @@ SRC=${POLLEN_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 cd "$SRC" || exit 1
 failures=0
 fail() { echo "FAIL: $*" >&2; failures=$((failures + 1)); }
-manifests=(deploy/kubernetes/mpijob.yaml deploy/kubernetes/pvc.yaml)
+manifests=(deploy/kubernetes/mpijob.yaml deploy/kubernetes/pvc.yaml deploy/kubernetes/podmonitor.yaml)
 
 # A python3 with PyYAML (the pyenv one may lack it; Debian's python3-yaml is in /usr/bin).
 py=""
@@ -95,17 +99,29 @@ for role in ("Launcher", "Worker"):
         need("sshd" in " ".join(c.get("command") or []), "Worker: runs sshd (the launcher's mpirun uses ssh)")
         pre = " ".join(get(c, "lifecycle", "preStop", "exec", "command") or [])
         need("USR1" in pre and "pollen" in pre, "Worker: preStop hook that sends USR1 to pollen")
+        need({"name": "metrics", "containerPort": 9100, "protocol": "TCP"} in (c.get("ports") or []),
+             "Worker: containerPort 9100 named metrics (rank 0 runs on worker 0)")
     else:
         script = "\n".join(c.get("args") or [])
         need("mpirun" in script and "pollen train" in script and "--job" in script,
              "Launcher: runs mpirun ... pollen train --job")
         need("75" in script, "Launcher: relaunches on exit status 75")
+        need("--status-tcp 0.0.0.0:9100" in script, "Launcher: pollen train --status-tcp 0.0.0.0:9100")
         open(sys.argv[1], "w").write(script)
+mons = [d for d in yaml.safe_load_all(open("deploy/kubernetes/podmonitor.yaml")) if d]
+mon = mons[0] if len(mons) == 1 else {}
+need(mon.get("kind") == "PodMonitor" and mon.get("apiVersion") == "monitoring.coreos.com/v1",
+     "podmonitor.yaml: one monitoring.coreos.com/v1 PodMonitor")
+need(get(mon, "spec", "selector", "matchLabels", "role") == "worker", "podmonitor.yaml: selects the worker pods")
+ep = get(mon, "spec", "podMetricsEndpoints", 0) or {}
+need(ep.get("port") == "metrics" and ep.get("path") == "/metrics", "podmonitor.yaml: port metrics, path /metrics")
+need(get(ep, "authorization", "type") == "Bearer" and get(ep, "authorization", "credentials", "key"),
+     "podmonitor.yaml: Bearer authorization from a secret")
 for e in errors:
     print("  missing:", e, file=sys.stderr)
 sys.exit(1 if errors else 0)
 EOF
-  echo "checked: MPIJob/PVC structure (kind, apiVersion, replicas, slots, PVC mounts, relaunch loop, preStop)"
+  echo "checked: MPIJob/PVC structure (kind, apiVersion, replicas, slots, PVC mounts, relaunch loop, preStop, metrics port, PodMonitor)"
 else
   echo "note: PyYAML not installed: manifest structure not checked"
 fi
@@ -150,6 +166,19 @@ for d in '--requeue' '--signal=B:USR1@' '--open-mode=append' '--nodes=' '--ntask
 done
 grep -q 'scontrol requeue "\$SLURM_JOB_ID"' "$sb" || fail "$sb: never requeues itself"
 echo "checked: $sb directives (--requeue, --signal=B:USR1@, --open-mode=append, sizes, time) and its requeue"
+
+# ---- 6. the Grafana dashboard
+dash=deploy/grafana/pollen-dashboard.json
+if python3 -m json.tool "$dash" >/dev/null; then
+  # Every pollen_* name a query uses must be one the exposition writes (histograms: _bucket).
+  exposed=$(grep -o '"pollen_[a-z_]*"' proto/status_proto.c | tr -d '"' | sort -u)
+  used=$(grep -o 'pollen_[a-z_]*' "$dash" | sed 's/_bucket$//' | sort -u)
+  unknown=$(comm -23 <(echo "$used") <(echo "$exposed"))
+  [ -z "$unknown" ] || fail "$dash queries metrics pollen does not expose: $unknown"
+  echo "checked: $dash (json.tool; its $(echo "$used" | wc -l) metric names are exposed)"
+else
+  fail "$dash is not valid JSON"
+fi
 
 if [ "$failures" -gt 0 ]; then echo "FAIL: $failures problem(s)"; exit 1; fi
 if [ "$yaml_checked" = 0 ]; then echo "SKIP: no YAML checker installed (apt-get install yamllint)"; exit 77; fi
