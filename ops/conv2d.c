@@ -7,10 +7,10 @@
  * dw streams each output row once per tap with the accumulators in registers, summed per
  * fixed chunk of rows (ops_simd.h) so dw does not depend on the thread count.
  * Other shapes: im2col one image at a time into scratch [Ho*Wo][K*K*Cin] (so scratch stays
- * one image big), then one cblas_sgemm per image. The weight layout OHWI matches an im2col
- * row, so the GEMM needs no transposed copies. Backward: dw += dout^T . col; dcol = dout . w,
+ * one image big), then OpenBLAS GEMMs per image through ops_blas_rows/ops_blas_dw, whose bits
+ * do not depend on the thread count (OpenBLAS's own threads would). The weight layout OHWI
+ * matches an im2col row, so the GEMM needs no transposed copies. Backward: dw += dout^T . col; dcol = dout . w,
  * folded back into din by a gather over input rows (each thread owns whole din rows). */
-#include <cblas.h>
 #include <string.h>
 
 #include "ops/ops.h"
@@ -242,8 +242,7 @@ void conv2d_forward(float *out, const float *in, const float *w, int N, int H, i
   const int kkc = K * K * Cin, P = Ho * Wo;
   for (int n = 0; n < N; n++) {
     conv2d_im2col(scratch, in + (size_t)n * H * W * Cin, H, W, Cin, K, stride, Ho, Wo);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, P, Cout, kkc, 1.0f, scratch, kkc, w,
-                kkc, 0.0f, out + (size_t)n * P * Cout, Cout);
+    ops_blas_rows(out + (size_t)n * P * Cout, scratch, w, 1, 0.0f, P, kkc, Cout);
   }
 }
 
@@ -288,13 +287,11 @@ void conv2d_backward(float *din, float *dw, const float *dout, const float *in, 
     const float *g = dout + (size_t)n * P * Cout;
     if (!direct) {
       conv2d_im2col(scratch, in + (size_t)n * H * W * Cin, H, W, Cin, K, stride, Ho, Wo);
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Cout, kkc, P, 1.0f, g, Cout, scratch,
-                  kkc, 1.0f, dw, kkc);
+      ops_blas_dw(dw, g, scratch, P, kkc, Cout);
     }
     if (!din) continue;
     /* The columns are no longer needed: reuse the scratch for dcol. */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, P, kkc, Cout, 1.0f, g, Cout, w, kkc,
-                0.0f, scratch, kkc);
+    ops_blas_rows(scratch, g, w, 0, 0.0f, P, Cout, kkc);
     conv2d_col2im(din + (size_t)n * H * W * Cin, scratch, H, W, Cin, K, stride, Ho, Wo);
   }
 }

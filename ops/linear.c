@@ -172,9 +172,8 @@ static int lin_own(int K) { return K <= LIN_SMALL_KMAX; }
  * always inside an OpenMP region (where OpenBLAS runs serially): the same calls whatever the
  * thread count. */
 
-/* C[M][N] = A[M][K] . op(B) + beta*C, op(B) = B^T for B [N][K], else B [K][N]. */
-static void blas_rows(float *C, const float *A, const float *B, int b_transposed, float beta,
-                      int M, int K, int N) {
+void ops_blas_rows(float *C, const float *A, const float *B, int b_transposed, float beta, int M,
+                   int K, int N) {
   const int nch = ops_nchunks(M, N);
 #pragma omp parallel for schedule(static)
   for (int ch = 0; ch < nch; ch++) {
@@ -185,8 +184,7 @@ static void blas_rows(float *C, const float *A, const float *B, int b_transposed
   }
 }
 
-/* dw[N][K] += sum_m dout[m][n] * in[m][k]: a partial per row chunk, added in chunk order. */
-static void blas_dw(float *dw, const float *dout, const float *in, long M, int K, int N) {
+void ops_blas_dw(float *dw, const float *dout, const float *in, long M, int K, int N) {
   const size_t kn = (size_t)K * N;
   const long nch = lin_dw_nchunks(M);
   float *part = ops_scratch_get(&lin_dw_partials, sizeof(float) * kn * nch);
@@ -229,7 +227,7 @@ void linear_forward(float *out, const float *in, const float *w, const float *bi
     if (!bias) memset(out, 0, sizeof(float) * (size_t)M * Cout);
     return;
   }
-  blas_rows(out, in, w, 1, beta, M, Cin, Cout);
+  ops_blas_rows(out, in, w, 1, beta, M, Cin, Cout);
 }
 
 /* dbias[c] += sum_m dout[m][c], in a thread-count-independent order. */
@@ -261,7 +259,7 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
     else
 #endif
     if (Cout > 0)
-      blas_rows(din, dout, w, 0, 0.0f, M, Cout, Cin);
+      ops_blas_rows(din, dout, w, 0, 0.0f, M, Cout, Cin);
     else
       memset(din, 0, sizeof(float) * (size_t)M * Cin);
   }
@@ -271,6 +269,6 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
   else
 #endif
   if (Cout > 0 && Cin > 0)
-    blas_dw(dw, dout, in, M, Cin, Cout);
+    ops_blas_dw(dw, dout, in, M, Cin, Cout);
   if (dbias && Cout > 0) linear_colsum(dbias, dout, M, Cout);
 }

@@ -72,4 +72,13 @@ static inline void *ops_scratch_get(ops_scratch *s, size_t bytes) {
   return s->p;
 }
 
+/* OpenBLAS GEMMs whose bits do not depend on the thread count (linear.c): fixed row chunks,
+ * one serial call each inside an OpenMP region, and a reduction over rows as chunk partials
+ * added in order. For every op that needs OpenBLAS (a build without AVX2, huge K).
+ *   ops_blas_rows: C[M][N] = A[M][K] . op(B) + beta*C, op(B) = B^T for B [N][K], else B [K][N]
+ *   ops_blas_dw:   dw[N][K] += sum_m dout[m][n] * in[m][k] */
+void ops_blas_rows(float *C, const float *A, const float *B, int b_transposed, float beta, int M,
+                   int K, int N);
+void ops_blas_dw(float *dw, const float *dout, const float *in, long M, int K, int N);
+
 #endif
