@@ -57,36 +57,33 @@ def cmd_tcp(port, token, lines):
     talk(s, lines)
 
 
-def cmd_http(port, token):
+def http_exchange(port, token, method, body=""):
+    """One HTTP request to /metrics on loopback; returns the whole answer, read to its close."""
     s = socket.create_connection(("127.0.0.1", int(port)), timeout=TIMEOUT)
-    head = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    head = "%s /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n" % method
+    if body:
+        head += "Content-Length: %d\r\n" % len(body)
     if token != "-":
         head += "Authorization: Bearer %s\r\n" % token
-    s.sendall((head + "\r\n").encode())
+    s.sendall((head + "\r\n" + body).encode())
     data = b""
     while True:
         d = s.recv(65536)
         if not d:
             break
         data += d
-    text = data.decode()
+    return data
+
+
+def cmd_http(port, token):
+    text = http_exchange(port, token, "GET").decode()
     status, _, rest = text.partition("\r\n")
     print(status.split(" ")[1] if " " in status else "none")
     print(rest.partition("\r\n\r\n")[2], end="")
 
 
 def cmd_method(port, token, method):
-    s = socket.create_connection(("127.0.0.1", int(port)), timeout=TIMEOUT)
-    head = "%s /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 2\r\n" % method
-    if token != "-":
-        head += "Authorization: Bearer %s\r\n" % token
-    s.sendall((head + "\r\n{}").encode())
-    data = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        data += d
+    data = http_exchange(port, token, method, "{}")
     head, _, body = data.decode().partition("\r\n\r\n")
     lines = head.split("\r\n")
     fields = dict(l.split(": ", 1) for l in lines[1:] if ": " in l)
