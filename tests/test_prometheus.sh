@@ -8,19 +8,8 @@ POLLEN=${POLLEN:?set POLLEN to the pollen binary}
 SRC=${POLLEN_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 command -v promtool >/dev/null || { echo "SKIP: promtool (Debian's prometheus package) needed"; exit 77; }
 command -v python3 >/dev/null || { echo "SKIP: python3 needed for the HTTP client"; exit 77; }
-tmp=$(mktemp -d /tmp/pollen-prometheus-XXXXXX)
+. "$SRC/tests/status_lib.sh" prometheus
 job=$tmp/job
-job_pid=""
-cleanup() {
-  if [ -n "$job_pid" ]; then kill -TERM "$job_pid" 2>/dev/null; sleep 1; kill -KILL "$job_pid" 2>/dev/null; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  [ -f "$tmp/job.log" ] && { echo "--- tail of the job's log"; tail -15 "$tmp/job.log"; }
-  exit 1
-}
 # get PATH [TOKEN]: prints the HTTP status, then the body (loopback only)
 get() {
   python3 - "$port" "$1" "${2:-}" <<'PY'

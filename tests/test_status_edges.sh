@@ -10,19 +10,7 @@ POLLEN=${POLLEN:?set POLLEN to the pollen binary}
 SRC=${POLLEN_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 CLIENT=$SRC/tests/status_client.py
 command -v python3 >/dev/null || { echo "SKIP: python3 needed for the socket client"; exit 77; }
-tmp=$(mktemp -d /tmp/pollen-status-edges-XXXXXX)
-job_pid=""
-cleanup() {
-  if [ -n "$job_pid" ]; then kill -TERM "$job_pid" 2>/dev/null; sleep 1; kill -KILL "$job_pid" 2>/dev/null; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for l in "$tmp"/*.log; do [ -f "$l" ] && { echo "--- tail of $l"; tail -15 "$l"; }; done
-  exit 1
-}
-say() { echo "-- $*"; }
+. "$SRC/tests/status_lib.sh" status-edges
 check() { python3 -c "import json,sys; o=json.loads(sys.argv[1]); $2" "$1" || fail "${3:-check}: $1"; }
 no_files() { # no_files JOB WHEN: neither status.sock nor status.token is left
   [ -e "$1/status.sock" ] && fail "$2: $1/status.sock left behind"

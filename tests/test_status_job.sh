@@ -9,19 +9,7 @@ POLLEN=${POLLEN:?set POLLEN to the pollen binary}
 SRC=${POLLEN_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
 CLIENT=$SRC/tests/status_client.py
 command -v python3 >/dev/null || { echo "SKIP: python3 needed for the socket client"; exit 77; }
-tmp=$(mktemp -d /tmp/pollen-status-job-XXXXXX)
-job_pid=""
-cleanup() {
-  if [ -n "$job_pid" ]; then kill -TERM "$job_pid" 2>/dev/null; sleep 1; kill -KILL "$job_pid" 2>/dev/null; fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  for l in "$tmp"/*.log; do [ -f "$l" ] && { echo "--- tail of $l"; tail -15 "$l"; }; done
-  exit 1
-}
-say() { echo "-- $*"; }
+. "$SRC/tests/status_lib.sh" status-job
 # run CMD...: sets $out (stdout+stderr) and $rc
 run() { out=$("$@" 2>&1); rc=$?; }
 # check JSON CODE: python asserts on o (the parsed JSON)
