@@ -216,8 +216,6 @@ double worker_lr_at(const worker *w, int64_t step) {
   return lr_at(&w->sched, (long)step, (long)w->plan.schedule_steps);
 }
 
-const char *worker_class_name(const worker *w, int k) { return loader_class_name(w->train, k); }
-
 /* ---- BN statistics between ranks ------------------------------------------------------ */
 
 /* Gathers every rank's BN statistics to rank 0 (world x n_stats in w->stats), each as a

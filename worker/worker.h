@@ -40,8 +40,6 @@ train_state_shape worker_state_shape(const worker *w);
 job_position worker_position(const worker *w);
 /* The learning rate of a step (0-based). */
 double worker_lr_at(const worker *w, int64_t step);
-/* The class names, for the exported weights (classes of the plan). */
-const char *worker_class_name(const worker *w, int k);
 /* Log lines that say one thing for the whole job come from rank 0 only. */
 void worker_log(const worker *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
