@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "daemon/ckpt.h"
 #include "proto/job_config.h"
+#include "proto/plan.h"
 
 static void usage(FILE *to) {
   fprintf(to,
@@ -22,9 +23,9 @@ static void usage(FILE *to) {
           "the newest valid one, and only if it is of the job's model and settings (its\n"
           "config.json): a valid checkpoint of another model or other settings is shown as such\n"
           "and is not resumable. EPOCH counts from 1 as the training log does (an epoch-end\n"
-          "checkpoint shows the epoch it ends); --json gives the file's 0-based epoch and the\n"
-          "sample position within it, and \"resumable\" (valid and of this job; \"reason\" says\n"
-          "why not).\n\n"
+          "checkpoint shows the epoch it ends), in the table and in --json, which adds the\n"
+          "sample position within the epoch in progress (\"sample_in_epoch\", 0 at an epoch's\n"
+          "end) and \"resumable\" (valid and of this job; \"reason\" says why not).\n\n"
           "  --job DIR   the job directory given to pollen train\n"
           "  --json      a JSON array instead of the table (size in bytes, time in unix seconds)\n"
           "  --help\n");
@@ -79,7 +80,7 @@ static void print_json(const ckpt_info *v, int n, const job_identity *id) {
     cJSON_AddBoolToObject(o, "valid", v[i].valid);
     cJSON_AddBoolToObject(o, "resumable", v[i].valid && !foreign);
     if (v[i].valid) {
-      cJSON_AddNumberToObject(o, "epoch", (double)v[i].meta.epoch);
+      cJSON_AddNumberToObject(o, "epoch", plan_epoch_number(v[i].meta.epoch, v[i].meta.sample_in_epoch));
       cJSON_AddNumberToObject(o, "sample_in_epoch", (double)v[i].meta.sample_in_epoch);
       cJSON_AddNumberToObject(o, "time", (double)v[i].meta.unix_time);
       cJSON_AddNumberToObject(o, "world_size", v[i].meta.world_size);
@@ -118,12 +119,8 @@ static void print_table(const char *job, const ckpt_info *v, int n, const job_id
     time_t t = (time_t)v[i].meta.unix_time;
     struct tm tm;
     if (t && localtime_r(&t, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-    /* As the log counts: the epoch it falls in, from 1; an epoch-end one (sample 0 of the
-     * next epoch) shows the epoch just finished. The file and --json keep the 0-based index. */
-    if (v[i].valid) {
-      long long e = v[i].meta.epoch + (v[i].meta.sample_in_epoch > 0);
-      snprintf(epoch, sizeof epoch, "%lld", e > 0 ? e : 1);
-    }
+    /* As the log counts: an epoch-end one (sample 0 of the next epoch) shows the epoch it ends. */
+    if (v[i].valid) snprintf(epoch, sizeof epoch, "%d", plan_epoch_number(v[i].meta.epoch, v[i].meta.sample_in_epoch));
     char size[32];
     format_size(size, sizeof size, v[i].size);
     const char *foreign = not_this_job(&v[i], id, why, sizeof why);

@@ -124,7 +124,7 @@ static void print_status(const char *dir, const cJSON *o) {
   printf("job         %s  (%s)\n", dir, str(o, "state"));
   printf("model       %s, %g worker%s\n", str(o, "model"), num(o, "world_size"),
          num(o, "world_size") == 1 ? "" : "s");
-  printf("progress    epoch %g/%g, step %.0f/%.0f", num(o, "epoch") + 1, num(o, "epochs"), step, total);
+  printf("progress    epoch %g/%g, step %.0f/%.0f", num(o, "epoch"), num(o, "epochs"), step, total);
   if (total > 0) printf(" (%.1f%%)", 100 * step / total);
   printf("\n");
   printf("loss        %s   train acc %s   val acc %s\n", fmt_num(num(o, "loss"), "%.4f", a, sizeof a),
@@ -265,7 +265,8 @@ static cJSON *outcome_json(const job_outcome *o) {
   cJSON_AddStringToObject(j, "state", o->state);
   cJSON_AddNumberToObject(j, "exit_status", o->exit_status);
   cJSON_AddNumberToObject(j, "step", (double)o->step);
-  cJSON_AddNumberToObject(j, "epoch", (double)o->epoch);
+  add_number(j, "epoch", o->epoch >= 1 ? (double)o->epoch : NAN);
+  cJSON_AddNumberToObject(j, "epochs_done", (double)o->epochs_done);
   add_number(j, "val_acc", o->val_acc);
   add_number(j, "best_val_acc", o->best_val_acc);
   cJSON_AddStringToObject(j, "message", o->message);
@@ -286,9 +287,11 @@ static void print_ended(const char *state, const job_outcome *o, int has, const 
   } else if (!has) {
     printf("ended         %s\n", strcmp(state, "none") ? "unknown (outcome.json unreadable)" : "no launch recorded");
   } else {
-    printf("ended         %s (exit %d) at step %lld, %lld epoch%s done, %s; val acc %s (best %s)\n", state,
-           o->exit_status, (long long)o->step, (long long)o->epoch, o->epoch == 1 ? "" : "s", when,
-           fmt_pct(o->val_acc, a, sizeof a), fmt_pct(o->best_val_acc, b, sizeof b));
+    char in_epoch[48] = "";
+    if (o->epoch >= 1) snprintf(in_epoch, sizeof in_epoch, " (epoch %lld)", (long long)o->epoch);
+    printf("ended         %s (exit %d) at step %lld%s, %lld epoch%s done, %s; val acc %s (best %s)\n", state,
+           o->exit_status, (long long)o->step, in_epoch, (long long)o->epochs_done, o->epochs_done == 1 ? "" : "s",
+           when, fmt_pct(o->val_acc, a, sizeof a), fmt_pct(o->best_val_acc, b, sizeof b));
     if (!strcmp(state, "failed")) printf("error         %s\n", o->message);
     if (!strcmp(state, "stopped")) printf("              run the same command again to resume\n");
   }
@@ -332,12 +335,12 @@ static int show_offline(const char *dir, int json) {
     print_ended(state, &oc, has_oc, m);
     if (m) {
       printf("last metrics  step %lld, epoch %lld, loss %s, train acc %s, val acc %s, lr %s, %s images/s\n",
-             (long long)m->step, (long long)m->epoch + 1, fmt_num(m->loss, "%.4f", a, sizeof a), fmt_pct(m->train_acc, b, sizeof b),
+             (long long)m->step, (long long)m->epoch, fmt_num(m->loss, "%.4f", a, sizeof a), fmt_pct(m->train_acc, b, sizeof b),
              fmt_pct(m->val_acc, c, sizeof c), fmt_num(m->lr, "%.4g", d, sizeof d),
              fmt_num(m->images_per_s, "%.1f", e, sizeof e));
       if (v)
         printf("last val acc  %s at step %lld (end of epoch %lld)\n", fmt_pct(v->val_acc, c, sizeof c), (long long)v->step,
-               (long long)v->epoch + 1);
+               (long long)v->epoch);
     } else {
       printf("last metrics  none (no readable %s/metrics.jsonl)\n", dir);
     }

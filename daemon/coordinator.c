@@ -127,7 +127,8 @@ static void remove_stale_weights(const char *job_dir) {
 static coordinator *dying;
 
 static void record_outcome(const coordinator *co, const char *state, int exit_status, const char *message) {
-  job_outcome o = {.exit_status = exit_status, .step = co->pos.step, .epoch = co->pos.epoch,
+  job_outcome o = {.exit_status = exit_status, .step = co->pos.step,
+                   .epoch = plan_epoch_number(co->pos.epoch, co->pos.step_in_epoch), .epochs_done = co->pos.epoch,
                    .val_acc = co->last_val, .best_val_acc = co->best_val, .start_time = co->start_time,
                    .time = time_unix()};
   snprintf(o.state, sizeof o.state, "%s", state);
@@ -335,9 +336,7 @@ static void publish(coordinator *co, const char *state, double loss, double acc,
   memset(&j, 0, sizeof j);
   snprintf(j.state, sizeof j.state, "%s", state);
   snprintf(j.model, sizeof j.model, "%s", co->cfg->model);
-  /* 0-based on the wire and in metrics; after the last epoch pos.epoch is one past the end. */
-  int epochs = co->plan.epochs;
-  j.epoch = co->pos.epoch < epochs ? co->pos.epoch : epochs - 1, j.epochs = epochs;
+  j.epoch = plan_epoch_number(co->pos.epoch, co->pos.step_in_epoch), j.epochs = co->plan.epochs;
   j.step = co->pos.step, j.total_steps = co->plan.total_steps;
   j.val_acc = co->last_val;
   j.lr = co->lr;
@@ -449,7 +448,8 @@ void coord_step_done(coordinator *co, const double ctl[CONTROL_N], const control
     log_info("epoch %d/%d  step %d/%d  loss %.4f  acc %.3f  lr %.3g  %.1f img/s  comm %.1f ms  ETA %s",
              co->pos.epoch + 1, cfg->epochs, co->pos.step_in_epoch, co->plan.steps_per_epoch, loss, acc,
              co->lr, ips, 1e3 * w->comm / w->steps, eta);
-    statusp_metric p = {co->pos.step, co->pos.epoch, loss, acc, NAN, co->lr, ips};
+    statusp_metric p = {co->pos.step, plan_epoch_number(co->pos.epoch, co->pos.step_in_epoch), loss, acc, NAN,
+                        co->lr, ips};
     record_metric(co, &p, w->comm / w->steps);
     publish(co, "training", loss, acc, ips);
     memset(w, 0, sizeof *w);
@@ -472,7 +472,8 @@ void coord_validation(coordinator *co, double accuracy) {
   /* Logged once the epoch is counted done: pos.epoch is the number of epochs finished. */
   log_info("epoch %d/%d done: validation accuracy %.4f (best %.4f)", co->pos.epoch, co->cfg->epochs,
            accuracy, co->best_val);
-  statusp_metric p = {co->pos.step, co->pos.epoch - 1, NAN, NAN, accuracy, co->lr, 0};
+  statusp_metric p = {co->pos.step, plan_epoch_number(co->pos.epoch, co->pos.step_in_epoch), NAN, NAN, accuracy,
+                      co->lr, 0};
   record_metric(co, &p, 0);
 }
 

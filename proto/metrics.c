@@ -43,7 +43,7 @@ static const struct {
 /* ---------------------------------------------------------------- writing */
 
 int metrics_write(FILE *f, const metrics_record *r) {
-  if (r->step < 0 || r->epoch < 0 || r->time < 0) {
+  if (r->step < 0 || r->epoch < 1 || r->time < 0) {
     errno = EINVAL;
     return -1;
   }
@@ -110,6 +110,7 @@ static int parse_fields(const cJSON *o, metrics_record *r, char *err, size_t err
   if (v && d > METRICS_VERSION)
     return refuse(PARSE_NEWER, err, errlen, "a record has metrics version %.0f but this pollen reads version %d; use a newer pollen",
                   d, METRICS_VERSION);
+  double version = v ? d : 1;
   metrics_record out = {0};
   int seen[N_FIELDS] = {0};
   for (size_t i = 0; i < N_FIELDS; i++)
@@ -141,6 +142,13 @@ static int parse_fields(const cJSON *o, metrics_record *r, char *err, size_t err
   }
   for (size_t i = 0; i < N_FIELDS; i++)
     if (fields[i].required && !seen[i]) return refuse(PARSE_BAD, err, errlen, "no \"%s\"", fields[i].key);
+  /* Version 1 counted epochs from 0; every reader sees them from 1. */
+  if (version < 2) {
+    if (out.epoch == INT_MAX) return refuse(PARSE_BAD, err, errlen, "\"epoch\" is out of range");
+    out.epoch++;
+  } else if (out.epoch < 1) {
+    return refuse(PARSE_BAD, err, errlen, "\"epoch\" is 0 (epochs count from 1)");
+  }
   *r = out;
   return PARSE_OK;
 }

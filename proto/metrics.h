@@ -1,10 +1,11 @@
-/* metrics.h - JOB_DIR/metrics.jsonl, the job's training curve (version 1, proto/README.md
+/* metrics.h - JOB_DIR/metrics.jsonl, the job's training curve (version 2, proto/README.md
  * "Metrics records"): one JSON object per line, appended by the coordinator at each logged
  * step and each validation, read back by `pollen plot` and by `pollen status` when no job runs.
  *
- * A line is {"v":1,"step":..,"epoch":..,"loss":..,"train_acc":..,"val_acc":..,"lr":..,
+ * A line is {"v":2,"step":..,"epoch":..,"loss":..,"train_acc":..,"val_acc":..,"lr":..,
  * "images_per_s":..,"comm_exposed_s":..,"elapsed_s":..,"time":..}: numbers with 6 significant
- * digits, unknown ones null. Not for: the status socket's replies (proto/status_proto.h). */
+ * digits, unknown ones null. "epoch" counts from 1 (proto/plan.h plan_epoch_number): the epoch
+ * step belongs to; version 1 lines (0-based) read as version 2. Not for: the status socket's replies (proto/status_proto.h). */
 #ifndef POLLEN_METRICS_H
 #define POLLEN_METRICS_H
 
@@ -12,24 +13,25 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define METRICS_VERSION 1
+#define METRICS_VERSION 2
 #define METRICS_MAX_LINE 4096 /* a record is under 400 bytes; longer lines are not records */
 
 typedef struct {
   int64_t step;          /* optimizer steps done */
-  int epoch;             /* 0-based, as written today */
+  int epoch;             /* from 1: the epoch the step belongs to */
   double loss, train_acc, val_acc, lr, images_per_s, comm_exposed_s, elapsed_s; /* NaN: unknown (written as null) */
   int64_t time;          /* unix seconds */
 } metrics_record;
 
-/* Appends one line and flushes it; 0, or -1 with errno set (EINVAL: a negative step, epoch
- * or time, which no reader would accept). */
+/* Appends one line and flushes it; 0, or -1 with errno set (EINVAL: a negative step or time,
+ * or an epoch below 1, which no reader would accept). */
 int metrics_write(FILE *f, const metrics_record *r);
 
 /* Parses one line strictly; 0, or -1 with a one-line reason in err. A trailing newline is
  * allowed. step and epoch are required; a missing number reads as NaN and a missing time as
  * 0 (hand-written lines); unknown or repeated keys, wrong types and trailing bytes are
- * refused. A line without "v" (older pollen) is version 1; a newer version is refused. */
+ * refused. A line without "v" (older pollen) is version 1, whose 0-based epoch is read as
+ * counted from 1; a newer version is refused. */
 int metrics_parse(const char *line, metrics_record *r, char *err, size_t errlen);
 
 typedef struct {

@@ -37,9 +37,10 @@ int outcome_write(const char *job_dir, const job_outcome *o) {
   json_num(o->best_val_acc, "%.6g", ba, sizeof ba);
   int n = snprintf(buf, sizeof buf,
                    "{\"v\":%d,\"state\":\"%s\",\"exit_status\":%d,\"step\":%lld,\"epoch\":%lld,"
-                   "\"val_acc\":%s,\"best_val_acc\":%s,\"message\":\"%s\",\"start_time\":%.3f,\"time\":%.3f}\n",
-                   OUTCOME_VERSION, o->state, o->exit_status, (long long)o->step, (long long)o->epoch, va, ba,
-                   msg, o->start_time, o->time);
+                   "\"epochs_done\":%lld,\"val_acc\":%s,\"best_val_acc\":%s,\"message\":\"%s\","
+                   "\"start_time\":%.3f,\"time\":%.3f}\n",
+                   OUTCOME_VERSION, o->state, o->exit_status, (long long)o->step, (long long)o->epoch,
+                   (long long)o->epochs_done, va, ba, msg, o->start_time, o->time);
   if (n < 0 || (size_t)n >= sizeof buf) return errno = EOVERFLOW, -1;
   snprintf(path, sizeof path, "%s/outcome.json", job_dir);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -80,7 +81,7 @@ int outcome_read(const char *job_dir, job_outcome *o, char *err, size_t errlen) 
   buf[n] = 0;
   cJSON *j = cJSON_ParseWithLength(buf, n);
   int rc = -1;
-  double v, step, epoch, status;
+  double v, step, epoch, done = 0, status;
   const cJSON *state = cJSON_GetObjectItemCaseSensitive(j, "state");
   const cJSON *msg = cJSON_GetObjectItemCaseSensitive(j, "message");
   if (!cJSON_IsObject(j)) {
@@ -92,9 +93,11 @@ int outcome_read(const char *job_dir, job_outcome *o, char *err, size_t errlen) 
             OUTCOME_VERSION);
   } else if (!cJSON_IsString(state) || (msg && !cJSON_IsString(msg)) || get_num(j, "exit_status", 0, &status) ||
              get_num(j, "step", 0, &step) || get_num(j, "epoch", 0, &epoch) ||
+             (v >= 2 && get_num(j, "epochs_done", 0, &done)) ||
              get_num(j, "val_acc", 1, &o->val_acc) || get_num(j, "best_val_acc", 1, &o->best_val_acc) ||
              get_num(j, "start_time", 0, &o->start_time) || get_num(j, "time", 0, &o->time) ||
-             fabs(status) > 1000 || step < 0 || epoch < 0 || step > 9e15 || epoch > 9e15) {
+             fabs(status) > 1000 || step < 0 || epoch < 0 || step > 9e15 || epoch > 9e15 || done < 0 ||
+             done > 9e15) {
     err_set(err, errlen, "%s: a field is missing or of the wrong type", path);
   } else {
     for (size_t i = 0; i < sizeof states / sizeof *states; i++)
@@ -102,7 +105,10 @@ int outcome_read(const char *job_dir, job_outcome *o, char *err, size_t errlen) 
     if (rc) err_set(err, errlen, "%s: unknown state '%.20s'", path, state->valuestring);
     snprintf(o->state, sizeof o->state, "%s", state->valuestring);
     snprintf(o->message, sizeof o->message, "%s", msg ? msg->valuestring : "");
-    o->exit_status = (int)status, o->step = (int64_t)step, o->epoch = (int64_t)epoch;
+    o->exit_status = (int)status, o->step = (int64_t)step;
+    /* Version 1's "epoch" was the count done; which epoch its last step fell in is unknown. */
+    if (v >= 2) o->epoch = (int64_t)epoch, o->epochs_done = (int64_t)done;
+    else o->epoch = -1, o->epochs_done = (int64_t)epoch;
   }
   cJSON_Delete(j);
   return rc;

@@ -1,9 +1,11 @@
-/* outcome.h - JOB_DIR/outcome.json, how the job's latest launch ended (version 1,
+/* outcome.h - JOB_DIR/outcome.json, how the job's latest launch ended (version 2,
  * proto/README.md "Launch outcome"): written by the coordinator, read by `pollen status`
  * when no job answers, so a finished job reads apart from a stopped, failed or killed one.
  *
- * {"v":1,"state":"running|finished|stopped|failed","exit_status":..,"step":..,"epoch":..,
- *  "val_acc":..,"best_val_acc":..,"message":"..","start_time":..,"time":..}
+ * {"v":2,"state":"running|finished|stopped|failed","exit_status":..,"step":..,"epoch":..,
+ *  "epochs_done":..,"val_acc":..,"best_val_acc":..,"message":"..","start_time":..,"time":..}
+ * "epoch" counts from 1 as everywhere (proto/plan.h plan_epoch_number); version 1 had only
+ * the count of epochs done, under "epoch", and reads with epoch unknown (-1).
  * "running" is written when a launch starts: found with no job answering, the launch was
  * killed (SIGKILL, out of memory, a lost node). Not for: live figures (the status socket). */
 #ifndef POLLEN_OUTCOME_H
@@ -12,13 +14,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define OUTCOME_VERSION 1
+#define OUTCOME_VERSION 2
 #define OUTCOME_MAX_BYTES 8192 /* a record is under 1 KiB; a bigger file is not one */
 
 typedef struct {
   char state[16];            /* running, finished, stopped or failed */
   int exit_status;           /* what the launch exits with (0, 75, 1...); -1 while running */
-  int64_t step, epoch;       /* optimizer steps and epochs done */
+  int64_t step;              /* optimizer steps done */
+  int64_t epoch;             /* the epoch of the last step, from 1; -1: unknown (version 1) */
+  int64_t epochs_done;
   double val_acc, best_val_acc; /* NaN: none yet (written as null) */
   char message[512];         /* failed: the one-line error; else empty */
   double start_time, time;   /* unix seconds: the launch's start, and this record's */

@@ -42,3 +42,8 @@ int plan_job(job_plan *p, const job_config *cfg, int world, int n_train, int n_v
   if (cfg->max_steps > 0 && cfg->max_steps < p->total_steps) p->total_steps = cfg->max_steps;
   return 0;
 }
+
+int plan_epoch_number(int64_t epoch_index, int64_t done_in_epoch) {
+  int64_t e = epoch_index + (done_in_epoch > 0);
+  return e > 1 ? (int)e : 1;
+}

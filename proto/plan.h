@@ -39,4 +39,10 @@ void plan_shuffle(uint64_t seed, int epoch, int64_t n, int64_t *order);
 int64_t plan_rank_samples(const int64_t *order, int first_step, int steps_per_epoch,
                           int global_batch, int rank, int local_batch, int64_t *mine);
 
+/* The epoch as users read it everywhere (logs, metrics.jsonl, status, Prometheus, `pollen
+ * checkpoints`): counted from 1, the epoch the last step done belongs to (1 before any step).
+ * epoch_index is a position's 0-based epoch, done_in_epoch the steps or samples of it done:
+ * a position at the start of epoch index 3 reads as epoch 3, the one just finished. */
+int plan_epoch_number(int64_t epoch_index, int64_t done_in_epoch);
+
 #endif

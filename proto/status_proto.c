@@ -102,9 +102,10 @@ static statusp_err check_request(const cJSON *root, statusp_request *req, char *
     const char *k = f->string;
     if (!strcmp(k, "cmd")) continue;
     if (!strcmp(k, "v")) {
-      if (!cJSON_IsNumber(f) || f->valuedouble != STATUSP_VERSION)
-        return fail(STATUSP_E_VERSION, msg, cap, "this job speaks status protocol version %d",
-                    STATUSP_VERSION);
+      if (!cJSON_IsNumber(f) || f->valuedouble != floor(f->valuedouble) ||
+          !(f->valuedouble >= STATUSP_OLDEST_VERSION && f->valuedouble <= STATUSP_VERSION))
+        return fail(STATUSP_E_VERSION, msg, cap, "this job speaks status protocol versions %d to %d",
+                    STATUSP_OLDEST_VERSION, STATUSP_VERSION);
     } else if (!strcmp(k, "interval") && req->cmd == STATUSP_CMD_SUBSCRIBE) {
       if (!cJSON_IsNumber(f) || !(f->valuedouble >= 0.1 && f->valuedouble <= 3600))
         return fail(STATUSP_E_BAD_ARG, msg, cap, "\"interval\" is seconds in [0.1, 3600]");
@@ -428,7 +429,7 @@ char *statusp_prometheus(const statusp_job *j, const statusp_worker *w, int n, d
   sb_printf(&b, "pollen_step_seconds_count %lld\n", (long long)j->step_count);
   sb_gauge(&b, "pollen_last_step_timestamp_seconds", "Unix time of the last step (0: none yet).",
            j->last_step_time);
-  sb_gauge(&b, "pollen_epoch", "Current epoch (0-based).", j->epoch);
+  sb_gauge(&b, "pollen_epoch", "Epoch of the last step done, counted from 1 as the log does.", j->epoch);
   sb_gauge(&b, "pollen_epochs", "Epochs in the run.", j->epochs);
   sb_gauge(&b, "pollen_total_steps", "Optimizer steps in the run.", (double)j->total_steps);
   sb_gauge(&b, "pollen_loss", "Training loss (recent average).", j->loss);

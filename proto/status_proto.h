@@ -13,7 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STATUSP_VERSION 1
+/* Version 2 counts epochs from 1 ("epoch" in status and metrics replies, pollen_epoch); its
+ * requests are version 1's, so a request saying "v":1 is answered too (with "v":2). */
+#define STATUSP_VERSION 2
+#define STATUSP_OLDEST_VERSION 1
 #define STATUSP_MAX_LINE 65536     /* bytes in one request line, '\n' not counted */
 #define STATUSP_MAX_TOKEN 128      /* bytes in an auth token */
 #define STATUSP_METRICS_MAX 1000   /* points of history kept and served */
@@ -39,7 +42,7 @@ typedef enum {
   STATUSP_E_BAD_REQUEST,   /* "bad_request": valid JSON but not an object with a "cmd" string */
   STATUSP_E_UNKNOWN_CMD,   /* "unknown_cmd": "cmd" names no command */
   STATUSP_E_BAD_ARG,       /* "bad_arg": unknown field, wrong type or value out of range */
-  STATUSP_E_VERSION,       /* "unsupported_version": "v" is not STATUSP_VERSION */
+  STATUSP_E_VERSION,       /* "unsupported_version": "v" outside STATUSP_OLDEST_VERSION..STATUSP_VERSION */
   STATUSP_E_AUTH_REQUIRED, /* "auth_required": TCP client sent something before auth; closed */
   STATUSP_E_AUTH_FAILED,   /* "auth_failed": wrong token; connection closed */
   STATUSP_E_BUSY,          /* "busy": too many connections; connection closed */
@@ -71,7 +74,7 @@ statusp_err statusp_parse_request(const char *line, size_t len, statusp_request 
 typedef struct {
   char state[16]; /* starting training evaluating checkpointing stopping finished failed */
   char model[64];
-  int epoch, epochs;               /* epoch is 0-based: 0 .. epochs-1 */
+  int epoch, epochs;               /* epoch: of the last step done, 1 .. epochs (plan_epoch_number) */
   int64_t step, total_steps;
   double loss, train_acc, val_acc; /* val_acc NaN when no evaluation yet */
   double lr, images_per_s, eta_s;  /* eta_s < 0 or NaN: unknown */

@@ -26,7 +26,7 @@ json=$("$POLLEN" checkpoints --job "$tmp/job" --json) || fail "exit $? with --js
 echo "$json" | grep -q '"step":[[:space:]]*300' || fail "--json: step 300 missing"
 echo "$json" | grep -q '"size":[[:space:]]*[1-9]' || fail "--json: sizes missing"
 if command -v python3 >/dev/null; then
-  echo "$json" | python3 -c 'import json,sys; v=json.load(sys.stdin); assert [c["step"] for c in v]==[300,200,100] and [c["valid"] for c in v]==[False,True,True], v' \
+  echo "$json" | python3 -c 'import json,sys; v=json.load(sys.stdin); assert [c["step"] for c in v]==[300,200,100] and [c["valid"] for c in v]==[False,True,True], v; assert [c["epoch"] for c in v[1:]]==[29,15], "--json epochs count from 1 as the table: %s" % v' \
     || fail "--json is not the expected JSON"
 fi
 

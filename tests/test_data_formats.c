@@ -364,6 +364,11 @@ static void test_plan(void) {
   for (int i = 0; i < n; i++) once &= taken[a[i]] == (i >= 24 && i < 996);
   CHECK(once, "the ranks together read steps 2..82 once each, and nothing else");
   CHECK(plan_rank_samples(a, 83, 83, 12, 0, 4, mine[0]) == 0, "nothing left after the last step");
+  /* Epochs as users read them: from 1, the epoch of the last step done. */
+  CHECK(plan_epoch_number(0, 0) == 1 && plan_epoch_number(0, 1) == 1 && plan_epoch_number(0, 11) == 1,
+        "epoch 1 from the start through its last step");
+  CHECK(plan_epoch_number(1, 0) == 1 && plan_epoch_number(1, 1) == 2 && plan_epoch_number(7, 0) == 7,
+        "an epoch's end shows the epoch it ends; the next step is the next epoch");
 }
 
 int main(void) {

@@ -31,7 +31,7 @@ static void test_write_and_parse(void) {
   metrics_record r = sample(), back;
   char line[1024], err[256];
   written_line(&r, line, sizeof line);
-  CHECK(!strcmp(line, "{\"v\":1,\"step\":120,\"epoch\":3,\"loss\":1.23457,\"train_acc\":0.625,\"val_acc\":null,"
+  CHECK(!strcmp(line, "{\"v\":2,\"step\":120,\"epoch\":3,\"loss\":1.23457,\"train_acc\":0.625,\"val_acc\":null,"
                       "\"lr\":0.05,\"images_per_s\":310.25,\"comm_exposed_s\":0.001,\"elapsed_s\":42.5,"
                       "\"time\":1700000000}\n"),
         "written: %s", line);
@@ -58,6 +58,10 @@ static void test_write_and_parse(void) {
   errno = 0;
   CHECK(metrics_write(f, &neg) == -1 && errno == EINVAL, "a negative step is not written");
   CHECK(ftell(f) == 0, "nothing written for it");
+  neg = sample();
+  neg.epoch = 0;
+  errno = 0;
+  CHECK(metrics_write(f, &neg) == -1 && errno == EINVAL && ftell(f) == 0, "epoch 0 is not written (from 1)");
   fclose(f);
 }
 
@@ -68,11 +72,16 @@ static void test_older_lines(void) {
   const char *v0 = "{\"step\":7,\"epoch\":0,\"loss\":2.5,\"train_acc\":0.1,\"val_acc\":null,\"lr\":0.001,"
                    "\"images_per_s\":99.5,\"comm_exposed_s\":0,\"elapsed_s\":3.25,\"time\":1699999999}";
   REQUIRE(metrics_parse(v0, &r, err, sizeof err) == 0, "%s", err);
-  CHECK(r.step == 7 && r.epoch == 0 && r.loss == 2.5 && isnan(r.val_acc) && r.elapsed_s == 3.25 && r.time == 1699999999,
-        "unversioned line read as version 1");
+  CHECK(r.step == 7 && r.epoch == 1 && r.loss == 2.5 && isnan(r.val_acc) && r.elapsed_s == 3.25 && r.time == 1699999999,
+        "unversioned line read as version 1, its 0-based epoch counted from 1: %d", r.epoch);
+  REQUIRE(metrics_parse("{\"v\":1,\"step\":7,\"epoch\":4}", &r, err, sizeof err) == 0, "%s", err);
+  CHECK(r.epoch == 5, "version 1 epoch 4 is the fifth: %d", r.epoch);
+  REQUIRE(metrics_parse("{\"v\":2,\"step\":7,\"epoch\":4}", &r, err, sizeof err) == 0, "%s", err);
+  CHECK(r.epoch == 4, "version 2 epochs are as written: %d", r.epoch);
   /* Hand-written lines (tests/test_status_cli.sh) leave out the timing fields. */
   REQUIRE(metrics_parse("{\"step\":200,\"epoch\":1,\"val_acc\":0.5}\r\n", &r, err, sizeof err) == 0, "%s", err);
-  CHECK(r.step == 200 && r.val_acc == 0.5 && isnan(r.loss) && isnan(r.elapsed_s) && r.time == 0, "missing = unknown");
+  CHECK(r.step == 200 && r.epoch == 2 && r.val_acc == 0.5 && isnan(r.loss) && isnan(r.elapsed_s) && r.time == 0,
+        "missing = unknown");
 }
 
 static void expect_refused(const char *line, const char *why) {
@@ -85,8 +94,10 @@ static void expect_refused(const char *line, const char *why) {
 }
 
 static void test_refused(void) {
-  expect_refused("{\"v\":2,\"step\":1,\"epoch\":0,\"new_key\":1}", "version 2");
-  expect_refused("{\"v\":2,\"step\":1,\"epoch\":0}", "newer pollen");
+  expect_refused("{\"v\":3,\"step\":1,\"epoch\":1,\"new_key\":1}", "version 3");
+  expect_refused("{\"v\":3,\"step\":1,\"epoch\":1}", "newer pollen");
+  expect_refused("{\"v\":2,\"step\":1,\"epoch\":0}", "epochs count from 1");
+  expect_refused("{\"v\":1,\"step\":1,\"epoch\":2147483647}", "out of range");
   expect_refused("{\"v\":0,\"step\":1,\"epoch\":0}", "\"v\"");
   expect_refused("{\"v\":\"1\",\"step\":1,\"epoch\":0}", "\"v\"");
   expect_refused("{\"step\":300,\"epo", "not one JSON value");
@@ -158,12 +169,12 @@ static void test_read(void) {
   fclose(f);
 
   /* A record of a newer version stops the reader: the file is not this pollen's to read. */
-  const char *newer = "{\"step\":1,\"epoch\":0}\n{\"v\":2,\"step\":2,\"epoch\":0}\n";
+  const char *newer = "{\"step\":1,\"epoch\":0}\n{\"v\":3,\"step\":2,\"epoch\":1}\n";
   f = file_of(newer, strlen(newer));
   visits x = {0};
   err[0] = 0;
   CHECK(metrics_read(f, 0, note, &x, &t, err, sizeof err) == -1, "a newer record refused");
-  CHECK(strstr(err, "version 2") && strstr(err, "newer pollen"), "message: %s", err);
+  CHECK(strstr(err, "version 3") && strstr(err, "newer pollen"), "message: %s", err);
   fclose(f);
 
   f = file_of("", 0);

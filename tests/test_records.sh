@@ -65,7 +65,9 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 train = [r["step"] for r in rows if r["loss"] is not None]
 val = [r["epoch"] for r in rows if r["val_acc"] is not None]
 assert train == list(range(1, 201)), "training steps not each once in order: %s" % train[:50]
-assert val == list(range(40)), "validations not each once in order: %s" % val
+assert val == list(range(1, 41)), "validations not each once in order: %s" % val
+assert all(r["v"] == 2 and r["epoch"] == (r["step"] - 1) // 5 + 1 for r in rows), "epochs from 1, as the log counts"
+
 print("ok: after kill -9 and a relaunch, metrics.jsonl has steps 1..200 once each, in order")
 PY
 echo "   ($before lines when killed)"

@@ -76,7 +76,7 @@ run "$POLLEN" status "$live" --json
 python3 - "$out" <<'EOF' || fail "live --json: $out"
 import json, sys
 o = json.loads(sys.argv[1])
-assert o["ok"] is True and o["state"] == "training" and o["step"] >= 490 and o["v"] == 1, o
+assert o["ok"] is True and o["state"] == "training" and o["step"] >= 490 and o["v"] == 2, o
 EOF
 run "$POLLEN" status "$live" --workers
 grep -Eq '^ +1  node"1 +1001 +1\.250' <<<"$out" || fail "--workers table: $out"

@@ -25,11 +25,12 @@ timeout -k 5 300 "$P" train "${args[@]}" --job "$T/fin" --epochs 2 >"$T/fin.log"
 run "$P" status "$T/fin"
 [ $rc = 3 ] || fail "finished job: exit $rc, want 3: $out"
 grep -q "job not running" <<<"$out" || fail "finished: no 'job not running': $out"
-grep -Eq "^ended +finished \(exit 0\) at step [0-9]+, 2 epochs done" <<<"$out" || fail "finished line: $out"
+grep -Eq "^ended +finished \(exit 0\) at step [0-9]+ \(epoch 2\), 2 epochs done" <<<"$out" || fail "finished line: $out"
 run "$P" status "$T/fin" --json
 [ $rc = 3 ] || fail "finished --json: exit $rc"
 pyassert "$out" 'o["running"] is False and o["code"] == "not_running" and o["state"] == "finished"'
 pyassert "$out" 'o["outcome"]["exit_status"] == 0 and o["outcome"]["step"] == o["last_metrics"]["step"]'
+pyassert "$out" 'o["outcome"]["epoch"] == 2 == o["outcome"]["epochs_done"] == o["last_metrics"]["epoch"]'
 pyassert "$out" 'abs(o["outcome"]["val_acc"] - o["last_validation"]["val_acc"]) < 1e-5'
 pyassert "$out" 'o["outcome"]["best_val_acc"] >= o["outcome"]["val_acc"] and o["outcome"]["time"] >= o["outcome"]["start_time"] > 0'
 # A relaunch of the finished job (it rewrites the weights) still reads as finished.
@@ -84,6 +85,13 @@ pyassert "$out" 'o["state"] == "killed" and o["outcome"]["state"] == "running"'
 mkdir "$T/empty"
 run "$P" status "$T/empty" --json
 pyassert "$out" 'o["state"] == "none" and o["outcome"] is None'
+# A version-1 record (before epochs counted from 1 everywhere): its "epoch" was the count done.
+echo '{"v":1,"state":"stopped","exit_status":75,"step":40,"epoch":3,"val_acc":0.5,"best_val_acc":0.5,"message":"","start_time":1,"time":2}' \
+  > "$T/empty/outcome.json"
+run "$P" status "$T/empty" --json
+pyassert "$out" 'o["state"] == "stopped" and o["outcome"]["epochs_done"] == 3 and o["outcome"]["epoch"] is None'
+run "$P" status "$T/empty"
+grep -Eq "^ended +stopped \(exit 75\) at step 40, 3 epochs done" <<<"$out" || fail "version-1 record: $out"
 echo '{"v":9,"state":"finished"}' > "$T/empty/outcome.json"
 run "$P" status "$T/empty" --json
 [ $rc = 3 ] && grep -q "newer than this pollen reads" <<<"$out" || fail "a newer record: exit $rc: $out"

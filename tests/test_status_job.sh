@@ -79,11 +79,11 @@ live_checks() {
   # After an epoch end: a validation accuracy and a checkpoint exist.
   wait_until 60 'o["val_acc"] is not None and o["last_checkpoint"] is not None and o["state"]=="training" and o["loss"] is not None'
   check "$st" "
-assert o['ok'] is True and o['v'] == 1 and o['cmd'] == 'status', 'head'
+assert o['ok'] is True and o['v'] == 2 and o['cmd'] == 'status', 'head'
 assert o['model'] == 'mnv3-small' and o['world_size'] == $np, 'model/world'
 assert o['epochs'] == 100000 and o['total_steps'] == 11 * 100000, 'totals'
-# Mid-epoch the epoch in progress holds step; just after an epoch end it is the next one, not started.
-assert 1 <= o['epoch'] and o['epoch'] in ((o['step'] - 1) // 11, o['step'] // 11), 'epoch matches step'
+# Epochs count from 1, as the log does: the epoch of the last step done (11 steps an epoch).
+assert o['epoch'] == (o['step'] - 1) // 11 + 1, 'epoch matches step'
 assert 0 < o['step'] < o['total_steps'], 'step'
 assert 0 < o['loss'] < 10 and 0 <= o['train_acc'] <= 1 and 0 <= o['val_acc'] <= 1, 'loss/acc'
 assert 0 < o['lr'] <= 0.01 and o['images_per_s'] > 0 and o['eta_s'] > 0, 'lr/ips/eta'
@@ -98,7 +98,7 @@ assert c['path'].endswith('/step-%09d.ckpt' % c['step']), 'checkpoint file name'
 
   # The checkpoint named is the one written at the start of this epoch, not the one before:
   # a finished write is noticed within a step or two.
-  wait_until 15 "o['state'] == 'training' and o['step'] >= 11 * o['epoch'] + 4 and o['last_checkpoint']['step'] >= 11 * o['epoch']"
+  wait_until 15 "o['state'] == 'training' and o['step'] >= 11 * (o['epoch'] - 1) + 4 and o['last_checkpoint']['step'] >= 11 * (o['epoch'] - 1)"
 
   say "$np rank(s): workers"
   pids=$(rank_pids)
@@ -134,7 +134,7 @@ assert o['ok'] is True and len(b) >= len(a) >= 5, 'points'
 assert b[-1]['step'] > a[-1]['step'], 'history grows'
 assert [p['step'] for p in b] == sorted(p['step'] for p in b), 'oldest first'
 assert any(p['val_acc'] is not None for p in b), 'epoch-end points carry val_acc'
-assert all(p['epoch'] == (p['step'] - 1) // 11 for p in b), 'epoch numbering'
+assert all(p['epoch'] == (p['step'] - 1) // 11 + 1 for p in b), 'epoch numbering (from 1)'
 " "metrics ($np ranks)"
   check "$(req '{"cmd":"metrics","last":3}')" "assert len(o['points']) == 3" "metrics last 3"
 

@@ -252,7 +252,7 @@ static void test_requests(const char *dir, status_server *s) {
   }
   client c = cl_unix(dir);
   cJSON *o = ask(&c, "{\"cmd\":\"status\"}\n");
-  REQUIRE(is_true(o, "ok") && num(o, "v") == 1, "status not ok");
+  REQUIRE(is_true(o, "ok") && num(o, "v") == 2, "status not ok");
   REQUIRE(!strcmp(str(o, "state"), "training"), "state %s", str(o, "state"));
   REQUIRE(!strcmp(str(o, "model"), "mobilenet_v3_small"), "model");
   REQUIRE(num(o, "step") == 123 && num(o, "total_steps") == 1000, "step");
@@ -266,7 +266,8 @@ static void test_requests(const char *dir, status_server *s) {
             !strcmp(str(ck, "path"), "checkpoints/step100.ckpt"), "last_checkpoint");
   cJSON_Delete(o);
 
-  o = ask(&c, "{\"cmd\":\"workers\",\"v\":1}\n");
+  o = ask(&c, "{\"cmd\":\"workers\",\"v\":1}\n"); /* a version-1 client is answered, in version 2 */
+  REQUIRE(num(o, "v") == STATUSP_VERSION && STATUSP_VERSION == 2, "reply version %g", num(o, "v"));
   const cJSON *w = cJSON_GetObjectItem(o, "workers");
   REQUIRE(cJSON_GetArraySize(w) == 2, "2 workers");
   const cJSON *w1 = cJSON_GetArrayItem(w, 1);
@@ -342,7 +343,9 @@ static void test_requests(const char *dir, status_server *s) {
   expect_error(&c, "{\"cmd\":\"status\",\"cmd\":\"stop\"}\n", "bad_arg");
   expect_error(&c, "{\"cmd\":\"subscribe\",\"interval\":0}\n", "bad_arg");
   expect_error(&c, "{\"cmd\":\"metrics\",\"last\":2.5}\n", "bad_arg");
-  expect_error(&c, "{\"cmd\":\"status\",\"v\":2}\n", "unsupported_version");
+  expect_error(&c, "{\"cmd\":\"status\",\"v\":3}\n", "unsupported_version");
+  expect_error(&c, "{\"cmd\":\"status\",\"v\":1.5}\n", "unsupported_version");
+  expect_error(&c, "{\"cmd\":\"status\",\"v\":0}\n", "unsupported_version");
   expect_error(&c, "   \n", "bad_json");
   static const char with_nul[] = "{\"cmd\":\0\"status\"}\n";
   cl_send(&c, with_nul, sizeof with_nul - 1);
@@ -708,7 +711,7 @@ static void test_tcp(void) {
       REQUIRE(!strncmp(r, "HTTP/1.1 405 Method Not Allowed\r\n", 33) && strstr(r, "\r\nAllow: GET\r\n"),
               "%s /metrics%s: %.60s", methods[i], with_body ? " with a body" : "", r);
       char *end = strstr(r, "\r\n\r\n");
-      REQUIRE(end && !strstr(r, "pollen_step") && !strstr(r, "\"v\":1"), "405 answer: %s", r);
+      REQUIRE(end && !strstr(r, "pollen_step") && !strstr(r, "\"v\":2"), "405 answer: %s", r);
       if (!strcmp(methods[i], "HEAD")) REQUIRE(end[4] == 0, "HEAD answer with a body: %s", r);
       free(r);
     }
