@@ -81,6 +81,8 @@ static void usage(FILE *to) {
 "  --bucket-kib N       all-reduce bucket size (default 1024)\n"
 "  --stall-timeout X    seconds before a silent rank ends the job (default 30)\n"
 "  --status-tcp [HOST:]PORT  also serve status on TCP (token in JOB/status.token)\n"
+"  --status-token-file FILE  with --status-tcp: the token from FILE's first line (e.g. a\n"
+"                       mounted secret), the same at every launch, instead of a random one\n"
 "  --cache-dir DIR      node-local folder for shards staged from rank 0 (default /tmp/pollen-cache)\n"
 "  --no-tensorboard     no TensorBoard event files in JOB/tensorboard\n"
 "  --help\n\n"
@@ -97,7 +99,7 @@ enum {
   O_NO_TENSORBOARD, O_HELP
 };
 
-enum { O_CONFIG = O_HELP + 100 }; /* apart, so the table's enum stays one list */
+enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE }; /* apart, so the table's enum stays one list */
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
   if (strlen(v) >= cap) die_status(EXIT_USAGE, "%s: value too long (%zu characters at most)", flag, cap - 1);
@@ -171,6 +173,7 @@ int cmd_train(int argc, char **argv) {
       {"no-tensorboard", no_argument, 0, O_NO_TENSORBOARD},
       {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
       {"help", no_argument, 0, O_HELP}, {"config", required_argument, 0, O_CONFIG},
+      {"status-token-file", required_argument, 0, O_STATUS_TOKEN_FILE},
       {0, 0, 0, 0}};
   job_config cfg;
   job_config_defaults(&cfg);
@@ -240,6 +243,9 @@ int cmd_train(int argc, char **argv) {
     case O_BUCKET: cfg.bucket_kib = (int)cli_parse_long("--bucket-kib", optarg, 4, 1 << 20); break;
     case O_STALL: cfg.stall_timeout = cli_parse_double("--stall-timeout", optarg, 1, 1e6); break;
     case O_STATUS_TCP: copy_flag(cfg.status_tcp, sizeof cfg.status_tcp, "--status-tcp", optarg); break;
+    case O_STATUS_TOKEN_FILE:
+      copy_flag(cfg.status_token_file, sizeof cfg.status_token_file, "--status-token-file", optarg);
+      break;
     case O_CACHE: copy_flag(cfg.cache_dir, sizeof cfg.cache_dir, "--cache-dir", optarg); break;
     case O_FORCE: cfg.force_config = 1; break;
     case O_START_OVER: cfg.start_over = 1; break;
@@ -268,6 +274,8 @@ int cmd_train(int argc, char **argv) {
   int port;
   if (cfg.status_tcp[0] && statusp_parse_address(cfg.status_tcp, host, sizeof host, &port, err, sizeof err) != 0)
     die_status(EXIT_USAGE, "%s", err);
+  if (cfg.status_token_file[0] && !cfg.status_tcp[0])
+    die_status(EXIT_USAGE, "train: --status-token-file is the token of the TCP endpoint: give --status-tcp too");
   /* Optimizer-dependent defaults, unless given. */
   if (!momentum_set) cfg.momentum = !strcmp(cfg.opt, "sgd") ? 0.9 : 0.0;
   if (!eps_set) cfg.eps = !strcmp(cfg.opt, "rmsprop") ? (!strcmp(cfg.rmsprop, "tf") ? 1e-7 : 1e-8) : 1e-8;

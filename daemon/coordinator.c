@@ -156,7 +156,11 @@ void coord_start(coordinator *co, const job_plan *plan, const train_state_shape 
   co->writer = ckpt_writer_start(co->job_dir, co->cfg->keep, err, sizeof err);
   if (!co->writer) die("%s", err);
   const char *tcp = co->cfg->status_tcp;
-  co->status = status_server_start(co->job_dir, tcp[0] ? tcp : NULL);
+  /* /healthz turns 503 only after twice the ranks' own stall limit: a probe then acts on a
+   * hang their detection cannot see (every rank alive, none stepping), never racing it. */
+  status_server_opts opts = {.health_stall_s = 2 * co->cfg->stall_timeout,
+                             .token_file = co->cfg->status_token_file[0] ? co->cfg->status_token_file : NULL};
+  co->status = status_server_start(co->job_dir, tcp[0] ? tcp : NULL, &opts);
   /* The one line that says where to look (with --status-tcp 0 the port is only known here). */
   if (tcp[0])
     log_info("status: 'pollen status %s' (%s/status.sock) and TCP port %d (token in %s/status.token)",

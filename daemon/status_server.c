@@ -52,7 +52,9 @@ struct status_server {
   char *job_dir;
   int dirfd;
   status_server_opts opts;
-  char token[TOKEN_HEX + 1];
+  char token[STATUSP_MAX_TOKEN + 1];
+  size_t token_len;
+  double progress_time;      /* unix seconds of the last step or change of state (under mu) */
   int has_tcp, tcp_port;
   dev_t sock_dev, token_dev;
   ino_t sock_ino, token_ino;
@@ -134,6 +136,8 @@ void status_server_publish(status_server *srv, const job_status *job, const work
                            int n) {
   if (n < 0) n = 0;
   pthread_mutex_lock(&srv->mu);
+  if (strcmp(srv->job.state, job->state) || srv->job.last_step_time != job->last_step_time)
+    srv->progress_time = time_unix();
   srv->job = *job;
   if (n > srv->cap_workers) {
     srv->workers = xrealloc(srv->workers, (size_t)n * sizeof *w);
@@ -390,7 +394,7 @@ static void handle_line(conn *c, char *line, size_t n) {
       return;
     }
     if (e != STATUSP_OK ||
-        !statusp_token_equal(req.token, req.token_len, c->srv->token, TOKEN_HEX)) {
+        !statusp_token_equal(req.token, req.token_len, c->srv->token, c->srv->token_len)) {
       conn_error(c, STATUSP_E_AUTH_FAILED,
                  "wrong token (send the one in the job folder's status.token)", 1);
       return;
@@ -409,10 +413,17 @@ static void handle_http(conn *c, size_t head_len) {
   int code = statusp_http_parse(c->buf, head_len, &hr);
   char *body = NULL;
   if (code == 0 && hr.is_health) {
-    body = strdup("ok\n"); /* the loop answers: the server runs; no token, nothing revealed */
-    code = body ? 200 : 500;
+    /* No token: it reveals only whether training moves. */
+    char why[160];
+    pthread_mutex_lock(&c->srv->mu);
+    code = statusp_health(&c->srv->job, c->srv->progress_time, time_unix(), c->srv->opts.health_stall_s, why,
+                          sizeof why);
+    pthread_mutex_unlock(&c->srv->mu);
+    if (code != 200) strcat(why, "\n");
+    body = strdup(code == 200 ? "ok\n" : why);
+    if (!body) code = 500;
   } else if (code == 0) {
-    if (hr.has_token && statusp_token_equal(hr.token, hr.token_len, c->srv->token, TOKEN_HEX)) {
+    if (hr.has_token && statusp_token_equal(hr.token, hr.token_len, c->srv->token, c->srv->token_len)) {
       job_status j;
       int n = snap_workers(c->srv, &j);
       body = statusp_prometheus(&j, c->srv->lw, n, time_unix());
@@ -427,6 +438,7 @@ static void handle_http(conn *c, size_t head_len) {
                        : code == 405 ? "Method Not Allowed"
                        : code == 431 ? "Request Header Fields Too Large"
                        : code == 500 ? "Internal Server Error"
+                       : code == 503 ? "Service Unavailable"
                                      : "Bad Request";
   if (!body) {
     char tmp[128];
@@ -784,20 +796,52 @@ static int bind_unix(status_server *srv, char *err, size_t cap) {
   return 0;
 }
 
-static int write_token(status_server *srv, char *err, size_t cap) {
+static int random_token(status_server *srv, char *err, size_t cap) {
   unsigned char raw[TOKEN_HEX / 2];
   if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) {
     snprintf(err, cap, "cannot read random bytes for the status token: %s", strerror(errno));
     return -1;
   }
   for (size_t i = 0; i < sizeof raw; i++) sprintf(srv->token + 2 * i, "%02x", raw[i]);
+  srv->token_len = TOKEN_HEX;
+  return 0;
+}
+
+/* The token a user keeps (a Kubernetes Secret mounted as a file): its first line, without the
+ * line end, so Prometheus's credentials and every launch's token are one. */
+static int read_token_file(status_server *srv, const char *path, char *err, size_t cap) {
+  char line[STATUSP_MAX_TOKEN + 3] = "";
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    snprintf(err, cap, "--status-token-file %s: %s; name a readable file holding the token", path, strerror(errno));
+    return -1;
+  }
+  int got = fgets(line, sizeof line, f) != NULL;
+  fclose(f);
+  size_t n = got ? strcspn(line, "\r\n") : 0;
+  if (!statusp_token_valid(line, n)) {
+    snprintf(err, cap,
+             "--status-token-file %s: its first line is not a token of 16 to %d characters of A-Z a-z 0-9 - . _ ~ + / "
+             "= (make one with: openssl rand -hex 16)",
+             path, STATUSP_MAX_TOKEN);
+    return -1;
+  }
+  memcpy(srv->token, line, n);
+  srv->token[n] = 0;
+  srv->token_len = n;
+  return 0;
+}
+
+static int write_token(status_server *srv, char *err, size_t cap) {
+  if (srv->opts.token_file ? read_token_file(srv, srv->opts.token_file, err, cap) : random_token(srv, err, cap))
+    return -1;
   /* A fresh file each start (O_EXCL, no symlinks followed), owner-only from creation. */
   unlinkat(srv->dirfd, TOKEN_NAME, 0);
   int fd = openat(srv->dirfd, TOKEN_NAME, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  char line[TOKEN_HEX + 2];
-  snprintf(line, sizeof line, "%s\n", srv->token);
+  char line[STATUSP_MAX_TOKEN + 2];
+  int len = snprintf(line, sizeof line, "%s\n", srv->token);
   struct stat st;
-  if (fd < 0 || fstat(fd, &st) != 0 || write(fd, line, TOKEN_HEX + 1) != TOKEN_HEX + 1) {
+  if (fd < 0 || fstat(fd, &st) != 0 || write(fd, line, (size_t)len) != len) {
     snprintf(err, cap, "cannot write %s/%s: %s", srv->job_dir, TOKEN_NAME, strerror(errno));
     if (fd >= 0) {
       close(fd);
@@ -863,11 +907,13 @@ status_server *status_server_start_opts(const char *job_dir, const char *tcp_spe
   err[0] = 0;
   status_server *srv = xcalloc(1, sizeof *srv);
   pthread_mutex_init(&srv->mu, NULL);
-  srv->opts = (status_server_opts){10000, 1024, 1 << 20};
+  srv->opts = (status_server_opts){10000, 1024, 1 << 20, 0, NULL};
   if (opts) {
     if (opts->timeout_ms > 0) srv->opts.timeout_ms = opts->timeout_ms;
     if (opts->max_conns > 0) srv->opts.max_conns = opts->max_conns;
     if (opts->max_write_queue > 0) srv->opts.max_write_queue = opts->max_write_queue;
+    if (opts->health_stall_s > 0) srv->opts.health_stall_s = opts->health_stall_s;
+    srv->opts.token_file = opts->token_file; /* read before this returns */
   }
   raise_fd_limit(srv->opts.max_conns);
   srv->job_dir = xstrdup(job_dir);
@@ -878,6 +924,7 @@ status_server *status_server_start_opts(const char *job_dir, const char *tcp_spe
   srv->job.eta_s = -1;
   srv->job.last_ckpt_step = -1;
   srv->job.start_time = time_unix();
+  srv->progress_time = srv->job.start_time;
   srv->dirfd = open(job_dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
   if (srv->dirfd < 0) {
     snprintf(err, err_cap, "job folder %s: %s; create it first", job_dir, strerror(errno));
@@ -924,9 +971,9 @@ fail:
   return NULL;
 }
 
-status_server *status_server_start(const char *job_dir, const char *tcp_spec) {
+status_server *status_server_start(const char *job_dir, const char *tcp_spec, const status_server_opts *opts) {
   char err[512] = "";
-  status_server *srv = status_server_start_opts(job_dir, tcp_spec, NULL, err, sizeof err);
+  status_server *srv = status_server_start_opts(job_dir, tcp_spec, opts, err, sizeof err);
   if (!srv) die("%s", err);
   return srv; /* the caller logs where it listens (status_server_tcp_port) */
 }

@@ -30,15 +30,19 @@ typedef struct {
   int max_conns;           /* open clients beyond this get a "busy" error (1024); clients that
                               have already gone are not counted */
   size_t max_write_queue;  /* bytes queued to a client that does not read (1 MiB) */
+  double health_stall_s;   /* GET /healthz answers 503 after this long training without a
+                              step (0: never; statusp_health) */
+  const char *token_file;  /* the TCP token from this file (a mounted secret, the same every
+                              launch) instead of a random one; NULL: random */
 } status_server_opts;
 
-/* Starts serving JOB_DIR (which must exist). tcp_spec: NULL, "PORT" (127.0.0.1) or
+/* Starts serving JOB_DIR (which must exist); opts NULL: defaults. tcp_spec: NULL, "PORT" (127.0.0.1) or
  * "HOST:PORT" ("[::1]:PORT" for IPv6); port 0 picks a free one. Dies with a clear message
  * on a user error (another live job in JOB_DIR, path unusable, port taken). Raises the
  * process's soft open-file limit to max_conns + 1024 where the hard limit allows, so that
  * the cap, not EMFILE, decides; registers (once) an atexit handler that removes the files. */
-status_server *status_server_start(const char *job_dir, const char *tcp_spec);
-/* Same with options (NULL: defaults); on failure returns NULL and a one-line reason in err. */
+status_server *status_server_start(const char *job_dir, const char *tcp_spec, const status_server_opts *opts);
+/* The same, but on failure returns NULL and a one-line reason in err. */
 status_server *status_server_start_opts(const char *job_dir, const char *tcp_spec,
                                         const status_server_opts *opts, char *err,
                                         size_t err_cap);

@@ -43,6 +43,7 @@ typedef struct {
   int bucket_kib;
   double stall_timeout;
   char status_tcp[64];
+  char status_token_file[1024]; /* the TCP token from this file ("": a random one each launch) */
   char cache_dir[1024];
   int force_config;
   int start_over;        /* train from step 0 although the records show lost checkpoints */

@@ -551,6 +551,25 @@ int statusp_http_parse(const char *head, size_t len, statusp_http_request *req) 
   return 0;
 }
 
+int statusp_health(const statusp_job *j, double progress_time, double now, double stall_s, char *why,
+                   size_t cap) {
+  double idle = now - progress_time;
+  if (stall_s <= 0 || strncmp(j->state, "training", sizeof j->state) || !(idle > stall_s)) return 200;
+  snprintf(why, cap, "stalled: training, and no step for %.0f s (limit %.0f s)", idle, stall_s);
+  return 503;
+}
+
+int statusp_token_valid(const char *s, size_t n) {
+  if (n < 16 || n > STATUSP_MAX_TOKEN) return 0;
+  for (size_t i = 0; i < n; i++) {
+    char c = s[i];
+    int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+             c == '.' || c == '_' || c == '~' || c == '+' || c == '/' || c == '=';
+    if (!ok) return 0;
+  }
+  return 1;
+}
+
 int statusp_token_equal(const char *given, size_t given_len, const char *expected,
                         size_t expected_len) {
   /* Every byte of the expected token is looked at whatever the input: no early exit. */

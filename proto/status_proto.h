@@ -136,6 +136,17 @@ typedef struct {
  * (400 malformed, 404 other path, 405 other method, 431 head too large). */
 int statusp_http_parse(const char *head, size_t len, statusp_http_request *req);
 
+/* GET /healthz's answer for job j at unix time now: 200, or 503 with a one-line reason in why
+ * when it is training and has made no progress (a step, or a change of state) since
+ * progress_time for more than stall_s seconds (0: never 503). Outside "training" (starting,
+ * evaluating, checkpointing, ...) the clock does not run: those phases have no steps. */
+int statusp_health(const statusp_job *j, double progress_time, double now, double stall_s, char *why,
+                   size_t cap);
+
+/* A token pollen accepts from a user (--status-token-file): 16..STATUSP_MAX_TOKEN characters
+ * of A-Z a-z 0-9 - . _ ~ + / = (RFC 6750's Bearer token syntax). 1 if so, else 0. */
+int statusp_token_valid(const char *s, size_t n);
+
 /* Token comparison whose time depends only on the expected token's length. */
 int statusp_token_equal(const char *given, size_t given_len, const char *expected,
                         size_t expected_len);

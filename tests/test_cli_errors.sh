@@ -31,6 +31,9 @@ W="$T/a/weights.safetensors"
 # Flag errors exit 2 and leave nothing behind.
 expect 2 "pollen: --status-tcp 127.0.0.1:99999: not \[HOST:\]PORT" -- train --job "$T/tcp" --status-tcp 127.0.0.1:99999
 [ -e "$T/tcp" ] && fail "a bad --status-tcp left $T/tcp behind"
+expect 2 "pollen: train: --status-token-file is the token of the TCP endpoint: give --status-tcp too" -- \
+  train --job "$T/tok" --status-token-file /etc/hostname
+[ -e "$T/tok" ] && fail "--status-token-file without --status-tcp left $T/tok behind"
 expect 2 "pollen: train: --job DIR is required" -- train --job ""
 if command -v mpirun > /dev/null; then
   # Ranks launched with other flags: found before rank 0 freezes config.json.

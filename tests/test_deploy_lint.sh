@@ -11,7 +11,10 @@
 #   6. monitoring: the launcher passes --status-tcp 0.0.0.0:9100, the workers expose port 9100
 #      as "metrics", podmonitor.yaml scrapes that port's /metrics with a Bearer token, and
 #      deploy/grafana/pollen-dashboard.json is JSON (python3 -m json.tool) whose queries
-#      name only metrics pollen exposes.
+#      name only metrics pollen exposes;
+#   7. the launcher's liveness probe, run against local stand-ins for worker 0's /healthz
+#      (passes on 200 and when nothing listens, fails on 503), and the status token Secret:
+#      mounted in the workers, named by --status-token-file, the one podmonitor.yaml reads.
 # Parts whose tool is missing are skipped with a note; the test skips (77) only if no YAML
 # check at all was possible. Env: POLLEN_SRC (source tree).
 set -uo pipefail
@@ -178,6 +181,62 @@ if python3 -m json.tool "$dash" >/dev/null; then
   echo "checked: $dash (json.tool; its $(echo "$used" | wc -l) metric names are exposed)"
 else
   fail "$dash is not valid JSON"
+fi
+
+# ---- 7. the launcher's liveness probe and the status token Secret
+if [ -n "$py" ]; then
+  "$py" - <<'EOF' || fail "the liveness probe or the status token Secret (above)"
+import re, subprocess, threading, yaml
+from http.server import BaseHTTPRequestHandler, HTTPServer
+job = yaml.safe_load(open("deploy/kubernetes/mpijob.yaml"))
+spec = job["spec"]["mpiReplicaSpecs"]
+launcher = spec["Launcher"]["template"]["spec"]["containers"][0]
+worker = spec["Worker"]["template"]["spec"]
+probe = launcher["livenessProbe"]["exec"]["command"]
+script = " ".join(launcher["args"])
+# The token: a Secret mounted in the workers (rank 0 runs there), named by --status-token-file.
+m = re.search(r"--status-token-file (\S+)", script)
+assert m, "the launcher's pollen train has no --status-token-file"
+mounts = {v["name"]: v["mountPath"] for v in worker["containers"][0]["volumeMounts"]}
+secrets = {v["name"]: v["secret"]["secretName"] for v in worker["volumes"] if "secret" in v}
+assert any(m.group(1).startswith(mounts[n] + "/") for n in secrets if n in mounts), \
+    "--status-token-file %s is not in a Secret mounted in the workers" % m.group(1)
+pm = yaml.safe_load(open("deploy/kubernetes/podmonitor.yaml"))
+cred = pm["spec"]["podMetricsEndpoints"][0]["authorization"]["credentials"]["name"]
+assert cred in secrets.values(), "podmonitor.yaml reads Secret %s, the workers mount %s" % (cred, secrets)
+
+# The probe, pointed at a local stand-in for worker 0: passes on 200 and when nothing
+# listens, fails on 503 (no step for twice --stall-timeout).
+def run(port):
+    cmd = [a.replace("pollen-flowers-worker-0.pollen-flowers-worker", "127.0.0.1").replace("9100", str(port))
+           for a in probe]
+    return subprocess.run(cmd, timeout=20).returncode
+def serve(code):
+    class H(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(code if self.path == "/healthz" else 404)
+            self.end_headers()
+            self.wfile.write(b"x\n")
+        def log_message(self, *a):
+            pass
+    srv = HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+for code in (200, 503):
+    srv = serve(code)
+    got = run(srv.server_address[1])
+    srv.shutdown()
+    srv.server_close()
+    assert (got == 0) == (code == 200), "probe exit %d against a %d /healthz" % (got, code)
+free = serve(200)
+port = free.server_address[1]
+free.shutdown()
+free.server_close()
+assert run(port) == 0, "the probe fails when nothing listens (a job starting or between launches)"
+print("checked: liveness probe (200 and nothing listening pass, 503 fails); token Secret mounted, named, scraped")
+EOF
+else
+  echo "note: PyYAML not installed: liveness probe not run"
 fi
 
 if [ "$failures" -gt 0 ]; then echo "FAIL: $failures problem(s)"; exit 1; fi

@@ -2,7 +2,7 @@
 # test_prometheus.sh - GET /metrics of a real job by Prometheus' own checker: two scrapes a
 # second apart each pass `promtool check metrics` silently, the counters grow, the step-time
 # histogram counts every step, the series set does not change, and /healthz answers without a
-# token. Env: POLLEN, POLLEN_SRC (set by ctest).
+# token; the token is the one --status-token-file names. Env: POLLEN, POLLEN_SRC (set by ctest).
 set -uo pipefail
 POLLEN=${POLLEN:?set POLLEN to the pollen binary}
 SRC=${POLLEN_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -31,8 +31,11 @@ value() { awk -v n="$1" '$1 == n { print $2 }' <<<"$2"; }
 
 "$POLLEN" prepare --src "$SRC/tests/data/flowers_sample" --out "$tmp/data" --max-side 64 >/dev/null 2>&1 \
   || fail "pollen prepare"
+# The token from a file, as a Kubernetes Secret mounted in the pod gives it (deploy/kubernetes).
+secret=promtest-token_0123456789abcdef
+printf '%s\n' "$secret" >"$tmp/secret"
 timeout -k 5 300 "$POLLEN" train --data "$tmp/data" --job "$job" --size 64 --batch 16 --width 0.5 \
-  --epochs 30 --threads 2 --status-tcp 127.0.0.1:0 >"$tmp/job.log" 2>&1 &
+  --epochs 30 --threads 2 --status-tcp 127.0.0.1:0 --status-token-file "$tmp/secret" >"$tmp/job.log" 2>&1 &
 job_pid=$!
 deadline=$((SECONDS + 60))
 until grep -q "TCP port [0-9]" "$tmp/job.log" 2>/dev/null && [ -s "$job/status.token" ]; do
@@ -42,6 +45,7 @@ until grep -q "TCP port [0-9]" "$tmp/job.log" 2>/dev/null && [ -s "$job/status.t
 done
 port=$(sed -n 's/.*TCP port \([0-9]*\).*/\1/p' "$tmp/job.log" | head -1)
 token=$(cat "$job/status.token")
+[ "$token" = "$secret" ] || fail "status.token is not the --status-token-file token: $token"
 
 out=$(get /healthz)
 [ "$out" = $'200\nok' ] || fail "GET /healthz without a token: $out"

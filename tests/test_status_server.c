@@ -235,7 +235,7 @@ static void rmjob(const char *d) {
 }
 
 static status_server *start(const char *dir, const char *tcp, int timeout_ms, int max_conns) {
-  status_server_opts o = {timeout_ms, max_conns, 0};
+  status_server_opts o = {.timeout_ms = timeout_ms, .max_conns = max_conns};
   char err[512];
   status_server *s = status_server_start_opts(dir, tcp, &o, err, sizeof err);
   REQUIRE(s, "start in %s: %s", dir, err);
@@ -533,8 +533,14 @@ static char *read_token(const char *dir) {
   REQUIRE(fgets(tok, sizeof tok, f), "read token");
   fclose(f);
   tok[strcspn(tok, "\n")] = 0;
-  REQUIRE(strlen(tok) == 32 && strspn(tok, "0123456789abcdef") == 32, "token is 32 hex: %s", tok);
   return xstrdup(tok);
+}
+
+/* A token the server made itself: 32 random hex digits. */
+static char *read_random_token(const char *dir) {
+  char *tok = read_token(dir);
+  REQUIRE(strlen(tok) == 32 && strspn(tok, "0123456789abcdef") == 32, "token is 32 hex: %s", tok);
+  return tok;
 }
 
 /* One HTTP request; `body` (may be NULL) is sent 100 ms after the head, as a slow client
@@ -606,7 +612,7 @@ static void test_tcp(void) {
   publish_fake(s, 123, "training");
   int port = status_server_tcp_port(s);
   REQUIRE(port > 0, "tcp port");
-  char *tok = read_token(dir);
+  char *tok = read_random_token(dir);
 
   client c = cl_tcp(port);
   char *l;
@@ -770,6 +776,69 @@ static void *train_main(void *arg) {
   }
   atomic_store(&t->done, 1);
   return NULL;
+}
+
+/* /healthz tells a hung job (training, no step) from a live one; a token from a file is the
+ * one TCP clients need, and the one in status.token. */
+static void test_health_and_token_file(void) {
+  char *dir = mkjob();
+  char path[600];
+  snprintf(path, sizeof path, "%s/secret", dir);
+  FILE *f = fopen(path, "w");
+  REQUIRE(f && fputs("kube-secret_0123456789.abc\n", f) >= 0 && fclose(f) == 0, "secret file");
+  status_server_opts o = {.health_stall_s = 1, .token_file = path};
+  char err[512];
+  status_server *s = status_server_start_opts(dir, "127.0.0.1:0", &o, err, sizeof err);
+  REQUIRE(s, "start: %s", err);
+  int port = status_server_tcp_port(s);
+  char *tok = read_token(dir);
+  REQUIRE(!strcmp(tok, "kube-secret_0123456789.abc"), "status.token holds the file's token: '%s'", tok);
+  char *r = http_get(port, "/metrics", "kube-secret_0123456789.abc");
+  REQUIRE(!strncmp(r, "HTTP/1.1 200", 12), "GET /metrics with the file's token: %.60s", r);
+  free(r);
+
+  job_status j;
+  worker_status w[2];
+  fake_job(&j, 10, "training");
+  fake_workers(w);
+  j.last_step_time = time_unix();
+  status_server_publish(s, &j, w, 2);
+  r = http_get(port, "/healthz", NULL);
+  REQUIRE(!strncmp(r, "HTTP/1.1 200", 12), "fresh step: %.60s", r);
+  free(r);
+  usleep(1300 * 1000);
+  r = http_get(port, "/healthz", NULL);
+  REQUIRE(!strncmp(r, "HTTP/1.1 503 Service Unavailable", 32) && strstr(r, "stalled: training, and no step for"),
+          "no step for longer than the limit: %.200s", r);
+  free(r);
+  j.step = 11, j.last_step_time = time_unix();
+  status_server_publish(s, &j, w, 2);
+  r = http_get(port, "/healthz", NULL);
+  REQUIRE(!strncmp(r, "HTTP/1.1 200", 12), "a step again: %.60s", r);
+  free(r);
+  snprintf(j.state, sizeof j.state, "evaluating");
+  status_server_publish(s, &j, w, 2);
+  usleep(1300 * 1000);
+  r = http_get(port, "/healthz", NULL);
+  REQUIRE(!strncmp(r, "HTTP/1.1 200", 12), "evaluating has no steps, and is not a stall: %.60s", r);
+  free(r);
+  status_server_stop(s);
+  free(tok);
+
+  /* Files that hold no token are refused by name, before anything listens. */
+  const char *bad[] = {"short\n", "has space in the token here\n", ""};
+  for (int i = 0; i < 3; i++) {
+    f = fopen(path, "w");
+    REQUIRE(f && fputs(bad[i], f) >= 0 && fclose(f) == 0, "secret file");
+    err[0] = 0;
+    REQUIRE(!status_server_start_opts(dir, "127.0.0.1:0", &o, err, sizeof err), "token file '%s' accepted", bad[i]);
+    REQUIRE(strstr(err, "--status-token-file") && strstr(err, path) && !strchr(err, '\n'), "message: %s", err);
+  }
+  o.token_file = "/nonexistent/secret";
+  REQUIRE(!status_server_start_opts(dir, "127.0.0.1:0", &o, err, sizeof err) && strstr(err, "No such file"),
+          "missing token file: %s", err);
+  rmjob(dir);
+  free(dir);
 }
 
 static void test_stop_through_socket(const char *dir, status_server *s) {
@@ -1063,7 +1132,7 @@ static int run_and_end(const char *dir, int how) {
   if (pid == 0) {
     int devnull = open("/dev/null", O_WRONLY);
     dup2(devnull, 2); /* die()'s message is expected */
-    status_server *s = status_server_start(dir, "127.0.0.1:0");
+    status_server *s = status_server_start(dir, "127.0.0.1:0", NULL);
     (void)s;
     if (how == END_REPLACED) { /* someone else's files now: they must survive our exit */
       char path[600];
@@ -1121,7 +1190,7 @@ static int serve(const char *dir, double secs) {
   log_set_quiet(1);
   signal(SIGTERM, on_term);
   signal(SIGINT, on_term);
-  status_server *s = status_server_start(dir, NULL);
+  status_server *s = status_server_start(dir, NULL, NULL);
   for (int i = 0; i < 50; i++) {
     metric_point p = {.step = i * 10, .epoch = 0, .loss = 2.0 - i * 0.02, .train_acc = i / 60.0,
                       .val_acc = NAN, .lr = 0.01, .images_per_s = 500};
@@ -1256,6 +1325,7 @@ int main(int argc, char **argv) {
   free(dir);
   test_cap();
   test_tcp();
+  test_health_and_token_file();
   test_sockets_on_disk();
   test_burst(); /* these fork: no other thread may be running */
   test_exit_cleanup();
