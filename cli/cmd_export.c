@@ -10,6 +10,7 @@
 #include "daemon/ckpt.h"
 #include "proto/job_config.h"
 #include "proto/manifest.h"
+#include "proto/plan.h"
 #include "proto/train_state.h"
 #include "worker/model.h"
 #include "worker/weights.h"
@@ -87,12 +88,15 @@ int cmd_export(int argc, char **argv) {
   if (train_state_weights_from_file(&l.file, l.path, &shape, &state, &stats, err, sizeof err) != 0) die("%s", err);
   memcpy(m.params, state.params, m.n_params * sizeof(float));
   memcpy(m.bn_tracked, state.bn_tracked, (size_t)m.n_bn * sizeof(int64_t));
-  bn_stats_mean(state.bn_stats, state.stats_ranks, m.n_stats, m.stats);
+  /* The statistics the job evaluated with at this step (precise BN), else the ranks' mean:
+   * the export of a finished job's final checkpoint is its weights.safetensors. */
+  if (state.eval_bn_stats) memcpy(m.stats, state.eval_bn_stats, m.n_stats * sizeof(float));
+  else bn_stats_mean(state.bn_stats, state.stats_ranks, m.n_stats, m.stats);
   free(stats);
   weights_export(&m, out, dm ? (const char *const *)dm->classes : NULL, extra.image_size ? extra.image_size : jc.size);
   if (dm) manifest_free(dm);
-  printf("exported %s (step %lld, epoch %lld) to %s\n", l.path, (long long)l.file.meta.step,
-         (long long)l.file.meta.epoch, out);
+  printf("exported %s (step %lld, epoch %d) to %s\n", l.path, (long long)l.file.meta.step,
+         plan_epoch_number(l.file.meta.epoch, l.file.meta.sample_in_epoch), out);
   model_free(&m);
   ckpt_loaded_free(&l);
   return EXIT_OK;

@@ -85,6 +85,9 @@ static void usage(FILE *to) {
 "                       mounted secret), the same at every launch, instead of a random one\n"
 "  --cache-dir DIR      node-local folder for shards staged from rank 0 (default /tmp/pollen-cache)\n"
 "  --no-tensorboard     no TensorBoard event files in JOB/tensorboard\n"
+"  --precise-bn N|auto  before each validation and the export, recompute BN statistics from\n"
+"                       N training batches per rank (precise BN; 0: off). auto (default):\n"
+"                       16 while the running averages are young (about the first 300 steps)\n"
 "  --help\n\n"
 "Exit status: 0 finished, 75 stopped cleanly with a checkpoint (SIGTERM, SIGINT, SIGUSR1 or\n"
 "`pollen ctl JOB stop`: run the same command again to resume), 1 failed, 2 bad usage.\n");
@@ -99,7 +102,7 @@ enum {
   O_NO_TENSORBOARD, O_HELP
 };
 
-enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE }; /* apart, so the table's enum stays one list */
+enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE, O_PRECISE_BN }; /* apart, so the table's enum stays one list */
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
   if (strlen(v) >= cap) die_status(EXIT_USAGE, "%s: value too long (%zu characters at most)", flag, cap - 1);
@@ -173,7 +176,7 @@ int cmd_train(int argc, char **argv) {
       {"no-tensorboard", no_argument, 0, O_NO_TENSORBOARD},
       {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
       {"help", no_argument, 0, O_HELP}, {"config", required_argument, 0, O_CONFIG},
-      {"status-token-file", required_argument, 0, O_STATUS_TOKEN_FILE},
+      {"status-token-file", required_argument, 0, O_STATUS_TOKEN_FILE}, {"precise-bn", required_argument, 0, O_PRECISE_BN},
       {0, 0, 0, 0}};
   job_config cfg;
   job_config_defaults(&cfg);
@@ -243,6 +246,9 @@ int cmd_train(int argc, char **argv) {
     case O_BUCKET: cfg.bucket_kib = (int)cli_parse_long("--bucket-kib", optarg, 4, 1 << 20); break;
     case O_STALL: cfg.stall_timeout = cli_parse_double("--stall-timeout", optarg, 1, 1e6); break;
     case O_STATUS_TCP: copy_flag(cfg.status_tcp, sizeof cfg.status_tcp, "--status-tcp", optarg); break;
+    case O_PRECISE_BN:
+      cfg.precise_bn = !strcmp(optarg, "auto") ? -1 : (int)cli_parse_long("--precise-bn", optarg, 0, 100000);
+      break;
     case O_STATUS_TOKEN_FILE:
       copy_flag(cfg.status_token_file, sizeof cfg.status_token_file, "--status-token-file", optarg);
       break;

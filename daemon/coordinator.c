@@ -501,7 +501,7 @@ void coord_checkpoint_begin(coordinator *co) {
 
 void coord_checkpoint(coordinator *co, const train_state_view *state, const char *why, double next_lr) {
   const job_config *cfg = co->cfg;
-  ckptf_section_in *sec = xcalloc((size_t)(4 + state->stats_ranks), sizeof *sec);
+  ckptf_section_in *sec = xcalloc((size_t)(5 + state->stats_ranks), sizeof *sec);
   char (*names)[TRAIN_STATE_NAME_MAX] = xcalloc((size_t)state->stats_ranks, sizeof *names);
   ckpt_snapshot s;
   memset(&s, 0, sizeof s);

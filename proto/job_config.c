@@ -34,6 +34,7 @@ void job_config_defaults(job_config *c) {
   c->keep = 3;
   c->overlap = 1;
   c->tensorboard = 1;
+  c->precise_bn = -1;
   c->bucket_kib = 1024;
   c->stall_timeout = 30.0;
 }

@@ -48,6 +48,8 @@ typedef struct {
   int force_config;
   int start_over;        /* train from step 0 although the records show lost checkpoints */
   int tensorboard;       /* 1: TensorBoard event files in JOB_DIR/tensorboard */
+  int precise_bn;        /* BN statistics recomputed from N training batches per rank before
+                            validation and export; 0 off, -1 auto (worker.c precise_bn_batches) */
   /* Where a rank trains: a knob, not the definition, so a job stopped on GPUs resumes on
    * CPUs and the other way round. */
   char device[8];        /* cpu | cuda | auto */

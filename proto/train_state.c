@@ -23,7 +23,10 @@ int train_state_sections(const train_state_view *v, const train_state_shape *sha
     sec[4 + r] = (ckptf_section_in){names[r], CKPTF_KIND_F32, v->bn_stats + (size_t)r * shape->n_stats,
                                     shape->n_stats * sizeof(float)};
   }
-  return 4 + v->stats_ranks;
+  int n = 4 + v->stats_ranks;
+  if (v->eval_bn_stats)
+    sec[n++] = (ckptf_section_in){TRAIN_STATE_BN_EVAL, CKPTF_KIND_F32, v->eval_bn_stats, shape->n_stats * sizeof(float)};
+  return n;
 }
 
 static const void *section_of(const ckptf_file *f, const char *path, const char *name, size_t bytes,
@@ -58,6 +61,12 @@ int train_state_weights_from_file(const ckptf_file *f, const char *path, const t
   }
   v->bn_stats = *bn_stats = all;
   v->stats_ranks = ranks;
+  if (ckptf_find(f, TRAIN_STATE_BN_EVAL) &&
+      !(v->eval_bn_stats = section_of(f, path, TRAIN_STATE_BN_EVAL, bytes, err, errlen))) {
+    free(all);
+    *bn_stats = NULL;
+    return -1;
+  }
   return 0;
 }
 

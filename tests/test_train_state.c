@@ -28,15 +28,18 @@ static void fill(float *x, size_t n, float base) {
 
 static void test_schema_round_trip(void) {
   train_state_shape shape = {37, 37, 12, 3};
-  float params[37], m[37], v[37], stats[3 * 12];
+  float params[37], m[37], v[37], stats[3 * 12], eval[12];
   int64_t tracked[3] = {5, 6, 7};
-  fill(params, 37, 1), fill(m, 37, 2), fill(v, 37, 3), fill(stats, 36, -4);
-  train_state_view state = {params, m, v, tracked, stats, 3, 41};
-  ckptf_section_in sec[7];
+  fill(params, 37, 1), fill(m, 37, 2), fill(v, 37, 3), fill(stats, 36, -4), fill(eval, 12, 9);
+  train_state_view state = {params, m, v, tracked, stats, 3, NULL, 41};
+  ckptf_section_in sec[8];
   char names[3][TRAIN_STATE_NAME_MAX];
   int n = train_state_sections(&state, &shape, sec, names);
   CHECK(n == 7 && !strcmp(sec[0].name, TRAIN_STATE_PARAMS) && !strcmp(sec[6].name, "bn_stats.rank2"),
         "7 sections in schema order (%d)", n);
+  state.eval_bn_stats = eval; /* evaluated with precise BN at this step */
+  n = train_state_sections(&state, &shape, sec, names);
+  CHECK(n == 8 && !strcmp(sec[7].name, TRAIN_STATE_BN_EVAL), "bn_stats.eval last (%d)", n);
 
   char err[512];
   ckpt_writer *w = ckpt_writer_start(job_dir, 2, err, sizeof err);
@@ -62,6 +65,7 @@ static void test_schema_round_trip(void) {
         !memcmp(got.opt_v, v, sizeof v) && !memcmp(got.bn_tracked, tracked, sizeof tracked),
         "the tensors read back bit for bit");
   CHECK(!memcmp(got.bn_stats, stats, sizeof stats), "the ranks' statistics side by side, in rank order");
+  CHECK(got.eval_bn_stats && !memcmp(got.eval_bn_stats, eval, sizeof eval), "the evaluation's statistics");
   train_state_extra y;
   train_state_extra_read(l.file.meta.extra, l.file.meta.step, &y);
   CHECK(y.optimizer_steps == 41 && y.lr == 0.125 && y.global_batch == 24 && y.best_val_acc == 0.5 &&

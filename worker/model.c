@@ -214,6 +214,23 @@ static void init_params(model *m, uint64_t seed) {
           }
     }
   }
+  model_reset_bn_stats(m);
+}
+
+void model_precise_bn(model *m, int (*next_batch)(void *ctx, float *images), void *ctx, float *images) {
+  model_reset_bn_stats(m);
+  model_sync_to_device(m);
+  float momentum = m->bn_momentum;
+  int n;
+  for (int k = 1; (n = next_batch(ctx, images)) > 0; k++) {
+    m->bn_momentum = 1.0f / (float)k; /* the k-th batch weighs as much as each before it */
+    model_forward(m, images, NULL, n, 1, 0.0f);
+  }
+  m->bn_momentum = momentum;
+  model_sync_to_host(m);
+}
+
+void model_reset_bn_stats(model *m) {
   for (int b = 0; b < m->n_bn; b++) {
     float *mean = m->stats + m->bn[b].offset, *var = mean + m->bn[b].channels;
     for (int c = 0; c < m->bn[b].channels; c++) mean[c] = 0.0f, var[c] = 1.0f;

@@ -137,6 +137,15 @@ typedef struct model {
 /* Builds the architecture and initialises parameters as torchvision does (Kaiming normal
  * fan-out for convs, N(0, 0.01) for Linear, ones/zeros for BN), from `seed`. */
 void model_init(model *m, const model_config *cfg, uint64_t seed);
+/* BN running statistics back to their start (mean 0, var 1, no batches tracked), on the host
+ * copy: model_sync_to_device after it on a GPU. */
+void model_reset_bn_stats(model *m);
+/* Precise BN with torch.optim.swa_utils.update_bn's semantics: the running statistics become
+ * the plain average of the batch statistics (mean, unbiased variance) of the batches that
+ * next_batch puts in images (returning their count, 0 at the end), from train-mode forwards
+ * without backward: momentum 1/k at the k-th batch, from mean 0 and variance 1. Host copies
+ * current afterwards. */
+void model_precise_bn(model *m, int (*next_batch)(void *ctx, float *images), void *ctx, float *images);
 void model_free(model *m);
 
 /* Allocates activations for batches of up to `batch` images of size x size. Idempotent for

@@ -21,6 +21,8 @@
 #include "worker/staging.h"
 #include "worker/weights.h"
 
+#define PRECISE_BN_AUTO_BATCHES 16 /* batches per rank of --precise-bn auto */
+
 struct worker {
   job_config *cfg;
   comm *c;
@@ -37,6 +39,8 @@ struct worker {
   int *labels;
   int64_t *order, *mine;
   float *stats;      /* world x n_stats on rank 0: the ranks' BN statistics */
+  float *eval_stats; /* the BN statistics evaluation used at step eval_stats_step (precise BN), */
+  int64_t eval_stats_step; /* so the export and a checkpoint of that step go with them; -1: none */
   unsigned char *stats_msgs; /* rank 0: the world's bn_stats messages, as gathered */
 };
 
@@ -167,6 +171,15 @@ static void setup_gradient_averaging(worker *w) {
   }
 }
 
+static void log_evaluation_bn(const worker *w) {
+  int n = w->cfg->precise_bn;
+  if (n < 0)
+    worker_log(w, "evaluation uses precise BN (%d training batches per rank) while the BN running averages are young, "
+               "then the averages (--precise-bn auto)", PRECISE_BN_AUTO_BATCHES);
+  else if (n > 0)
+    worker_log(w, "evaluation uses precise BN: BN statistics from %d training batches per rank (--precise-bn %d)", n, n);
+}
+
 const job_plan *worker_load(worker *w) {
   job_config *cfg = w->cfg;
   comm *c = w->c;
@@ -202,7 +215,10 @@ const job_plan *worker_load(worker *w) {
   w->mine = xmalloc((size_t)(biggest + 1) * sizeof(int64_t));
   size_t ranks = c->rank == 0 ? (size_t)c->world : 1;
   w->stats = xmalloc(ranks * w->m.n_stats * sizeof(float));
+  w->eval_stats = xmalloc(w->m.n_stats * sizeof(float));
+  w->eval_stats_step = -1;
   if (c->rank == 0) w->stats_msgs = xmalloc(ranks * (sizeof(bn_stats_msg) + w->m.n_stats * sizeof(float)));
+  log_evaluation_bn(w);
   return &w->plan;
 }
 
@@ -239,27 +255,75 @@ static void gather_bn_stats(worker *w) {
   }
 }
 
-/* Evaluation and export use the ranks' BN running statistics averaged; each rank keeps its
- * own for training. Returns this rank's own statistics to hand to restore_bn_stats (NULL in
- * a world of one, where the average is the rank's own). Collective. */
-static float *average_bn_stats(worker *w) {
-  model_sync_to_host(&w->m);
-  if (w->c->world == 1) return NULL;
-  size_t ns = w->m.n_stats;
-  float *own = xmalloc(ns * sizeof(float));
-  memcpy(own, w->m.stats, ns * sizeof(float));
-  gather_bn_stats(w);
-  if (w->c->rank == 0) bn_stats_mean(w->stats, w->c->world, ns, w->m.stats);
-  comm_bcast(w->c, w->m.stats, ns * sizeof(float), 0);
-  model_sync_to_device(&w->m);
-  return own;
+/* ---- BN statistics for evaluation and export ------------------------------------------ */
+
+/* Batches per rank that evaluation recomputes the BN statistics from first (0: none):
+ * --precise-bn N, or by default (auto) PRECISE_BN_AUTO_BATCHES while the running averages
+ * still hold more than 5% of their starting values, (1 - momentum)^steps > 0.05 (about 300
+ * steps at momentum 0.01): that is when they lag behind what the weights have learned. At most
+ * an epoch's steps. The same on every rank. */
+static int precise_bn_batches(const worker *w) {
+  int n = w->cfg->precise_bn;
+  if (n < 0) n = pow(1.0 - w->m.bn_momentum, (double)w->pos.step) > 0.05 ? PRECISE_BN_AUTO_BATCHES : 0;
+  return n < w->plan.steps_per_epoch ? n : w->plan.steps_per_epoch;
 }
 
-static void restore_bn_stats(worker *w, float *own) {
-  if (!own) return;
-  memcpy(w->m.stats, own, w->m.n_stats * sizeof(float));
+static int next_train_batch(void *ctx, float *images) {
+  worker *w = ctx;
+  return loader_next(w->train, images, w->labels);
+}
+
+/* Precise BN (model_precise_bn) over `batches` training batches: this rank's share of the first
+ * steps of the current epoch's order, with that epoch's augmentation. */
+static void recompute_bn_stats(worker *w, int batches) {
+  const job_plan *p = &w->plan;
+  plan_shuffle(w->cfg->seed, w->pos.epoch, p->n_train, w->order);
+  int64_t count = plan_rank_samples(w->order, 0, batches, p->global_batch, w->c->rank, p->local_batch, w->mine);
+  loader_start_epoch(w->train, w->pos.epoch, w->mine, count);
+  model_precise_bn(&w->m, next_train_batch, w, w->images);
+}
+
+typedef struct {
+  float *stats;     /* this rank's training statistics, NULL when evaluation uses them as they are */
+  int64_t *tracked;
+} bn_saved;
+
+/* Evaluation and export use precise statistics (above) when due, averaged over the ranks;
+ * each rank keeps its own for training. Returns what restore_training_bn_stats puts back.
+ * Collective. */
+static bn_saved use_eval_bn_stats(worker *w) {
+  model *m = &w->m;
+  model_sync_to_host(m);
+  int batches = precise_bn_batches(w);
+  bn_saved saved = {NULL, NULL};
+  if (batches == 0 && w->c->world == 1) return saved;
+  size_t ns = m->n_stats, nt = (size_t)m->n_bn * sizeof *m->bn_tracked;
+  saved.stats = xmalloc(ns * sizeof(float));
+  memcpy(saved.stats, m->stats, ns * sizeof(float));
+  saved.tracked = xmalloc(nt);
+  memcpy(saved.tracked, m->bn_tracked, nt);
+  if (batches > 0 && w->eval_stats_step == w->pos.step) {
+    memcpy(m->stats, w->eval_stats, ns * sizeof(float)); /* this step's, evaluated already */
+  } else {
+    if (batches > 0) recompute_bn_stats(w, batches);
+    if (w->c->world > 1) {
+      gather_bn_stats(w);
+      if (w->c->rank == 0) bn_stats_mean(w->stats, w->c->world, ns, m->stats);
+      comm_bcast(w->c, m->stats, ns * sizeof(float), 0);
+    }
+    if (batches > 0) memcpy(w->eval_stats, m->stats, ns * sizeof(float)), w->eval_stats_step = w->pos.step;
+  }
+  model_sync_to_device(m);
+  return saved;
+}
+
+static void restore_training_bn_stats(worker *w, bn_saved saved) {
+  if (!saved.stats) return;
+  memcpy(w->m.stats, saved.stats, w->m.n_stats * sizeof(float));
+  memcpy(w->m.bn_tracked, saved.tracked, (size_t)w->m.n_bn * sizeof *w->m.bn_tracked);
   model_sync_to_device(&w->m);
-  free(own);
+  free(saved.stats);
+  free(saved.tracked);
 }
 
 /* Rank 0 sends each rank its statistics of a resumed state as a bn_stats message. */
@@ -309,6 +373,14 @@ void worker_restore(worker *w, const resume_msg *msg, const train_state_view *st
   model_sync_to_device(&w->m);
   optim_sync_to_device(&w->opt);
   w->pos = (job_position){r.step, (int)r.epoch, (int)r.step_in_epoch};
+  /* A relaunch exports what the first launch evaluated (a finished job's weights again). */
+  int has_eval = c->rank == 0 && state->eval_bn_stats;
+  comm_bcast(c, &has_eval, sizeof has_eval, 0);
+  if (has_eval) {
+    if (c->rank == 0) memcpy(w->eval_stats, state->eval_bn_stats, w->m.n_stats * sizeof(float));
+    comm_bcast(c, w->eval_stats, w->m.n_stats * sizeof(float), 0);
+    w->eval_stats_step = r.step;
+  }
   w->opt.step = (long)r.optimizer_steps;
 }
 
@@ -404,14 +476,15 @@ int worker_snapshot(worker *w, train_state_view *v) {
   optim_sync_to_host(&w->opt);
   gather_bn_stats(w);
   if (w->c->rank != 0) return 0;
-  *v = (train_state_view){w->m.params, w->opt.m, w->opt.v, w->m.bn_tracked, w->stats, w->c->world, w->opt.step};
+  *v = (train_state_view){w->m.params, w->opt.m, w->opt.v, w->m.bn_tracked, w->stats, w->c->world,
+                          w->eval_stats_step == w->pos.step ? w->eval_stats : NULL, w->opt.step};
   return 1;
 }
 
 /* Accuracy on the validation split: rank r evaluates samples r, r+W, ...; counts are summed. */
 double worker_evaluate(worker *w) {
   if (w->plan.n_val == 0) return NAN;
-  float *own = average_bn_stats(w);
+  bn_saved own = use_eval_bn_stats(w);
   int64_t count = 0;
   for (int64_t i = w->c->rank; i < w->plan.n_val; i += w->c->world) w->mine[count++] = i;
   loader_start_epoch(w->val, 0, w->mine, count);
@@ -423,12 +496,12 @@ double worker_evaluate(worker *w) {
     correct[1] += n;
   }
   comm_allreduce_sum_f64(w->c, correct, 2);
-  restore_bn_stats(w, own);
+  restore_training_bn_stats(w, own);
   return correct[1] > 0 ? correct[0] / correct[1] : NAN;
 }
 
 void worker_export_weights(worker *w, const char *path) {
-  float *own = average_bn_stats(w);
+  bn_saved own = use_eval_bn_stats(w);
   if (w->c->rank == 0) {
     const char **names = xcalloc((size_t)w->plan.classes, sizeof *names);
     for (int k = 0; k < w->plan.classes; k++) names[k] = loader_class_name(w->train, k);
@@ -436,7 +509,7 @@ void worker_export_weights(worker *w, const char *path) {
     free(names);
     log_info("weights written to %s (weights hash %016llx)", path, (unsigned long long)model_hash(&w->m));
   }
-  restore_bn_stats(w, own);
+  restore_training_bn_stats(w, own);
 }
 
 void worker_free(worker *w) {
