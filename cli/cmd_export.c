@@ -86,7 +86,8 @@ int cmd_export(int argc, char **argv) {
   train_state_view state;
   float *stats;
   if (train_state_weights_from_file(&l.file, l.path, &shape, &state, &stats, err, sizeof err) != 0) die("%s", err);
-  memcpy(m.params, state.params, m.n_params * sizeof(float));
+  /* The weights the job validated and exported: its EMA's when it kept one. */
+  memcpy(m.params, state.ema_params ? state.ema_params : state.params, m.n_params * sizeof(float));
   memcpy(m.bn_tracked, state.bn_tracked, (size_t)m.n_bn * sizeof(int64_t));
   /* The statistics the job evaluated with at this step (precise BN), else the ranks' mean:
    * the export of a finished job's final checkpoint is its weights.safetensors. */

@@ -88,6 +88,11 @@ static void usage(FILE *to) {
 "  --precise-bn N|auto  before each validation and the export, recompute BN statistics from\n"
 "                       N training batches per rank (precise BN; 0: off). auto (default):\n"
 "                       16 while the running averages are young (about the first 300 steps)\n"
+"  --ema-decay D        validate and export an exponential moving average of the weights\n"
+"                       (torchvision's semantics), updated every --ema-every steps with decay\n"
+"                       D and restarted during the LR warm-up; its BN statistics by precise\n"
+"                       BN (default 0: no EMA)\n"
+"  --ema-every N        steps between EMA updates (default 32)\n"
 "  --help\n\n"
 "Exit status: 0 finished, 75 stopped cleanly with a checkpoint (SIGTERM, SIGINT, SIGUSR1 or\n"
 "`pollen ctl JOB stop`: run the same command again to resume), 1 failed, 2 bad usage.\n");
@@ -102,7 +107,7 @@ enum {
   O_NO_TENSORBOARD, O_HELP
 };
 
-enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE, O_PRECISE_BN }; /* apart, so the table's enum stays one list */
+enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE, O_PRECISE_BN, O_EMA_DECAY, O_EMA_EVERY }; /* apart, so the table's enum stays one list */
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
   if (strlen(v) >= cap) die_status(EXIT_USAGE, "%s: value too long (%zu characters at most)", flag, cap - 1);
@@ -177,6 +182,7 @@ int cmd_train(int argc, char **argv) {
       {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
       {"help", no_argument, 0, O_HELP}, {"config", required_argument, 0, O_CONFIG},
       {"status-token-file", required_argument, 0, O_STATUS_TOKEN_FILE}, {"precise-bn", required_argument, 0, O_PRECISE_BN},
+      {"ema-decay", required_argument, 0, O_EMA_DECAY}, {"ema-every", required_argument, 0, O_EMA_EVERY},
       {0, 0, 0, 0}};
   job_config cfg;
   job_config_defaults(&cfg);
@@ -246,6 +252,8 @@ int cmd_train(int argc, char **argv) {
     case O_BUCKET: cfg.bucket_kib = (int)cli_parse_long("--bucket-kib", optarg, 4, 1 << 20); break;
     case O_STALL: cfg.stall_timeout = cli_parse_double("--stall-timeout", optarg, 1, 1e6); break;
     case O_STATUS_TCP: copy_flag(cfg.status_tcp, sizeof cfg.status_tcp, "--status-tcp", optarg); break;
+    case O_EMA_DECAY: cfg.ema_decay = cli_parse_double("--ema-decay", optarg, 0, 0.999999); break;
+    case O_EMA_EVERY: cfg.ema_every = (int)cli_parse_long("--ema-every", optarg, 1, 1000000); break;
     case O_PRECISE_BN:
       cfg.precise_bn = !strcmp(optarg, "auto") ? -1 : (int)cli_parse_long("--precise-bn", optarg, 0, 100000);
       break;

@@ -274,6 +274,7 @@ void coord_choose_resume(coordinator *co, resume_msg *msg, train_state_view *sta
   *state = saved;
   state->bn_stats = co->resumed_stats, state->stats_ranks = world;
   state->optimizer_steps = extra.optimizer_steps;
+  state->ema_updates = extra.ema_updates;
   *msg = (resume_msg){TRAIN_MSG_VERSION, 1, meta->step, meta->epoch, meta->sample_in_epoch / cfg->batch,
                       extra.optimizer_steps, meta->world_size, world};
   open_records(co, meta->step);
@@ -501,7 +502,7 @@ void coord_checkpoint_begin(coordinator *co) {
 
 void coord_checkpoint(coordinator *co, const train_state_view *state, const char *why, double next_lr) {
   const job_config *cfg = co->cfg;
-  ckptf_section_in *sec = xcalloc((size_t)(5 + state->stats_ranks), sizeof *sec);
+  ckptf_section_in *sec = xcalloc((size_t)(6 + state->stats_ranks), sizeof *sec);
   char (*names)[TRAIN_STATE_NAME_MAX] = xcalloc((size_t)state->stats_ranks, sizeof *names);
   ckpt_snapshot s;
   memset(&s, 0, sizeof s);
@@ -512,7 +513,7 @@ void coord_checkpoint(coordinator *co, const train_state_view *state, const char
   snprintf(s.meta.model, sizeof s.meta.model, "%s", cfg->model);
   snprintf(s.meta.config_hash, sizeof s.meta.config_hash, "%s", co->config_hash);
   train_state_extra x = {state->optimizer_steps, next_lr, cfg->batch, co->best_val, co->last_val,
-                         co->plan.classes, co->plan.image_size, ""};
+                         co->plan.classes, co->plan.image_size, "", state->ema_updates};
   snprintf(x.reason, sizeof x.reason, "%s", why);
   s.meta.extra = train_state_extra_json(&x);
   s.sections = sec;

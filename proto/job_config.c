@@ -35,6 +35,7 @@ void job_config_defaults(job_config *c) {
   c->overlap = 1;
   c->tensorboard = 1;
   c->precise_bn = -1;
+  c->ema_every = 32;
   c->bucket_kib = 1024;
   c->stall_timeout = 30.0;
 }

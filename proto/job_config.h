@@ -50,6 +50,8 @@ typedef struct {
   int tensorboard;       /* 1: TensorBoard event files in JOB_DIR/tensorboard */
   int precise_bn;        /* BN statistics recomputed from N training batches per rank before
                             validation and export; 0 off, -1 auto (worker.c precise_bn_batches) */
+  double ema_decay;      /* weight EMA decay per update (worker/ema.h); 0: no EMA */
+  int ema_every;         /* steps between EMA updates (torchvision's --model-ema-steps) */
   /* Where a rank trains: a knob, not the definition, so a job stopped on GPUs resumes on
    * CPUs and the other way round. */
   char device[8];        /* cpu | cuda | auto */

@@ -24,6 +24,8 @@ int train_state_sections(const train_state_view *v, const train_state_shape *sha
                                     shape->n_stats * sizeof(float)};
   }
   int n = 4 + v->stats_ranks;
+  if (v->ema_params)
+    sec[n++] = (ckptf_section_in){TRAIN_STATE_EMA, CKPTF_KIND_F32, v->ema_params, shape->n_params * sizeof(float)};
   if (v->eval_bn_stats)
     sec[n++] = (ckptf_section_in){TRAIN_STATE_BN_EVAL, CKPTF_KIND_F32, v->eval_bn_stats, shape->n_stats * sizeof(float)};
   return n;
@@ -61,8 +63,10 @@ int train_state_weights_from_file(const ckptf_file *f, const char *path, const t
   }
   v->bn_stats = *bn_stats = all;
   v->stats_ranks = ranks;
-  if (ckptf_find(f, TRAIN_STATE_BN_EVAL) &&
-      !(v->eval_bn_stats = section_of(f, path, TRAIN_STATE_BN_EVAL, bytes, err, errlen))) {
+  if ((ckptf_find(f, TRAIN_STATE_BN_EVAL) &&
+       !(v->eval_bn_stats = section_of(f, path, TRAIN_STATE_BN_EVAL, bytes, err, errlen))) ||
+      (ckptf_find(f, TRAIN_STATE_EMA) &&
+       !(v->ema_params = section_of(f, path, TRAIN_STATE_EMA, shape->n_params * sizeof(float), err, errlen)))) {
     free(all);
     *bn_stats = NULL;
     return -1;
@@ -92,6 +96,7 @@ cJSON *train_state_extra_json(const train_state_extra *x) {
   cJSON_AddNumberToObject(o, "image_size", x->image_size);
   cJSON_AddStringToObject(o, "rng", "counter-based Philox: augmentation keyed by (seed, epoch, sample), dropout by (seed, step, rank); no state");
   cJSON_AddStringToObject(o, "reason", x->reason);
+  if (x->ema_updates > 0) cJSON_AddNumberToObject(o, "ema_updates", (double)x->ema_updates);
   return o;
 }
 
@@ -111,6 +116,7 @@ void train_state_extra_read(const cJSON *extra, int64_t meta_step, train_state_e
   x->image_size = (int)number_or(extra, "image_size", 0);
   const cJSON *why = extra ? cJSON_GetObjectItemCaseSensitive(extra, "reason") : NULL;
   if (cJSON_IsString(why)) snprintf(x->reason, sizeof x->reason, "%s", why->valuestring);
+  x->ema_updates = (int64_t)number_or(extra, "ema_updates", 0);
 }
 
 void bn_stats_mean(const float *per_rank, int ranks, size_t n, float *out) {

@@ -10,13 +10,16 @@
  *                   statistics stay per rank, as in PyTorch DDP, so a same-size resume gives
  *                   each rank its own and evaluation, export and an elastic resume use their
  *                   mean (bn_stats_mean)
+ *   ema.params      optional: the weights' moving average (--ema-decay, worker/ema.h), which
+ *                   evaluation and export use; meta.extra's ema_updates counts its updates
  *   bn_stats.eval   optional: the BN statistics the job's evaluation used at this step when
  *                   they were not that mean (precise BN, --precise-bn): the validation
  *                   accuracy recorded and the exported weights go with these; `pollen export`
  *                   and a relaunch prefer them
  * meta.extra: optimizer_steps, lr, global_batch, best_val_acc, last_val_acc, num_classes,
- * image_size, rng (a note), reason. num_classes and image_size are absent from checkpoints of
- * pollen 0.1.0 before this schema; readers fall back as documented below.
+ * image_size, rng (a note), reason, ema_updates (with ema.params). num_classes and
+ * image_size are absent from checkpoints of pollen 0.1.0 before this schema; readers fall
+ * back as documented below.
  * Not for: writing or choosing checkpoints (daemon/ckpt.h). */
 #ifndef POLLEN_TRAIN_STATE_H
 #define POLLEN_TRAIN_STATE_H
@@ -34,6 +37,7 @@
 #define TRAIN_STATE_BN_TRACKED "bn_tracked"
 #define TRAIN_STATE_BN_STATS_PREFIX "bn_stats.rank"
 #define TRAIN_STATE_BN_EVAL "bn_stats.eval"
+#define TRAIN_STATE_EMA "ema.params"
 #define TRAIN_STATE_NAME_MAX 32
 
 /* The sizes of one model's state: every section read is checked against them. */
@@ -50,6 +54,8 @@ typedef struct {
   const float *bn_stats;
   int stats_ranks;
   const float *eval_bn_stats; /* n_stats floats, or NULL: evaluation used the ranks' mean */
+  const float *ema_params;    /* n_params floats, or NULL: no weight EMA */
+  int64_t ema_updates;
   int64_t optimizer_steps;
 } train_state_view;
 
@@ -61,17 +67,19 @@ typedef struct {
   double best_val_acc, last_val_acc;
   int num_classes, image_size;
   char reason[32];
+  int64_t ema_updates;      /* updates of ema.params since its last restart; 0 without one */
 } train_state_extra;
 
 /* "bn_stats.rankR" into out (TRAIN_STATE_NAME_MAX bytes). */
 void train_state_bn_stats_name(int rank, char out[TRAIN_STATE_NAME_MAX]);
 
-/* The sections of a state, in schema order, into sec (5 + view->stats_ranks entries) with
+/* The sections of a state, in schema order, into sec (6 + view->stats_ranks entries) with
  * their names in names (view->stats_ranks entries, which sec borrows). Returns the count. */
 int train_state_sections(const train_state_view *v, const train_state_shape *shape,
                          ckptf_section_in *sec, char (*names)[TRAIN_STATE_NAME_MAX]);
 
-/* Points v at the sections of a verified checkpoint file (bn_stats.eval when there is one),
+/* Points v at the sections of a verified checkpoint file (ema.params and bn_stats.eval when
+ * there are),
  * checking each one's size against shape, and copies the ranks' BN statistics (one set per meta.world_size rank) side by side
  * into *bn_stats (malloc'd; v->bn_stats points there: free it when done with v). Returns 0,
  * or -1 with "PATH: section 'X' ..." in err (the checkpoint is from another pollen version or

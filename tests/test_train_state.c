@@ -28,18 +28,20 @@ static void fill(float *x, size_t n, float base) {
 
 static void test_schema_round_trip(void) {
   train_state_shape shape = {37, 37, 12, 3};
-  float params[37], m[37], v[37], stats[3 * 12], eval[12];
+  float params[37], m[37], v[37], stats[3 * 12], eval[12], ema[37];
   int64_t tracked[3] = {5, 6, 7};
-  fill(params, 37, 1), fill(m, 37, 2), fill(v, 37, 3), fill(stats, 36, -4), fill(eval, 12, 9);
-  train_state_view state = {params, m, v, tracked, stats, 3, NULL, 41};
-  ckptf_section_in sec[8];
+  fill(params, 37, 1), fill(m, 37, 2), fill(v, 37, 3), fill(stats, 36, -4), fill(eval, 12, 9), fill(ema, 37, 5);
+  train_state_view state = {params, m, v, tracked, stats, 3, NULL, NULL, 0, 41};
+  ckptf_section_in sec[9];
   char names[3][TRAIN_STATE_NAME_MAX];
   int n = train_state_sections(&state, &shape, sec, names);
   CHECK(n == 7 && !strcmp(sec[0].name, TRAIN_STATE_PARAMS) && !strcmp(sec[6].name, "bn_stats.rank2"),
         "7 sections in schema order (%d)", n);
   state.eval_bn_stats = eval; /* evaluated with precise BN at this step */
+  state.ema_params = ema, state.ema_updates = 7;
   n = train_state_sections(&state, &shape, sec, names);
-  CHECK(n == 8 && !strcmp(sec[7].name, TRAIN_STATE_BN_EVAL), "bn_stats.eval last (%d)", n);
+  CHECK(n == 9 && !strcmp(sec[7].name, TRAIN_STATE_EMA) && !strcmp(sec[8].name, TRAIN_STATE_BN_EVAL),
+        "ema.params, then bn_stats.eval, last (%d)", n);
 
   char err[512];
   ckpt_writer *w = ckpt_writer_start(job_dir, 2, err, sizeof err);
@@ -48,7 +50,7 @@ static void test_schema_round_trip(void) {
   memset(&s, 0, sizeof s);
   s.meta.step = 41, s.meta.epoch = 2, s.meta.world_size = 3;
   snprintf(s.meta.model, sizeof s.meta.model, "mnv3-small");
-  train_state_extra x = {41, 0.125, 24, 0.5, 0.25, 5, 96, "epoch end"};
+  train_state_extra x = {41, 0.125, 24, 0.5, 0.25, 5, 96, "epoch end", 7};
   s.meta.extra = train_state_extra_json(&x);
   s.sections = sec, s.n_sections = n;
   ckpt_writer_submit(w, &s);
@@ -66,10 +68,12 @@ static void test_schema_round_trip(void) {
         "the tensors read back bit for bit");
   CHECK(!memcmp(got.bn_stats, stats, sizeof stats), "the ranks' statistics side by side, in rank order");
   CHECK(got.eval_bn_stats && !memcmp(got.eval_bn_stats, eval, sizeof eval), "the evaluation's statistics");
+  CHECK(got.ema_params && !memcmp(got.ema_params, ema, sizeof ema), "the weights' moving average");
   train_state_extra y;
   train_state_extra_read(l.file.meta.extra, l.file.meta.step, &y);
   CHECK(y.optimizer_steps == 41 && y.lr == 0.125 && y.global_batch == 24 && y.best_val_acc == 0.5 &&
-        y.last_val_acc == 0.25 && y.num_classes == 5 && y.image_size == 96 && !strcmp(y.reason, "epoch end"),
+        y.last_val_acc == 0.25 && y.num_classes == 5 && y.image_size == 96 && !strcmp(y.reason, "epoch end") &&
+            y.ema_updates == 7,
         "extra fields round trip");
   free(got_stats);
 

@@ -17,6 +17,7 @@
 #include "worker/loader.h"
 #include "worker/model.h"
 #include "worker/nccl_sync.h"
+#include "worker/ema.h"
 #include "worker/optim.h"
 #include "worker/staging.h"
 #include "worker/weights.h"
@@ -41,6 +42,7 @@ struct worker {
   float *stats;      /* world x n_stats on rank 0: the ranks' BN statistics */
   float *eval_stats; /* the BN statistics evaluation used at step eval_stats_step (precise BN), */
   int64_t eval_stats_step; /* so the export and a checkpoint of that step go with them; -1: none */
+  weight_ema ema;    /* --ema-decay: what evaluation and export use (avg NULL: none) */
   unsigned char *stats_msgs; /* rank 0: the world's bn_stats messages, as gathered */
 };
 
@@ -178,6 +180,9 @@ static void log_evaluation_bn(const worker *w) {
                "then the averages (--precise-bn auto)", PRECISE_BN_AUTO_BATCHES);
   else if (n > 0)
     worker_log(w, "evaluation uses precise BN: BN statistics from %d training batches per rank (--precise-bn %d)", n, n);
+  if (w->cfg->ema_decay > 0)
+    worker_log(w, "evaluation and export use the weights' moving average (decay %g, updated every %d steps, "
+               "restarted during the LR warm-up), BN statistics by precise BN", w->cfg->ema_decay, w->cfg->ema_every);
 }
 
 const job_plan *worker_load(worker *w) {
@@ -217,6 +222,7 @@ const job_plan *worker_load(worker *w) {
   w->stats = xmalloc(ranks * w->m.n_stats * sizeof(float));
   w->eval_stats = xmalloc(w->m.n_stats * sizeof(float));
   w->eval_stats_step = -1;
+  if (cfg->ema_decay > 0) ema_init(&w->ema, w->m.n_params, cfg->ema_decay);
   if (c->rank == 0) w->stats_msgs = xmalloc(ranks * (sizeof(bn_stats_msg) + w->m.n_stats * sizeof(float)));
   log_evaluation_bn(w);
   return &w->plan;
@@ -264,7 +270,9 @@ static void gather_bn_stats(worker *w) {
  * an epoch's steps. The same on every rank. */
 static int precise_bn_batches(const worker *w) {
   int n = w->cfg->precise_bn;
-  if (n < 0) n = pow(1.0 - w->m.bn_momentum, (double)w->pos.step) > 0.05 ? PRECISE_BN_AUTO_BATCHES : 0;
+  /* An EMA's weights never ran forward: the running averages belong to the live ones. */
+  int young = pow(1.0 - w->m.bn_momentum, (double)w->pos.step) > 0.05 || w->ema.updates > 0;
+  if (n < 0) n = young ? PRECISE_BN_AUTO_BATCHES : 0;
   return n < w->plan.steps_per_epoch ? n : w->plan.steps_per_epoch;
 }
 
@@ -284,46 +292,55 @@ static void recompute_bn_stats(worker *w, int batches) {
 }
 
 typedef struct {
-  float *stats;     /* this rank's training statistics, NULL when evaluation uses them as they are */
+  float *params;    /* the live weights while the EMA's are in, or NULL */
+  float *stats;     /* this rank's training statistics, or NULL when evaluation uses them */
   int64_t *tracked;
-} bn_saved;
+} training_saved;
 
-/* Evaluation and export use precise statistics (above) when due, averaged over the ranks;
- * each rank keeps its own for training. Returns what restore_training_bn_stats puts back.
- * Collective. */
-static bn_saved use_eval_bn_stats(worker *w) {
+static void *copy_of(const void *p, size_t bytes) { return memcpy(xmalloc(bytes + 1), p, bytes); }
+
+/* Evaluation and export see the EMA's weights when there is one, and BN statistics that are
+ * precise (above) when due, averaged over the ranks; each rank keeps its own weights and
+ * statistics for training. Returns what restore_training_model puts back. Collective. */
+static training_saved use_eval_model(worker *w) {
   model *m = &w->m;
   model_sync_to_host(m);
+  training_saved saved = {NULL, NULL, NULL};
+  if (w->ema.updates > 0) {
+    saved.params = copy_of(m->params, m->n_params * sizeof(float));
+    memcpy(m->params, w->ema.avg, m->n_params * sizeof(float));
+  }
   int batches = precise_bn_batches(w);
-  bn_saved saved = {NULL, NULL};
-  if (batches == 0 && w->c->world == 1) return saved;
-  size_t ns = m->n_stats, nt = (size_t)m->n_bn * sizeof *m->bn_tracked;
-  saved.stats = xmalloc(ns * sizeof(float));
-  memcpy(saved.stats, m->stats, ns * sizeof(float));
-  saved.tracked = xmalloc(nt);
-  memcpy(saved.tracked, m->bn_tracked, nt);
-  if (batches > 0 && w->eval_stats_step == w->pos.step) {
-    memcpy(m->stats, w->eval_stats, ns * sizeof(float)); /* this step's, evaluated already */
-  } else {
-    if (batches > 0) recompute_bn_stats(w, batches);
-    if (w->c->world > 1) {
-      gather_bn_stats(w);
-      if (w->c->rank == 0) bn_stats_mean(w->stats, w->c->world, ns, m->stats);
-      comm_bcast(w->c, m->stats, ns * sizeof(float), 0);
+  size_t ns = m->n_stats;
+  if (batches > 0 || w->c->world > 1) {
+    saved.stats = copy_of(m->stats, ns * sizeof(float));
+    saved.tracked = copy_of(m->bn_tracked, (size_t)m->n_bn * sizeof *m->bn_tracked);
+    if (batches > 0 && w->eval_stats_step == w->pos.step) {
+      memcpy(m->stats, w->eval_stats, ns * sizeof(float)); /* this step's, evaluated already */
+    } else {
+      if (batches > 0) recompute_bn_stats(w, batches);
+      if (w->c->world > 1) {
+        gather_bn_stats(w);
+        if (w->c->rank == 0) bn_stats_mean(w->stats, w->c->world, ns, m->stats);
+        comm_bcast(w->c, m->stats, ns * sizeof(float), 0);
+      }
+      if (batches > 0) memcpy(w->eval_stats, m->stats, ns * sizeof(float)), w->eval_stats_step = w->pos.step;
     }
-    if (batches > 0) memcpy(w->eval_stats, m->stats, ns * sizeof(float)), w->eval_stats_step = w->pos.step;
   }
   model_sync_to_device(m);
   return saved;
 }
 
-static void restore_training_bn_stats(worker *w, bn_saved saved) {
-  if (!saved.stats) return;
-  memcpy(w->m.stats, saved.stats, w->m.n_stats * sizeof(float));
-  memcpy(w->m.bn_tracked, saved.tracked, (size_t)w->m.n_bn * sizeof *w->m.bn_tracked);
-  model_sync_to_device(&w->m);
-  free(saved.stats);
-  free(saved.tracked);
+static void restore_training_model(worker *w, training_saved saved) {
+  model *m = &w->m;
+  if (!saved.params && !saved.stats) return;
+  if (saved.params) memcpy(m->params, saved.params, m->n_params * sizeof(float));
+  if (saved.stats) {
+    memcpy(m->stats, saved.stats, m->n_stats * sizeof(float));
+    memcpy(m->bn_tracked, saved.tracked, (size_t)m->n_bn * sizeof *m->bn_tracked);
+  }
+  model_sync_to_device(m);
+  free(saved.params), free(saved.stats), free(saved.tracked);
 }
 
 /* Rank 0 sends each rank its statistics of a resumed state as a bn_stats message. */
@@ -351,6 +368,23 @@ static void scatter_bn_stats(worker *w, const float *per_rank) {
 
 /* ---- resume and agreement ------------------------------------------------------------ */
 
+/* The EMA goes on from the checkpoint's (state on rank 0 only). */
+static void restore_ema(worker *w, const train_state_view *state) {
+  int64_t saved = state && state->ema_params ? state->ema_updates : 0;
+  comm_bcast(w->c, &saved, sizeof saved, 0);
+  if (!w->ema.avg) {
+    if (saved > 0) worker_log(w, "the checkpoint holds a weight EMA; without --ema-decay it is not used or kept");
+    return;
+  }
+  if (saved == 0) {
+    worker_log(w, "the checkpoint holds no weight EMA: it starts from the weights at the next update");
+    return;
+  }
+  if (w->c->rank == 0) memcpy(w->ema.avg, state->ema_params, w->m.n_params * sizeof(float));
+  comm_bcast(w->c, w->ema.avg, w->m.n_params * sizeof(float), 0);
+  w->ema.updates = saved;
+}
+
 void worker_restore(worker *w, const resume_msg *msg, const train_state_view *state) {
   comm *c = w->c;
   resume_msg r;
@@ -373,6 +407,7 @@ void worker_restore(worker *w, const resume_msg *msg, const train_state_view *st
   model_sync_to_device(&w->m);
   optim_sync_to_device(&w->opt);
   w->pos = (job_position){r.step, (int)r.epoch, (int)r.step_in_epoch};
+  restore_ema(w, c->rank == 0 ? state : NULL);
   /* A relaunch exports what the first launch evaluated (a finished job's weights again). */
   int has_eval = c->rank == 0 && state->eval_bn_stats;
   comm_bcast(c, &has_eval, sizeof has_eval, 0);
@@ -433,6 +468,15 @@ static int count_correct(const float *scores, const int *labels, int n, int clas
   return correct;
 }
 
+/* torchvision's schedule: after the step of batch i of an epoch when i % --ema-every is 0;
+ * restarted (the next update copies) while the learning rate warms up. */
+static void update_ema(worker *w, int batch_in_epoch) {
+  if (!w->ema.avg || batch_in_epoch % w->cfg->ema_every) return;
+  model_sync_to_host(&w->m); /* on a GPU: waits for the queued update */
+  ema_update(&w->ema, w->m.params);
+  if (w->pos.step <= w->sched.warmup_steps) ema_restart(&w->ema);
+}
+
 void worker_step(worker *w, double ctl[CONTROL_N], control_timing *mine) {
   const job_config *cfg = w->cfg;
   double t0 = time_now();
@@ -448,7 +492,9 @@ void worker_step(worker *w, double ctl[CONTROL_N], control_timing *mine) {
   double exposed = w->nccl ? nccl_sync_finish(w->nccl) : w->sync ? grad_sync_finish(w->sync) : 0.0;
   /* On a GPU this only queues the update: it runs while the next batch is fetched. */
   optim_step(&w->opt, model_live_params(&w->m), model_live_grads(&w->m), (float)worker_lr_at(w, w->pos.step));
+  int batch_in_epoch = w->pos.step_in_epoch;
   w->pos.step++, w->pos.step_in_epoch++;
+  update_ema(w, batch_in_epoch);
   double t2 = time_now();
 
   ctl[CONTROL_LOSS_SUM] += (double)loss * n;
@@ -477,14 +523,15 @@ int worker_snapshot(worker *w, train_state_view *v) {
   gather_bn_stats(w);
   if (w->c->rank != 0) return 0;
   *v = (train_state_view){w->m.params, w->opt.m, w->opt.v, w->m.bn_tracked, w->stats, w->c->world,
-                          w->eval_stats_step == w->pos.step ? w->eval_stats : NULL, w->opt.step};
+                          w->eval_stats_step == w->pos.step ? w->eval_stats : NULL,
+                          w->ema.updates > 0 ? w->ema.avg : NULL, w->ema.updates, w->opt.step};
   return 1;
 }
 
 /* Accuracy on the validation split: rank r evaluates samples r, r+W, ...; counts are summed. */
 double worker_evaluate(worker *w) {
   if (w->plan.n_val == 0) return NAN;
-  bn_saved own = use_eval_bn_stats(w);
+  training_saved own = use_eval_model(w);
   int64_t count = 0;
   for (int64_t i = w->c->rank; i < w->plan.n_val; i += w->c->world) w->mine[count++] = i;
   loader_start_epoch(w->val, 0, w->mine, count);
@@ -496,12 +543,12 @@ double worker_evaluate(worker *w) {
     correct[1] += n;
   }
   comm_allreduce_sum_f64(w->c, correct, 2);
-  restore_training_bn_stats(w, own);
+  restore_training_model(w, own);
   return correct[1] > 0 ? correct[0] / correct[1] : NAN;
 }
 
 void worker_export_weights(worker *w, const char *path) {
-  bn_saved own = use_eval_bn_stats(w);
+  training_saved own = use_eval_model(w);
   if (w->c->rank == 0) {
     const char **names = xcalloc((size_t)w->plan.classes, sizeof *names);
     for (int k = 0; k < w->plan.classes; k++) names[k] = loader_class_name(w->train, k);
@@ -509,7 +556,7 @@ void worker_export_weights(worker *w, const char *path) {
     free(names);
     log_info("weights written to %s (weights hash %016llx)", path, (unsigned long long)model_hash(&w->m));
   }
-  restore_training_bn_stats(w, own);
+  restore_training_model(w, own);
 }
 
 void worker_free(worker *w) {
@@ -521,6 +568,7 @@ void worker_free(worker *w) {
   model_host_free(&w->m, w->images), model_host_free(&w->m, w->labels);
   optim_free(&w->opt);
   model_free(&w->m);
-  free(w->order), free(w->mine), free(w->stats), free(w->stats_msgs);
+  free(w->order), free(w->mine), free(w->stats), free(w->stats_msgs), free(w->eval_stats);
+  ema_free(&w->ema);
   free(w);
 }
