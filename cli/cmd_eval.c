@@ -2,10 +2,12 @@
  * matrix of trained weights on a prepared split. Class names and paths are untrusted text:
  * escaped in the table (name_escape), and written by cJSON as UTF-8 (name_utf8) in --json. */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/core.h"
 #include "cli/cli.h"
@@ -29,6 +31,7 @@ static void usage(FILE *to) {
           "Evaluates weights on a prepared split: accuracy, per-class precision/recall and the\n"
           "confusion matrix (rows: true class, columns: predicted).\n\n"
           "  --job DIR        a job folder: its weights.safetensors, data folder and image size\n"
+          "  --best           with --job: the weights of its best validation (" JOB_BEST_WEIGHTS_NAME ")\n"
           "  --weights FILE   safetensors weights exported by pollen (or torchvision-named)\n"
           "  --data DIR       prepared dataset (default: the job's)\n"
           "  --split S        val (default) or train\n"
@@ -48,10 +51,10 @@ int cmd_eval(int argc, char **argv) {
       {"data", required_argument, 0, 'd'},  {"split", required_argument, 0, 's'},
       {"size", required_argument, 0, 'z'},  {"batch", required_argument, 0, 'b'},
       {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'J'},
-      {"device", required_argument, 0, 'D'}, {"help", no_argument, 0, 'h'},
+      {"device", required_argument, 0, 'D'}, {"help", no_argument, 0, 'h'}, {"best", no_argument, 0, 'B'},
       {0, 0, 0, 0}};
   const char *job = NULL, *weights = NULL, *data = NULL, *split = "val";
-  int size = 0, batch = 32, threads = 0, json = 0, device = DEVICE_AUTO, c;
+  int size = 0, batch = 32, threads = 0, json = 0, device = DEVICE_AUTO, best = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
@@ -63,6 +66,7 @@ int cmd_eval(int argc, char **argv) {
     case 'b': batch = (int)cli_parse_long("--batch", optarg, 1, 4096); break;
     case 't': threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
     case 'J': json = 1; break;
+    case 'B': best = 1; break;
     case 'D': device = cli_parse_device(optarg); break;
     case 'h': usage(stdout); return EXIT_OK;
     default: return cli_usage_error("eval");
@@ -72,6 +76,7 @@ int cmd_eval(int argc, char **argv) {
     fprintf(stderr, "pollen eval: give --job DIR or --weights FILE; see 'pollen eval --help'\n");
     return EXIT_USAGE;
   }
+  if (best && (!job || weights)) die_status(EXIT_USAGE, "eval: --best picks a job's best weights: give --job DIR, not --weights");
   if (strcmp(split, "val") && strcmp(split, "train")) die_status(EXIT_USAGE, "--split: '%s' is not val or train", split);
   threads_set(threads);
   char path[4200], b1[4 * 4200 + 1], b2[4 * 1024 + 1];
@@ -81,7 +86,8 @@ int cmd_eval(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/config.json", job);
     if (job_config_load(&jc, path) != 0) die("%s has no config.json: is it a pollen job folder?", name_escape(job, b1, sizeof b1));
     if (!weights) {
-      snprintf(path, sizeof path, "%s/weights.safetensors", job);
+      snprintf(path, sizeof path, "%s/%s", job, best ? JOB_BEST_WEIGHTS_NAME : "weights.safetensors");
+      if (best && access(path, R_OK) != 0) die("%s: %s; a job writes it at its first validation", path, strerror(errno));
       weights = path;
     }
     if (!data) data = jc.data_dir;

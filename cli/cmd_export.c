@@ -1,9 +1,11 @@
 /* cmd_export.c - `pollen export`: a job's newest valid checkpoint (or its final weights) as
  * safetensors with torchvision's names, loadable by
  * torchvision.models.mobilenet_v3_small(num_classes=K).load_state_dict(...). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "base/core.h"
 #include "cli/cli.h"
@@ -32,13 +34,40 @@ static int classes_from_params(const ckpt_loaded *l, const job_config *jc) {
   return (int)(2 + (have - n[0]) / per_class);
 }
 
+/* The best validation's weights, byte for byte, through a temporary file and a rename. */
+static int export_best(const char *job, const char *out) {
+  char src[4200], tmp[4200];
+  snprintf(src, sizeof src, "%s/%s", job, JOB_BEST_WEIGHTS_NAME);
+  FILE *in = fopen(src, "rb");
+  if (!in) die("%s: %s; a job writes it at its first validation", src, strerror(errno));
+  snprintf(tmp, sizeof tmp, "%s.tmp", out);
+  FILE *to = fopen(tmp, "wb");
+  if (!to) die("cannot write %s: %s", tmp, strerror(errno));
+  char buf[1 << 16];
+  size_t n;
+  int bad = 0;
+  while ((n = fread(buf, 1, sizeof buf, in)) > 0) bad |= fwrite(buf, 1, n, to) != n;
+  bad |= ferror(in);
+  fclose(in);
+  if (fclose(to) != 0 || bad || rename(tmp, out) != 0) {
+    int e = errno;
+    unlink(tmp);
+    die("cannot write %s: %s", out, strerror(e));
+  }
+  printf("exported %s to %s\n", src, out);
+  return EXIT_OK;
+}
+
 static void usage(FILE *to) {
   fprintf(to,
-          "usage: pollen export --job DIR --out FILE.safetensors\n\n"
-          "Writes the newest valid checkpoint of a job as torchvision-named safetensors. BN\n"
-          "running statistics are the mean over the ranks that trained it.\n\n"
+          "usage: pollen export --job DIR --out FILE.safetensors [--best]\n\n"
+          "Writes the newest valid checkpoint of a job as torchvision-named safetensors: its\n"
+          "weights, or their moving average when the job kept one (pollen train's EMA), with\n"
+          "the BN statistics its evaluation used (precise BN), else the mean over the ranks\n"
+          "that trained it. The export of a finished job's final checkpoint is its weights.\n\n"
           "  --job DIR     the job folder\n"
           "  --out FILE    output file (written atomically)\n"
+          "  --best        the weights of the job's best validation instead (" JOB_BEST_WEIGHTS_NAME ")\n"
           "  --help\n");
 }
 
@@ -46,14 +75,16 @@ int cmd_export(int argc, char **argv) {
   static const struct option opts[] = {{"job", required_argument, 0, 'j'},
                                        {"out", required_argument, 0, 'o'},
                                        {"help", no_argument, 0, 'h'},
+                                       {"best", no_argument, 0, 'b'},
                                        {0, 0, 0, 0}};
   const char *job = NULL, *out = NULL;
-  int c;
+  int best = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
     case 'j': job = optarg; break;
     case 'o': out = optarg; break;
+    case 'b': best = 1; break;
     case 'h': usage(stdout); return EXIT_OK;
     default: return cli_usage_error("export");
     }
@@ -63,6 +94,7 @@ int cmd_export(int argc, char **argv) {
     return EXIT_USAGE;
   }
   char path[4200], err[2048];
+  if (best) return export_best(job, out);
   job_config jc;
   job_config_defaults(&jc);
   snprintf(path, sizeof path, "%s/config.json", job);

@@ -28,7 +28,7 @@ typedef struct {
 
 struct coordinator {
   const job_config *cfg;
-  char job_dir[4096], weights_path[4200];
+  char job_dir[4096], weights_path[4200], best_path[4200];
   char config_hash[17];
   job_plan plan;
   train_state_shape shape;
@@ -96,6 +96,7 @@ coordinator *coord_open(const job_config *cfg, const char *job_dir) {
   co->cfg = cfg;
   snprintf(co->job_dir, sizeof co->job_dir, "%s", job_dir);
   snprintf(co->weights_path, sizeof co->weights_path, "%s/weights.safetensors", job_dir);
+  snprintf(co->best_path, sizeof co->best_path, "%s/" JOB_BEST_WEIGHTS_NAME, job_dir);
   snprintf(co->metrics_path, sizeof co->metrics_path, "%s/metrics.jsonl", job_dir);
   co->best_val = co->last_val = NAN;
   co->start_time = (double)time(NULL);
@@ -110,11 +111,11 @@ coordinator *coord_open(const job_config *cfg, const char *job_dir) {
 static void remove_stale_weights(const char *job_dir) {
   DIR *d = opendir(job_dir);
   if (!d) return;
-  static const char prefix[] = "weights.safetensors.tmp.";
+  static const char *const prefixes[] = {"weights.safetensors.tmp.", JOB_BEST_WEIGHTS_NAME ".tmp."};
   struct dirent *e;
   char path[8192];
   while ((e = readdir(d)))
-    if (!strncmp(e->d_name, prefix, sizeof prefix - 1)) {
+    if (!strncmp(e->d_name, prefixes[0], strlen(prefixes[0])) || !strncmp(e->d_name, prefixes[1], strlen(prefixes[1]))) {
       snprintf(path, sizeof path, "%s/%s", job_dir, e->d_name);
       if (unlink(path) == 0) log_info("removed %s, left by a write that was cut short", path);
     }
@@ -471,15 +472,17 @@ void coord_step_done(coordinator *co, const double ctl[CONTROL_N], const control
 
 void coord_set_state(coordinator *co, const char *state) { publish(co, state, NAN, NAN, 0); }
 
-void coord_validation(coordinator *co, double accuracy) {
+int coord_validation(coordinator *co, double accuracy) {
   co->last_val = accuracy;
-  if (isfinite(accuracy) && !(accuracy <= co->best_val)) co->best_val = accuracy;
+  int best = isfinite(accuracy) && !(accuracy <= co->best_val);
+  if (best) co->best_val = accuracy;
   /* Logged once the epoch is counted done: pos.epoch is the number of epochs finished. */
   log_info("epoch %d/%d done: validation accuracy %.4f (best %.4f)", co->pos.epoch, co->cfg->epochs,
            accuracy, co->best_val);
   statusp_metric p = {co->pos.step, plan_epoch_number(co->pos.epoch, co->pos.step_in_epoch), NAN, NAN, accuracy,
                       co->lr, 0};
   record_metric(co, &p, 0);
+  return best;
 }
 
 /* ---- checkpoints ---------------------------------------------------------------------- */
@@ -540,6 +543,7 @@ int coord_checkpoint_wait(coordinator *co) {
 }
 
 const char *coord_weights_path(const coordinator *co) { return co->weights_path; }
+const char *coord_best_weights_path(const coordinator *co) { return co->best_path; }
 
 /* ---- the end ----------------------------------------------------------------------------- */
 

@@ -49,7 +49,9 @@ void coord_step_done(coordinator *co, const double ctl[CONTROL_N], const control
 /* The job's state for `pollen status`: "training", "evaluating", "stopping", ... */
 void coord_set_state(coordinator *co, const char *state);
 /* An epoch's validation accuracy (NaN: no validation split): logged and recorded. */
-void coord_validation(coordinator *co, double accuracy);
+/* Records a validation; 1 when it is the best so far (strictly: a tie keeps the earlier
+ * weights), when the driver writes coord_best_weights_path. */
+int coord_validation(coordinator *co, double accuracy);
 
 /* A checkpoint is being taken: the status says so until coord_checkpoint. */
 void coord_checkpoint_begin(coordinator *co);
@@ -62,6 +64,8 @@ void coord_checkpoint(coordinator *co, const train_state_view *state, const char
 int coord_checkpoint_wait(coordinator *co);
 /* Where the final weights go: JOB_DIR/weights.safetensors. */
 const char *coord_weights_path(const coordinator *co);
+/* JOB/weights-best.safetensors: the weights of the best validation so far. */
+const char *coord_best_weights_path(const coordinator *co);
 /* The end of a launch: finished (with whether the final checkpoint failed), or stopped (with
  * a checkpoint, or before the first step, when there was nothing to save). */
 void coord_finished(coordinator *co, int final_checkpoint_failed);

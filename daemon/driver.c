@@ -86,7 +86,9 @@ static void phase_epoch_end(job *j) {
   double accuracy = worker_evaluate(j->w);
   worker_end_epoch(j->w);
   tell_position(j);
-  if (j->co) coord_validation(j->co, accuracy);
+  int best = j->co && coord_validation(j->co, accuracy);
+  /* Beside the final weights, the best validated ones, as validated (EMA, precise BN). */
+  if (worker_any(j->w, best)) worker_export_weights(j->w, j->co ? coord_best_weights_path(j->co) : NULL);
   worker_check_same_weights(j->w, "at an epoch end");
   phase_checkpoint(j, "epoch end");
   if (j->co && worker_position(j->w).step < j->plan->total_steps) coord_set_state(j->co, "training");

@@ -13,6 +13,9 @@
 #include <stdint.h>
 
 #define JOB_CONFIG_VERSION 1
+/* In the job folder, beside weights.safetensors (the final weights): the weights of the best
+ * validation so far, written by the training job, read by eval/export --best. */
+#define JOB_BEST_WEIGHTS_NAME "weights-best.safetensors"
 
 typedef struct {
   /* definition */

@@ -2,7 +2,7 @@
 # test_demo.sh - the README's first command, as a new user runs it (its pollen train and
 # pollen predict, taken from the README itself): the validation accuracy ends clearly above
 # chance (5 classes: 0.2), thanks to precise BN (--precise-bn auto, the default), and predict
-# names a class. Then the same training with --precise-bn 0: every exported tensor but the BN
+# names a class; the best validation's weights are kept and `eval/export --best` take them. Then the same training with --precise-bn 0: every exported tensor but the BN
 # running statistics is byte-identical (precise BN changes what evaluation sees, never the
 # training), and its accuracy is the old near-chance one. Env: POLLEN, POLLEN_SRC (ctest).
 set -uo pipefail
@@ -31,6 +31,16 @@ grep -q "precise BN" "$tmp/train.log" || fail "the log does not say evaluation u
 run_readme "$predict" >"$tmp/predict.txt" 2>&1 || { cat "$tmp/predict.txt"; fail "the README's predict command failed"; }
 grep -Eq '(daisy|dandelion|roses|sunflowers|tulips) +[0-9.]+%' "$tmp/predict.txt" || fail "predict printed no class: $(cat "$tmp/predict.txt")"
 echo "ok: README demo: final validation accuracy $final (chance 0.2); predict: $(grep -m1 '%' "$tmp/predict.txt" | tr -s ' ')"
+
+# The best validation's weights, kept beside the final ones: they evaluate to the best recorded.
+best=$(sed -n 's/.*finished: .* (best \([0-9.]*\)).*/\1/p' "$tmp/train.log")
+[ -s "$tmp/sample/weights-best.safetensors" ] || fail "no weights-best.safetensors"
+got=$("$POLLEN" eval --job "$tmp/sample" --best --json | python3 -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["accuracy"])')
+[ "$got" = "$best" ] || fail "eval --best gives $got, the job's best validation was $best"
+"$POLLEN" export --job "$tmp/sample" --best --out "$tmp/best.safetensors" >/dev/null || fail "export --best"
+cmp -s "$tmp/best.safetensors" "$tmp/sample/weights-best.safetensors" || fail "export --best is not the best weights"
+"$POLLEN" eval --weights "$tmp/best.safetensors" --best >/dev/null 2>&1; [ $? = 2 ] || fail "eval --best without --job should be a usage error"
+echo "ok: best weights kept (validation $best): eval --best agrees, export --best copies them"
 
 # Without precise BN: the same training, BN statistics as the run left them.
 args=${train#./build/pollen train }
