@@ -34,7 +34,8 @@ static void usage(FILE *to) {
           "  --best           with --job: the weights of its best validation (" JOB_BEST_WEIGHTS_NAME ")\n"
           "  --weights FILE   safetensors weights exported by pollen (or torchvision-named)\n"
           "  --data DIR       prepared dataset (default: the job's)\n"
-          "  --split S        val (default) or train\n"
+          "  --split S        val (default), train, or test (a split pollen prepare --test-fraction\n"
+          "                   held out: training and the choice of best weights never saw it)\n"
           "  --size S         image size (default: the one the weights were trained at, else the\n"
           "                   job's, else 224)\n"
           "  --batch B        (default 32)\n"
@@ -77,7 +78,8 @@ int cmd_eval(int argc, char **argv) {
     return EXIT_USAGE;
   }
   if (best && (!job || weights)) die_status(EXIT_USAGE, "eval: --best picks a job's best weights: give --job DIR, not --weights");
-  if (strcmp(split, "val") && strcmp(split, "train")) die_status(EXIT_USAGE, "--split: '%s' is not val or train", split);
+  if (strcmp(split, "val") && strcmp(split, "train") && strcmp(split, "test"))
+    die_status(EXIT_USAGE, "--split: '%s' is not val, train or test", split);
   threads_set(threads);
   char path[4200], b1[4 * 4200 + 1], b2[4 * 1024 + 1];
   job_config jc;

@@ -20,6 +20,10 @@ static void help(void) {
       "  --out DIR           output folder (created if missing)\n"
       "  --shards N          train shard files (default 4); val gets as many, or fewer\n"
       "  --val-fraction F    share of each class held out for validation (default 0.1, 0..0.9)\n"
+      "  --test-fraction F   share of the photos held out as a test split that training and\n"
+      "                      model selection never see, chosen by each photo's content hash\n"
+      "                      (the same photos whatever the seed; default 0: none, 0..0.5);\n"
+      "                      `pollen eval --split test` scores it\n"
       "  --max-side S        downscale so the long side <= S (re-encoded JPEG quality 90);\n"
       "                      0 keeps the original JPEG bytes (default 0)\n"
       "  --seed N            split seed (default 42)\n"
@@ -41,6 +45,7 @@ int cmd_prepare(int argc, char **argv) {
       {"max-side", required_argument, 0, 'm'}, {"seed", required_argument, 0, 'S'},
       {"threads", required_argument, 0, 't'}, {"force", no_argument, 0, 'f'},
       {"json", no_argument, 0, 'j'},          {"help", no_argument, 0, 'h'},
+      {"test-fraction", required_argument, 0, 'T'},
       {0, 0, 0, 0}};
   prepare_opts o = {.shards = 4, .val_fraction = 0.1, .seed = 42};
   int json = 0, c;
@@ -52,6 +57,7 @@ int cmd_prepare(int argc, char **argv) {
       case 'o': o.out = optarg; break;
       case 'n': o.shards = (int)cli_parse_long("--shards", optarg, 1, 10000); break;
       case 'v': o.val_fraction = cli_parse_double("--val-fraction", optarg, 0.0, 0.9); break;
+      case 'T': o.test_fraction = cli_parse_double("--test-fraction", optarg, 0.0, 0.5); break;
       case 'm': o.max_side = (int)cli_parse_long("--max-side", optarg, 0, 65535); break;
       case 'S': o.seed = (uint64_t)cli_parse_long("--seed", optarg, 0, (long)MANIFEST_MAX_SEED); break;
       case 't': o.threads = (int)cli_parse_long("--threads", optarg, 0, 1024); break;
@@ -77,6 +83,7 @@ int cmd_prepare(int argc, char **argv) {
     cJSON_AddStringToObject(j, "out", name_utf8(o.out, shown, sizeof shown));
     cJSON_AddNumberToObject(j, "train", (double)r.train);
     cJSON_AddNumberToObject(j, "val", (double)r.val);
+    cJSON_AddNumberToObject(j, "test", (double)r.test);
     cJSON_AddNumberToObject(j, "skipped_not_image", (double)r.skipped_not_image);
     cJSON_AddNumberToObject(j, "skipped_corrupt", (double)r.skipped_corrupt);
     cJSON_AddNumberToObject(j, "skipped_unreadable", (double)r.skipped_unreadable);
@@ -86,11 +93,12 @@ int cmd_prepare(int argc, char **argv) {
     free(text);
     cJSON_Delete(j);
   } else if (r.already) {
-    printf("%s: already prepared with these settings (%lld train, %lld val); nothing to do (--force redoes it)\n",
-           name_escape(o.out, shown, sizeof shown), (long long)r.train, (long long)r.val);
+    printf("%s: already prepared with these settings (%lld train, %lld val, %lld test); nothing to do (--force redoes it)\n",
+           name_escape(o.out, shown, sizeof shown), (long long)r.train, (long long)r.val, (long long)r.test);
   } else {
-    printf("prepared %lld train + %lld val images into %s in %.1f s", (long long)r.train, (long long)r.val,
-           name_escape(o.out, shown, sizeof shown), secs);
+    printf("prepared %lld train + %lld val", (long long)r.train, (long long)r.val);
+    if (o.test_fraction > 0) printf(" + %lld test", (long long)r.test);
+    printf(" images into %s in %.1f s", name_escape(o.out, shown, sizeof shown), secs);
     if (r.skipped_not_image || r.skipped_corrupt || r.skipped_unreadable)
       printf("; skipped %lld non-image, %lld corrupt, %lld unreadable files", (long long)r.skipped_not_image,
              (long long)r.skipped_corrupt, (long long)r.skipped_unreadable);

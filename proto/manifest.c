@@ -68,6 +68,7 @@ int manifest_write(const char *dir, const manifest_info *m, char *err, size_t er
   cJSON_AddStringToObject(root, "source_kind", m->source_kind);
   cJSON_AddItemToObject(root, "seed", integer(m->seed));
   cJSON_AddNumberToObject(root, "val_fraction", m->val_fraction);
+  if (m->test_fraction > 0) cJSON_AddNumberToObject(root, "test_fraction", m->test_fraction);
   cJSON_AddItemToObject(root, "max_side", integer((uint64_t)m->max_side));
   cJSON_AddItemToObject(root, "shards", integer((uint64_t)m->shards));
   cJSON *cl = cJSON_AddArrayToObject(root, "classes");
@@ -79,6 +80,7 @@ int manifest_write(const char *dir, const manifest_info *m, char *err, size_t er
   cJSON *sp = cJSON_AddObjectToObject(root, "splits");
   cJSON_AddItemToObject(sp, "train", split_json(&m->train, m->num_classes));
   cJSON_AddItemToObject(sp, "val", split_json(&m->val, m->num_classes));
+  if (m->test_fraction > 0) cJSON_AddItemToObject(sp, "test", split_json(&m->test, m->num_classes));
   char *text = cJSON_Print(root);
   cJSON_Delete(root);
   char *tmp = path_in(dir, MANIFEST_FILE ".tmp"), *path = path_in(dir, MANIFEST_FILE);
@@ -226,6 +228,13 @@ manifest_info *manifest_read(const char *dir, char *err, size_t errlen) {
   if (parse_split(cJSON_GetObjectItemCaseSensitive(sp, "train"), nc, &m->train) ||
       parse_split(cJSON_GetObjectItemCaseSensitive(sp, "val"), nc, &m->val))
     goto bad;
+  /* Optional (older manifests have none): a test split and its share go together. */
+  const cJSON *tf = cJSON_GetObjectItemCaseSensitive(root, "test_fraction");
+  const cJSON *test = cJSON_GetObjectItemCaseSensitive(sp, "test");
+  if (!tf != !test || (tf && (!cJSON_IsNumber(tf) || !(tf->valuedouble > 0 && tf->valuedouble < 1))) ||
+      (test && parse_split(test, nc, &m->test)))
+    goto bad;
+  m->test_fraction = tf ? tf->valuedouble : 0;
   goto done;
 bad:
   err_set(err, errlen, "%s is damaged (a field is missing or out of range); regenerate it with 'pollen prepare --force'", path);
@@ -251,11 +260,13 @@ void manifest_free(manifest_info *m) {
   free(m->source_kind);
   manifest_split_free(&m->train);
   manifest_split_free(&m->val);
+  manifest_split_free(&m->test);
   free(m);
 }
 
 const manifest_split *manifest_find_split(const manifest_info *m, const char *name) {
   if (!strcmp(name, "train")) return &m->train;
   if (!strcmp(name, "val")) return &m->val;
+  if (!strcmp(name, "test") && m->test_fraction > 0) return &m->test;
   return NULL;
 }

@@ -33,10 +33,11 @@ typedef struct {
   char *source, *source_kind; /* "folder" | "tfrecord" */
   uint64_t seed;
   double val_fraction;
+  double test_fraction;  /* share held out by content hash (optional key; 0: no test split) */
   int max_side, shards;
   int num_classes;
   char **classes;
-  manifest_split train, val;
+  manifest_split train, val, test; /* test: count 0 and no shards without one */
   int64_t skipped_not_image, skipped_corrupt, skipped_unreadable;
 } manifest_info;
 
@@ -50,7 +51,7 @@ int manifest_write(const char *dir, const manifest_info *m, char *err, size_t er
 void manifest_free(manifest_info *m);
 /* Frees one split's arrays: for a manifest built in memory, whose strings are borrowed. */
 void manifest_split_free(manifest_split *sp);
-/* The split named "train" or "val", or NULL. */
+/* The split named "train", "val" or "test" (only when the manifest has one), or NULL. */
 const manifest_split *manifest_find_split(const manifest_info *m, const char *name);
 
 #endif

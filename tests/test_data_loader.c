@@ -105,6 +105,75 @@ static void test_prepare_sample(const char *tmp) {
   CHECK(r.already, "second run is 'already prepared'");
 }
 
+/* The names in one split of a prepared folder, sorted, newline-separated, into out. */
+static int split_names(const char *dir, const char *split, char *out, size_t cap) {
+  char err[SHARD_ERR_LEN];
+  manifest_info *m = manifest_read(dir, err, sizeof err);
+  REQUIRE(m, "manifest: %s", err);
+  const manifest_split *sp = manifest_find_split(m, split);
+  char *names[256];
+  int n = 0;
+  shard_buf buf = {0};
+  for (int j = 0; sp && j < sp->n_shards; j++) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, sp->shards[j].file);
+    shard_reader *r = shard_open(path, err, sizeof err);
+    REQUIRE(r, "%s", err);
+    for (int64_t i = 0; i < shard_count(r) && n < 256; i++) {
+      shard_record rec;
+      REQUIRE(shard_read(r, i, &buf, &rec, err, sizeof err) == 0, "%s", err);
+      names[n++] = xstrdup(rec.name);
+    }
+    shard_close(r);
+  }
+  free(buf.p);
+  manifest_free(m);
+  for (int i = 1; i < n; i++)
+    for (int j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+      char *t = names[j];
+      names[j] = names[j - 1], names[j - 1] = t;
+    }
+  size_t at = 0;
+  out[0] = 0;
+  for (int i = 0; i < n; i++) {
+    at += (size_t)snprintf(out + at, at < cap ? cap - at : 0, "%s\n", names[i]);
+    free(names[i]);
+  }
+  return n;
+}
+
+/* --test-fraction: a split by content hash, the same photos whatever the seed, in no other
+ * split; without it, no test split (and older manifests read the same). */
+static void test_test_split(const char *tmp) {
+  char a[256], b[256], none[256];
+  snprintf(a, sizeof a, "%s/test-a", tmp);
+  snprintf(b, sizeof b, "%s/test-b", tmp);
+  snprintf(none, sizeof none, "%s/folder", tmp); /* test_prepare_sample's, without a test split */
+  prepare_opts o = {.src = SAMPLE, .out = a, .shards = 2, .val_fraction = 0.2, .test_fraction = 0.25, .seed = 5, .threads = 2};
+  prepare_result r;
+  dataset_prepare(&o, &r);
+  CHECK(r.test > 10 && r.test < 40 && r.train + r.val + r.test == 100, "about a quarter in test: %lld",
+        (long long)r.test);
+  o.out = b, o.seed = 6;
+  dataset_prepare(&o, &r);
+  static char ta[16384], tb[16384], tr[16384], va[16384], vb[16384];
+  int na = split_names(a, "test", ta, sizeof ta), nb = split_names(b, "test", tb, sizeof tb);
+  CHECK(na == r.test && na == nb && !strcmp(ta, tb), "the same test photos with seeds 5 and 6 (%d, %d)", na, nb);
+  split_names(a, "val", va, sizeof va), split_names(b, "val", vb, sizeof vb);
+  CHECK(strcmp(va, vb) != 0, "the seed still moves photos between train and val");
+  split_names(a, "train", tr, sizeof tr);
+  for (char *line = strtok(ta, "\n"); line; line = strtok(NULL, "\n")) {
+    char needle[300];
+    snprintf(needle, sizeof needle, "%s\n", line);
+    CHECK(!strstr(tr, needle) && !strstr(va, needle), "%s is in test and in train or val", line);
+  }
+  char err[SHARD_ERR_LEN];
+  manifest_info *m = manifest_read(none, err, sizeof err);
+  REQUIRE(m, "%s", err);
+  CHECK(m->test_fraction == 0 && !manifest_find_split(m, "test"), "no --test-fraction, no test split");
+  manifest_free(m);
+}
+
 /* The TFRecord fixture holds the first 2 photos of each class: same images and labels as a
  * folder of those photos. */
 static void test_tfrecord_matches_folder(const char *tmp) {
@@ -266,6 +335,7 @@ int main(void) {
   log_set_quiet(1);
   test_prepare_sample(tmp);
   test_tfrecord_matches_folder(tmp);
+  test_test_split(tmp);
   test_loader(tmp);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);

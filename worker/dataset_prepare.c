@@ -33,6 +33,7 @@ typedef struct {
   int label;
   unsigned char *data; /* the JPEG to store */
   size_t len;
+  uint64_t content_hash; /* of the bytes as read, before any re-encoding: decides the test split */
   int status;
   char *why; /* for CORRUPT / UNREADABLE */
 } item;
@@ -515,6 +516,7 @@ static void process_item(worker_ctx *c, item *it, int max_side) {
     return;
   }
   if (it->status != ITEM_OK) return;
+  it->content_hash = hash_bytes(it->data, it->len, 0x74657374ull /* "test" */);
   int rc;
   if (it->len >= 3 && it->data[0] == 0xFF && it->data[1] == 0xD8 && it->data[2] == 0xFF)
     rc = process_jpeg(c, it, max_side);
@@ -616,6 +618,12 @@ static void write_split(const char *out, const char *split, const source *s, con
   }
 }
 
+/* A photo belongs to the test split when its content hash, as a fraction of 2^64, is below
+ * the share: about that share of any collection, the same photos every time. */
+static int in_test_split(const item *it, double fraction) {
+  return fraction > 0 && (double)(it->content_hash >> 11) * 0x1p-53 < fraction;
+}
+
 /* ---------------------------------------------------------------- the command */
 
 /* Names the first setting that differs, or NULL when the manifest matches these options. */
@@ -624,6 +632,7 @@ static const char *settings_differ(const manifest_info *m, const prepare_opts *o
   if (strcmp(m->source, identity)) snprintf(buf, cap, "--src %s here, %s there", identity, m->source);
   else if (m->seed != o->seed) snprintf(buf, cap, "--seed %llu here, %llu there", (unsigned long long)o->seed, (unsigned long long)m->seed);
   else if (fabs(m->val_fraction - o->val_fraction) > 1e-12) snprintf(buf, cap, "--val-fraction %g here, %g there", o->val_fraction, m->val_fraction);
+  else if (fabs(m->test_fraction - o->test_fraction) > 1e-12) snprintf(buf, cap, "--test-fraction %g here, %g there", o->test_fraction, m->test_fraction);
   else if (m->max_side != o->max_side) snprintf(buf, cap, "--max-side %d here, %d there", o->max_side, m->max_side);
   else if (m->shards != o->shards) snprintf(buf, cap, "--shards %d here, %d there", o->shards, m->shards);
   else return NULL;
@@ -632,8 +641,8 @@ static const char *settings_differ(const manifest_info *m, const prepare_opts *o
 
 /* 0 when every shard in the manifest is present with its size and checksum. */
 static int verify_output(const char *out, const manifest_info *m, char *why, size_t cap) {
-  const manifest_split *sp[2] = {&m->train, &m->val};
-  for (int s = 0; s < 2; s++)
+  const manifest_split *sp[3] = {&m->train, &m->val, &m->test};
+  for (int s = 0; s < 3; s++)
     for (int j = 0; j < sp[s]->n_shards; j++) {
       const manifest_shard *sh = &sp[s]->shards[j];
       char *path = xasprintf("%s/%s", out, sh->file), err[SHARD_ERR_LEN];
@@ -650,8 +659,8 @@ static int verify_output(const char *out, const manifest_info *m, char *why, siz
 }
 
 static void remove_old(const char *out, const manifest_info *m) {
-  const manifest_split *sp[2] = {&m->train, &m->val};
-  for (int s = 0; s < 2; s++)
+  const manifest_split *sp[3] = {&m->train, &m->val, &m->test};
+  for (int s = 0; s < 3; s++)
     for (int j = 0; j < sp[s]->n_shards; j++) {
       char *path = xasprintf("%s/%s", out, sp[s]->shards[j].file);
       unlink(path);
@@ -684,6 +693,7 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
         res->already = 1;
         res->train = old->train.count;
         res->val = old->val.count;
+        res->test = old->test.count;
         res->skipped_not_image = old->skipped_not_image;
         res->skipped_corrupt = old->skipped_corrupt;
         res->skipped_unreadable = old->skipped_unreadable;
@@ -720,15 +730,23 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
     if (!per_class[k])
       die("class %s has no usable images in %s (all were skipped); fix or remove them", ESC(s.classes[k]), ESC(o->src));
 
-  /* Stratified split: per class, a seeded shuffle of the usable items in listing order; the
-   * first round(n * val_fraction) go to val. Then each split is shuffled so shards mix classes. */
-  int64_t *train = xmalloc(sizeof(int64_t) * (size_t)(s.items.n + 1)), *val = xmalloc(sizeof(int64_t) * (size_t)(s.items.n + 1));
-  int64_t nt = 0, nv = 0;
-  int64_t *cls = xmalloc(sizeof(int64_t) * (size_t)(s.items.n + 1));
+  /* The test split first, by content hash: a photo is in it or not whatever the seed, the
+   * other photos or their order, so no choice made on train/val (the seed, the best epoch)
+   * can ever have seen it. Then a stratified split of the rest: per class, a seeded shuffle of
+   * the usable items in listing order; the first round(n * val_fraction) go to val. Then each
+   * split is shuffled so shards mix classes. */
+  size_t slots = sizeof(int64_t) * (size_t)(s.items.n + 1);
+  int64_t *train = xmalloc(slots), *val = xmalloc(slots), *test = xmalloc(slots);
+  int64_t nt = 0, nv = 0, nx = 0;
+  int64_t *cls = xmalloc(slots);
+  for (int64_t i = 0; i < s.items.n; i++)
+    if (s.items.v[i].status == ITEM_OK && in_test_split(&s.items.v[i], o->test_fraction)) test[nx++] = i;
   for (int k = 0; k < s.num_classes; k++) {
     int64_t m = 0;
     for (int64_t i = 0; i < s.items.n; i++)
-      if (s.items.v[i].status == ITEM_OK && s.items.v[i].label == k) cls[m++] = i;
+      if (s.items.v[i].status == ITEM_OK && s.items.v[i].label == k && !in_test_split(&s.items.v[i], o->test_fraction))
+        cls[m++] = i;
+    if (m == 0) die("class %s has no photos left for training after the test split; lower --test-fraction", ESC(s.classes[k]));
     shuffle(cls, m, hash_mix(hash_mix(o->seed, 0x73706c6974ull /* "split" */), (uint64_t)k));
     int64_t v = (int64_t)llround((double)m * o->val_fraction);
     if (v >= m) v = m - 1; /* every class keeps at least one training image */
@@ -740,12 +758,14 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
   free(cls);
   shuffle(train, nt, hash_mix(o->seed, 0x747261696eull /* "train" */));
   shuffle(val, nv, hash_mix(o->seed, 0x76616cull /* "val" */));
+  shuffle(test, nx, 0x74657374ull); /* mixes classes across shards; the set itself is fixed */
 
   manifest_info m = {0};
   m.source = s.identity;
   m.source_kind = s.is_folder ? "folder" : "tfrecord";
   m.seed = o->seed;
   m.val_fraction = o->val_fraction;
+  m.test_fraction = o->test_fraction;
   m.max_side = o->max_side;
   m.shards = o->shards;
   m.num_classes = s.num_classes;
@@ -755,14 +775,18 @@ void dataset_prepare(const prepare_opts *o, prepare_result *res) {
   m.skipped_unreadable = res->skipped_unreadable;
   write_split(o->out, "train", &s, train, nt, o->shards, &m.train);
   write_split(o->out, "val", &s, val, nv, o->shards, &m.val);
+  if (o->test_fraction > 0) write_split(o->out, "test", &s, test, nx, o->shards, &m.test);
   char err[SHARD_ERR_LEN];
   if (manifest_write(o->out, &m, err, sizeof err) != 0) die("%s", ESC(err));
   res->train = nt;
   res->val = nv;
+  res->test = nx;
   manifest_split_free(&m.train);
   manifest_split_free(&m.val);
+  manifest_split_free(&m.test);
   free(train);
   free(val);
+  free(test);
   free(per_class);
 
 cleanup:

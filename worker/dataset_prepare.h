@@ -16,6 +16,7 @@ typedef struct {
   const char *out;     /* output folder (created if missing) */
   int shards;          /* train shards; val gets as many, fewer if it has fewer samples */
   double val_fraction; /* per class, rounded; 0 = no val split */
+  double test_fraction; /* of all photos, by content hash (not seeded); 0 = no test split */
   int max_side;        /* 0 = keep the original JPEG bytes */
   uint64_t seed;       /* at most MANIFEST_MAX_SEED */
   int force;           /* overwrite finished or different output */
@@ -25,7 +26,7 @@ typedef struct {
 
 typedef struct {
   int already;        /* 1 when the output was already prepared with these settings */
-  int64_t train, val; /* samples written */
+  int64_t train, val, test; /* samples written */
   int64_t skipped_not_image, skipped_corrupt, skipped_unreadable;
 } prepare_result;
 

@@ -245,8 +245,8 @@ static void *worker_main(void *arg) {
 }
 
 loader *loader_open(const loader_config *cfg) {
-  if (!cfg->data_dir || !cfg->split || (strcmp(cfg->split, "train") && strcmp(cfg->split, "val")))
-    die("loader: split must be \"train\" or \"val\"");
+  if (!cfg->data_dir || !cfg->split || (strcmp(cfg->split, "train") && strcmp(cfg->split, "val") && strcmp(cfg->split, "test")))
+    die("loader: split must be \"train\", \"val\" or \"test\"");
   if (cfg->image_size < 8 || cfg->image_size > 4096) die("loader: image size %d out of range [8, 4096]", cfg->image_size);
   if (cfg->batch < 1 || cfg->batch > 65536) die("loader: batch %d out of range [1, 65536]", cfg->batch);
   loader *l = xcalloc(1, sizeof *l);
@@ -261,8 +261,9 @@ loader *loader_open(const loader_config *cfg) {
   if (!l->m) die("%s", name_escape(err, shown, sizeof shown));
   name_escape(cfg->data_dir, dir, sizeof dir);
   const manifest_split *sp = manifest_find_split(l->m, cfg->split);
-  if (sp->count == 0)
-    die("%s has no %s samples; prepare it with --val-fraction above 0 ('pollen prepare --force ...')", dir, cfg->split);
+  if (!sp || sp->count == 0)
+    die("%s has no %s samples; prepare it with --%s-fraction above 0 ('pollen prepare --force ...')", dir, cfg->split,
+        strcmp(cfg->split, "test") ? "val" : "test");
   l->n_shards = sp->n_shards;
   l->shards = xcalloc((size_t)l->n_shards, sizeof(shard_reader *));
   l->first = xcalloc((size_t)l->n_shards + 1, sizeof(int64_t));
