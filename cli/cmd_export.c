@@ -126,7 +126,9 @@ int cmd_export(int argc, char **argv) {
   if (state.eval_bn_stats) memcpy(m.stats, state.eval_bn_stats, m.n_stats * sizeof(float));
   else bn_stats_mean(state.bn_stats, state.stats_ranks, m.n_stats, m.stats);
   free(stats);
-  weights_export(&m, out, dm ? (const char *const *)dm->classes : NULL, extra.image_size ? extra.image_size : jc.size);
+  if (weights_export(&m, out, dm ? (const char *const *)dm->classes : NULL, extra.image_size ? extra.image_size : jc.size,
+                     err, sizeof err))
+    die("%s", err);
   if (dm) manifest_free(dm);
   printf("exported %s (step %lld, epoch %d) to %s\n", l.path, (long long)l.file.meta.step,
          plan_epoch_number(l.file.meta.epoch, l.file.meta.sample_in_epoch), out);

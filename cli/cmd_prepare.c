@@ -23,7 +23,7 @@ static void help(void) {
       "  --test-fraction F   share of the photos held out as a test split that training and\n"
       "                      model selection never see, chosen by each photo's content hash\n"
       "                      (the same photos whatever the seed; default 0: none, 0..0.5);\n"
-      "                      `pollen eval --split test` scores it\n"
+      "                      pollen eval scores it with the split named test\n"
       "  --max-side S        downscale so the long side <= S (re-encoded JPEG quality 90);\n"
       "                      0 keeps the original JPEG bytes (default 0)\n"
       "  --seed N            split seed (default 42)\n"

@@ -87,15 +87,21 @@ static void phase_epoch_end(job *j) {
   worker_end_epoch(j->w);
   tell_position(j);
   int best = j->co && coord_validation(j->co, accuracy);
-  /* Beside the final weights, the best validated ones, as validated (EMA, precise BN). */
-  if (worker_any(j->w, best)) worker_export_weights(j->w, j->co ? coord_best_weights_path(j->co) : NULL);
+  /* Beside the final weights, the best validated ones, as validated (EMA, precise BN): a
+   * copy a full disk may cost, never the run. */
+  char err[512];
+  if (worker_any(j->w, best) && worker_export_weights(j->w, j->co ? coord_best_weights_path(j->co) : NULL, err, sizeof err))
+    log_warn("best weights not saved: %s; training goes on (the final weights are written at the end)", err);
   worker_check_same_weights(j->w, "at an epoch end");
   phase_checkpoint(j, "epoch end");
   if (j->co && worker_position(j->w).step < j->plan->total_steps) coord_set_state(j->co, "training");
 }
 
 /* JOB/weights.safetensors, written by rank 0 with the ranks' BN statistics averaged. */
-static void export_weights(job *j) { worker_export_weights(j->w, j->co ? coord_weights_path(j->co) : NULL); }
+static void export_weights(job *j) {
+  char err[512];
+  if (worker_export_weights(j->w, j->co ? coord_weights_path(j->co) : NULL, err, sizeof err)) die("%s", err);
+}
 
 /* Checkpoint, then the weights as they are: the job exits 75 and resumes when relaunched. */
 static int phase_stop(job *j) {

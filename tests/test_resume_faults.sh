@@ -107,8 +107,9 @@ echo "== 6. full disk (at ${SECONDS}s)"
 mnt=$tmp/small
 ckfiles=("$tmp"/A/checkpoints/step-*.ckpt)
 ck=$(stat -c %s "${ckfiles[0]}")
-# Room for two checkpoints and the final weights (a third of a checkpoint), not for a third.
-kib=$(((ck * 5 / 2) / 1024 + 1))
+# Room for two checkpoints, the best and the final weights (a third of a checkpoint each) and
+# the best's replacement while it is written: not for a third checkpoint.
+kib=$(((ck * 29 / 10) / 1024 + 1))
 if [ "$(id -u)" != 0 ]; then
   skip "6. full disk: needs root to mount a small tmpfs"
 elif ! mkdir -p "$mnt" || ! mount -t tmpfs -o size=${kib}k pollen-test "$mnt" 2>"$tmp/mount.err"; then

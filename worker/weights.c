@@ -74,7 +74,8 @@ void weights_add_state_dict(const model *m, st_writer *w) {
   st_writer_meta(w, "pollen_version", POLLEN_VERSION);
 }
 
-void weights_export(const model *m, const char *path, const char *const *class_names, int image_size) {
+int weights_export(const model *m, const char *path, const char *const *class_names, int image_size, char *err,
+                   size_t errlen) {
   st_writer *w = st_writer_new();
   weights_add_state_dict(m, w);
   char text[32];
@@ -92,8 +93,9 @@ void weights_export(const model *m, const char *path, const char *const *class_n
     free(text);
     cJSON_Delete(a);
   }
-  st_writer_save_or_die(w, path);
+  int rc = st_writer_save(w, path, err, errlen);
   st_writer_free(w);
+  return rc;
 }
 
 static int is_last_linear(const model *m, const param_info *p) {

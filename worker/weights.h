@@ -20,9 +20,11 @@ void weights_images_from_torch(const float *nchw, float *nhwc, int n, int hw);
 void weights_add_state_dict(const model *m, st_writer *w);
 /* Writes weights_add_state_dict's tensors to path (atomically), with what inference needs in
  * the metadata: the class names (may be NULL) as a JSON array, the training image_size (0:
- * unknown, not written) and the input normalization (WEIGHTS_NORMALIZATION). */
+ * unknown, not written) and the input normalization (WEIGHTS_NORMALIZATION). Returns 0, or -1
+ * with a one-line reason in err (a full disk, say) and path untouched. */
 #define WEIGHTS_NORMALIZATION "{\"range\":[-1,1],\"formula\":\"x/127.5-1\",\"channels\":\"RGB\",\"layout\":\"NCHW\"}"
-void weights_export(const model *m, const char *path, const char *const *class_names, int image_size);
+int weights_export(const model *m, const char *path, const char *const *class_names, int image_size, char *err,
+                   size_t errlen);
 /* The training image size in f's metadata, or 0 when it has none (older exports). */
 int weights_image_size(const st_file *f);
 /* The class names stored by weights_export: a malloc'd array of num_classes malloc'd strings,

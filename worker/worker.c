@@ -547,16 +547,18 @@ double worker_evaluate(worker *w) {
   return correct[1] > 0 ? correct[0] / correct[1] : NAN;
 }
 
-void worker_export_weights(worker *w, const char *path) {
+int worker_export_weights(worker *w, const char *path, char *err, size_t errlen) {
   training_saved own = use_eval_model(w);
+  int rc = 0;
   if (w->c->rank == 0) {
     const char **names = xcalloc((size_t)w->plan.classes, sizeof *names);
     for (int k = 0; k < w->plan.classes; k++) names[k] = loader_class_name(w->train, k);
-    weights_export(&w->m, path, names, w->plan.image_size);
+    rc = weights_export(&w->m, path, names, w->plan.image_size, err, errlen);
     free(names);
-    log_info("weights written to %s (weights hash %016llx)", path, (unsigned long long)model_hash(&w->m));
+    if (rc == 0) log_info("weights written to %s (weights hash %016llx)", path, (unsigned long long)model_hash(&w->m));
   }
   restore_training_model(w, own);
+  return rc;
 }
 
 void worker_free(worker *w) {

@@ -72,8 +72,8 @@ int worker_snapshot(worker *w, train_state_view *v);
  * with the ranks' BN statistics averaged for it (bn_stats_mean) and then restored. */
 double worker_evaluate(worker *w);
 /* Collective. Writes the weights with the averaged BN statistics to path on rank 0 (path is
- * ignored elsewhere) and logs their hash. */
-void worker_export_weights(worker *w, const char *path);
+ * ignored elsewhere) and logs their hash. Returns rank 0's weights_export result (0 elsewhere). */
+int worker_export_weights(worker *w, const char *path, char *err, size_t errlen);
 
 void worker_free(worker *w);
 
