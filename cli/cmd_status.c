@@ -118,6 +118,22 @@ static const char *fmt_num(double v, const char *fmt, char *buf, size_t cap) {
   return buf;
 }
 
+/* What pollen launch said: the launch, its hosts, the excluded ones, the last failure. */
+static void print_launch(const cJSON *o) {
+  const cJSON *l = cJSON_GetObjectItemCaseSensitive(o, "launch");
+  if (!cJSON_IsObject(l)) return;
+  char a[32], b[32], c[32];
+  printf("launch      %.0f by pollen launch, %.0f restart%s; hosts %s (world %.0f)", num(l, "attempt"),
+         num(l, "restarts"), num(l, "restarts") == 1 ? "" : "s", str(l, "hosts"), num(l, "world"));
+  if (str(l, "excluded")[0]) printf("; excluded %s", str(l, "excluded"));
+  printf("\n");
+  const cJSON *f = cJSON_GetObjectItemCaseSensitive(l, "last_failure");
+  if (cJSON_IsObject(f))
+    printf("failure     %s (exit %.0f) after step %s, %s ago; down %s before this launch\n", str(f, "reason"),
+           num(f, "exit_status"), fmt_num(num(f, "step"), "%.0f", a, sizeof a),
+           fmt_duration(num(o, "time") - num(f, "time"), b, sizeof b), fmt_duration(num(f, "down_s"), c, sizeof c));
+}
+
 static void print_status(const char *dir, const cJSON *o) {
   char a[32], b[32], c[32];
   double step = num(o, "step"), total = num(o, "total_steps");
@@ -139,6 +155,7 @@ static void print_status(const char *dir, const cJSON *o) {
            fmt_duration(num(o, "time") - num(ck, "time"), a, sizeof a));
   else
     printf("checkpoint  none yet\n");
+  print_launch(o);
 }
 
 static void print_workers(const cJSON *o) {

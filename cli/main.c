@@ -12,6 +12,7 @@
 
 static const cli_command commands[] = {
     {"train", cmd_train, "train a model (mpirun -np N pollen train ... for many ranks)"},
+    {"launch", cmd_launch, "run a job on hosts with mpirun and keep it alive through failures"},
     {"eval", cmd_eval, "accuracy, per-class precision/recall, confusion matrix"},
     {"predict", cmd_predict, "top-k classes of photos"},
     {"export", cmd_export, "a job's newest checkpoint as torchvision-named safetensors"},

@@ -15,6 +15,7 @@
 #include "daemon/ckpt.h"
 #include "daemon/signals.h"
 #include "daemon/status_server.h"
+#include "proto/launch_record.h"
 #include "proto/metrics.h"
 #include "proto/outcome.h"
 #include "proto/status_proto.h"
@@ -66,6 +67,7 @@ struct coordinator {
   /* Prometheus' counters and step-time histogram (only those fields), copied into each
    * publication: counted here, at each step, so the exposition needs no history. */
   statusp_job counts;
+  statusp_launch launch; /* from pollen launch (POLLEN_LAUNCH), when it started this one */
 };
 
 /* ---- the job folder and its config ------------------------------------------------- */
@@ -146,11 +148,29 @@ static void record_failure(int status, const char *message) {
   if (co) record_outcome(co, status == EXIT_PREEMPTED ? "stopped" : "failed", status, message);
 }
 
+/* What the supervisor says about this launch, for the status; a damaged record is only
+ * named (training needs none of it). */
+static void read_launch(coordinator *co) {
+  const char *env = getenv(LAUNCH_RECORD_ENV);
+  if (!env || !env[0]) return;
+  launch_record r;
+  char err[256];
+  if (launch_record_parse(env, &r, err, sizeof err) != 0) {
+    log_warn("%s ignored: %s", LAUNCH_RECORD_ENV, err);
+    return;
+  }
+  statusp_launch_from_record(&co->launch, &r);
+  if (r.restarts > 0)
+    log_info("launch %d by pollen launch (%d restart(s))%s%s", r.attempt, r.restarts,
+             r.has_last_failure ? "; the last failure: " : "", r.has_last_failure ? r.last_failure.reason : "");
+}
+
 void coord_start(coordinator *co, const job_plan *plan, const train_state_shape *shape,
                  const char *const *hosts) {
   co->plan = *plan;
   co->shape = *shape;
   co->hosts = hosts;
+  read_launch(co);
   co->timings = xcalloc((size_t)plan->world, sizeof *co->timings);
   co->workers = xcalloc((size_t)plan->world, sizeof *co->workers);
   char err[1024];
@@ -364,6 +384,7 @@ static void publish(coordinator *co, const char *state, double loss, double acc,
   size_t n = strlen(p), cap = sizeof j.last_ckpt_path;
   memcpy(j.last_ckpt_path, n < cap ? p : p + n - (cap - 1), n < cap ? n + 1 : cap);
   j.last_ckpt_time = co->last_time;
+  j.launch = co->launch;
   status_server_publish(co->status, &j, co->workers, co->plan.world);
 }
 

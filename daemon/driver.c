@@ -2,6 +2,8 @@
  * phase; `co` is the coordinator on rank 0 and NULL elsewhere. */
 #include "daemon/driver.h"
 
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "base/core.h"
@@ -15,6 +17,7 @@ typedef struct {
   const job_plan *plan;
   control_timing *timings; /* rank 0: every rank's, for the coordinator */
   const char **hosts;
+  int rank;
 } job;
 
 /* The coordinator sees where the workers are after anything that moves them. */
@@ -28,6 +31,7 @@ static void tell_position(job *j) {
  * services: nothing is written before the device is known (a missing GPU changes nothing) and
  * every rank was shown to run the same job (a flag error leaves no config.json behind). */
 static void phase_set_up(job *j, job_config *cfg, const char *job_dir, comm *c) {
+  j->rank = c->rank;
   j->w = worker_new(cfg, c);
   worker_check_config(j->w);
   if (c->rank == 0) j->co = coord_open(cfg, job_dir);
@@ -64,6 +68,18 @@ static void phase_checkpoint(job *j, const char *why) {
   }
 }
 
+/* POLLEN_FAULT_AT_STEP=RANK:STEP, for tests of what survives a crash: that rank dies by
+ * SIGKILL (as by the OOM killer) when it has done that step, at every launch that gets there. */
+static void inject_fault(const job *j, int rank) {
+  const char *spec = getenv("POLLEN_FAULT_AT_STEP");
+  int fault_rank;
+  long long step;
+  if (!spec || sscanf(spec, "%d:%lld", &fault_rank, &step) != 2 || fault_rank != rank) return;
+  if (worker_position(j->w).step != step) return;
+  log_warn("POLLEN_FAULT_AT_STEP=%s: rank %d kills itself after step %lld", spec, rank, step);
+  raise(SIGKILL);
+}
+
 /* One step and what the ranks agree to do after it. */
 static control_action phase_step(job *j) {
   double ctl[CONTROL_N] = {0};
@@ -77,6 +93,7 @@ static control_action phase_step(job *j) {
   job_position pos = worker_position(j->w);
   control_action action = control_decide(ctl, &pos, j->plan->total_steps, j->plan->steps_per_epoch);
   if (j->co) coord_step_done(j->co, ctl, j->timings, action);
+  inject_fault(j, j->rank);
   return action;
 }
 

@@ -228,6 +228,52 @@ char *statusp_reply_error(statusp_err e, const char *msg) {
   return finish(o);
 }
 
+static void join_names(char *out, size_t cap, const char (*names)[64], int n) {
+  size_t k = 0;
+  out[0] = 0;
+  for (int i = 0; i < n && k + 1 < cap; i++) {
+    int w = snprintf(out + k, cap - k, "%s%s", i ? "," : "", names[i]);
+    if (w < 0) break;
+    k += (size_t)w;
+  }
+}
+
+void statusp_launch_from_record(statusp_launch *l, const launch_record *r) {
+  memset(l, 0, sizeof *l);
+  l->present = 1;
+  l->attempt = r->attempt, l->restarts = r->restarts, l->world = r->world;
+  join_names(l->hosts, sizeof l->hosts, r->hosts, r->n_hosts);
+  join_names(l->excluded, sizeof l->excluded, r->excluded, r->n_excluded);
+  l->has_failure = r->has_last_failure;
+  l->failure = r->last_failure;
+}
+
+/* "launch": what pollen launch said about this launch; null when not launched by it. */
+static void add_launch(cJSON *o, const statusp_launch *l) {
+  if (!l->present) {
+    cJSON_AddNullToObject(o, "launch");
+    return;
+  }
+  cJSON *x = cJSON_AddObjectToObject(o, "launch");
+  if (!x) return;
+  cJSON_AddNumberToObject(x, "attempt", l->attempt);
+  cJSON_AddNumberToObject(x, "restarts", l->restarts);
+  cJSON_AddNumberToObject(x, "world", l->world);
+  add_str(x, "hosts", l->hosts, sizeof l->hosts);
+  add_str(x, "excluded", l->excluded, sizeof l->excluded);
+  if (!l->has_failure) {
+    cJSON_AddNullToObject(x, "last_failure");
+    return;
+  }
+  cJSON *f = cJSON_AddObjectToObject(x, "last_failure");
+  if (!f) return;
+  add_str(f, "reason", l->failure.reason, sizeof l->failure.reason);
+  cJSON_AddNumberToObject(f, "exit_status", l->failure.exit_status);
+  add_num(f, "step", l->failure.step >= 0 ? (double)l->failure.step : NAN);
+  add_num(f, "time", l->failure.time);
+  add_num(f, "down_s", l->failure.down_s);
+}
+
 char *statusp_reply_status(const statusp_job *j, double now, int push) {
   cJSON *o = reply_head(1, "status");
   if (!o) return NULL;
@@ -255,6 +301,7 @@ char *statusp_reply_status(const statusp_job *j, double now, int push) {
     cJSON_AddNullToObject(o, "last_checkpoint");
   }
   cJSON_AddNumberToObject(o, "world_size", j->world_size);
+  add_launch(o, &j->launch);
   add_num(o, "uptime_s", j->start_time > 0 ? now - j->start_time : NAN);
   add_num(o, "time", now);
   return finish(o);
@@ -419,6 +466,9 @@ char *statusp_prometheus(const statusp_job *j, const statusp_worker *w, int n, d
   sb_counter(&b, "pollen_steps_total", "Optimizer steps done in the job.", (double)j->step);
   sb_counter(&b, "pollen_images_total", "Images trained in this launch, all ranks.",
              (double)j->images_total);
+  if (j->launch.present)
+    sb_counter(&b, "pollen_restarts_total", "Relaunches by pollen launch before this launch (failures, preemptions).",
+               (double)j->launch.restarts);
   sb_head(&b, "pollen_step_seconds", "histogram", "Rank 0's seconds per step in this launch.");
   for (int i = 0; i < STATUSP_STEP_BUCKETS; i++)
     sb_printf(&b, "pollen_step_seconds_bucket{le=\"%g\"} %lld\n", statusp_step_bounds[i],

@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "proto/launch_record.h"
+
 /* Version 2 counts epochs from 1 ("epoch" in status and metrics replies, pollen_epoch); its
  * requests are version 1's, so a request saying "v":1 is answered too (with "v":2). */
 #define STATUSP_VERSION 2
@@ -70,6 +72,17 @@ statusp_err statusp_parse_request(const char *line, size_t len, statusp_request 
 /* Upper bounds (seconds) of pollen_step_seconds' buckets; +Inf is step_count. */
 #define STATUSP_STEP_BUCKETS 12
 
+/* What the supervisor (`pollen launch`) told this launch (proto/launch_record.h). */
+typedef struct {
+  int present;        /* 0: not launched by pollen launch */
+  int attempt, restarts, world;
+  char hosts[512], excluded[512]; /* comma-separated */
+  int has_failure;
+  launch_failure failure; /* the previous launch's, when it failed */
+} statusp_launch;
+/* From a launch record (the POLLEN_LAUNCH variable's). */
+void statusp_launch_from_record(statusp_launch *l, const launch_record *r);
+
 /* What the training thread publishes; the replies are built from copies of these. */
 typedef struct {
   char state[16]; /* starting training evaluating checkpointing stopping finished failed */
@@ -89,6 +102,7 @@ typedef struct {
   int64_t step_le[STATUSP_STEP_BUCKETS]; /* steps whose rank-0 time <= statusp_step_bounds[i] */
   int64_t step_count;
   double step_sum;                 /* seconds, over step_count steps */
+  statusp_launch launch;
 } statusp_job;
 
 extern const double statusp_step_bounds[STATUSP_STEP_BUCKETS];

@@ -2,8 +2,8 @@
 # test_netns_mpi.sh - the multi-host harness proves itself: three hosts made of Linux network
 # namespaces (tests/netns/lib.sh), Open MPI started on h1 reaching h2 and h3 through
 # tests/netns/rsh-agent.sh, a small MPI program (tests/netns/mpi_ring.c) that all-reduces
-# across them, deploy/mpirun/launch.sh's relaunch-after-preemption loop (with a stand-in for
-# pollen), and the failure cases: a host's cable pulled, a host's rank killed; each must end
+# across them, `pollen launch`'s relaunch and give-up rules (with a stand-in for
+# pollen's ranks), and the failure cases: a host's cable pulled, a host's rank killed; each must end
 # the job non-zero within ~30 s, naming the lost rank.
 #
 # Needs root (network namespaces) and Open MPI with mpicc; skips (77) otherwise.
@@ -45,42 +45,47 @@ done
 grep -q "hosts distinct, allreduce sum 6 (want 6): ok" "$OUT" || fail "all-reduce across hosts"
 ok "mpirun -np 3 across h1..h3, all-reduce correct"
 
-# --- 3. launch.sh: relaunch after preemption (75), stop on failure, give up after retries -----
+# --- 3. pollen launch: relaunch after preemption (75) and after failures; give up on a
+# failure that repeats at the same step, and when the restart budget is spent ---------------
 OUT=$W/relaunch.txt
 rm -f "$W"/h?/fake_pollen.launches
-launch --threads 1 --backoff 1 --max-retries 3 -- --preempt 2 >"$OUT" 2>&1
+launch --threads 1 --backoff 1 --max-restarts 3 -- --job fake1 --batch 3 --preempt 2 >"$OUT" 2>&1
 st=$?
-[ "$st" = 0 ] || fail "launch.sh after 2 preemptions exited $st, want 0"
-grep -q "attempt 3:" "$OUT" && ! grep -q "attempt 4:" "$OUT" || fail "launch.sh did not launch exactly 3 times"
+[ "$st" = 0 ] || fail "pollen launch after 2 preemptions exited $st, want 0"
+grep -q "pollen launch: launch 3:" "$OUT" && ! grep -q "pollen launch: launch 4:" "$OUT" || fail "pollen launch did not launch exactly 3 times"
 for h in 1 2 3; do # each rank counted its launches in its own host's folder
   [ "$(cat "$W/h$h/fake_pollen.launches" 2>/dev/null)" = 3 ] || fail "host h$h did not run 3 launches in its own folder"
 done
 grep -q "rank 2 on h3 launch 3, threads 1" "$OUT" || fail "OMP_NUM_THREADS did not reach the rank on h3"
+[ "$(grep -c '"decision":"relaunch"' "$W/h1/fake1/launch.jsonl")" = 2 ] && grep -q '"decision":"done"' "$W/h1/fake1/launch.jsonl" ||
+  fail "launch.jsonl does not record 2 relaunches and the end: $(cat "$W/h1/fake1/launch.jsonl")"
 OUT=$W/failed.txt
-launch --backoff 0 -- --fail 3 >"$OUT" 2>&1
+launch --backoff 0 -- --job fake2 --batch 3 --fail 3 >"$OUT" 2>&1
 st=$?
-[ "$st" = 3 ] || fail "launch.sh with pollen failing (3) exited $st, want 3"
-grep -q "attempt 2:" "$OUT" && fail "launch.sh relaunched a failed job"
+[ "$st" = 1 ] || fail "pollen launch with pollen failing (3) at once exited $st, want 1"
+grep -q "pollen launch: launch 3:" "$OUT" && ! grep -q "pollen launch: launch 4:" "$OUT" &&
+  grep -q "giving up: 3 launches in a row failed before their first step" "$OUT" || fail "pollen launch did not give up after 3 failures at the same step"
 OUT=$W/gaveup.txt
 rm -f "$W"/h?/fake_pollen.launches
-launch --backoff 0 --max-retries 1 -- --preempt 5 >"$OUT" 2>&1
+launch --backoff 0 --max-restarts 1 -- --job fake3 --batch 3 --preempt 5 >"$OUT" 2>&1
 st=$?
-[ "$st" = 75 ] || fail "launch.sh past --max-retries exited $st, want 75"
-grep -q "attempt 2:" "$OUT" && ! grep -q "attempt 3:" "$OUT" || fail "launch.sh --max-retries 1 did not stop after 2 launches"
-ok "launch.sh relaunches on 75, stops on failure and after --max-retries"
+[ "$st" = 1 ] || fail "pollen launch past --max-restarts exited $st, want 1"
+grep -q "pollen launch: launch 2:" "$OUT" && ! grep -q "pollen launch: launch 3:" "$OUT" &&
+  grep -q "giving up: the restart budget is spent (--max-restarts 1)" "$OUT" || fail "pollen launch --max-restarts 1 did not stop after 2 launches"
+ok "pollen launch relaunches on 75 and on failures, gives up on a repeated failure and after --max-restarts"
 
 # --- 4. a host lost mid-run: the job must end non-zero within ~30 s, naming the lost rank -----
-# launch.sh's default keepalive (10,4,3) is what is measured here.
-lose_host cut 40 "iteration 10\$" -- -- --ring "$RING" 3000 100
-grep -q "lost machine $(netns_addr 3) (hostfile entry 3): rank 2 gone" "$OUT" ||
+# pollen launch's default keepalive (10,4,3) is what is measured here.
+lose_host cut 40 "iteration 10\$" -- --max-restarts 0 -- --job fake4 --batch 3 --ring "$RING" 3000 100
+grep -q "lost host $(netns_addr 3) (rank 2; Open MPI lost its daemon there)" "$OUT" ||
   fail "the output does not name rank 2 on $(netns_addr 3) as lost"
 cut_secs=$DETECT_SECS
 expect_h3_empty_then_reconnect
 ok "cable of h3 pulled: job ended with status $DETECT_STATUS after ${cut_secs}s, rank 2 named"
 
 KILL_PATTERN="^$RING "
-lose_host kill 40 "iteration 10\$" -- -- --ring "$RING" 3000 100
+lose_host kill 40 "iteration 10\$" -- --max-restarts 0 -- --job fake5 --batch 3 --ring "$RING" 3000 100
 grep -q "process rank 2 with PID [0-9]* on node $(netns_addr 3) exited on signal 9" "$OUT" ||
   fail "the output does not name rank 2 on $(netns_addr 3) as killed"
 ok "rank on h3 killed: job ended with status $DETECT_STATUS after ${DETECT_SECS}s, rank 2 named"
-echo "PASS: netns hosts, mpirun across them, launch.sh relaunch, host loss detected in ${cut_secs}s (cable) / ${DETECT_SECS}s (kill)"
+echo "PASS: netns hosts, mpirun across them, pollen launch relaunch rules, host loss detected in ${cut_secs}s (cable) / ${DETECT_SECS}s (kill)"

@@ -1,9 +1,10 @@
 #!/bin/bash
 # test_netns_train.sh - `pollen train` on three hosts made of network namespaces, launched by
-# deploy/mpirun/launch.sh: the prepared shards exist only in h1's folder and reach h2 and h3
+# `pollen launch`: the prepared shards exist only in h1's folder and reach h2 and h3
 # by staging into their --cache-dir; the job finishes with one set of weights; a preemption
-# signal to one rank checkpoints the job, launch.sh relaunches it and it resumes; a host's
-# rank killed or its cable pulled ends the job non-zero within ~30 s, naming rank 2.
+# signal to one rank checkpoints the job, pollen launch relaunches it and it resumes; SIGTERM
+# to pollen launch stops the job (75) and launching again resumes; a host's rank killed or
+# its cable pulled ends a launch non-zero within ~30 s, naming rank 2.
 #
 # Needs root (network namespaces), Open MPI and a pollen with `train`; skips (77) otherwise.
 set -u
@@ -50,46 +51,46 @@ ok "3-host run finished; shards staged to h2, h3 byte for byte; $(grep -Eo 'weig
 # --- 2. preempted (SIGUSR1 to rank 1 only): all checkpoint, exit 75, relaunch, resume --------
 OUT=$W/preempt.txt
 : >"$OUT"
-launch --threads 1 --backoff 1 --max-retries 2 -- "${TRAIN[@]}" --job "$W/node/job2" --epochs 4 >>"$OUT" 2>&1 &
+launch --threads 1 --backoff 1 --max-restarts 2 -- "${TRAIN[@]}" --job "$W/node/job2" --epochs 4 >>"$OUT" 2>&1 &
 bg=$!
 wait_line "$OUT" "step 5/" "$bg"
 netns_kill 2 USR1 "pollen train" || fail "no pollen on h2 to signal"
 wait "$bg"
 st=$?
 [ "$st" = 0 ] || fail "preempted and relaunched job exited $st, want 0"
-grep -q "preempted (exit 75); relaunching" "$OUT" || fail "launch.sh did not see exit 75 after SIGUSR1"
-grep -q "attempt 2:" "$OUT" && ! grep -q "attempt 3:" "$OUT" || fail "not exactly one relaunch"
+grep -q "preempted (exit 75, last step seen: [0-9]*); relaunching" "$OUT" || fail "pollen launch did not see exit 75 after SIGUSR1"
+grep -q "pollen launch: launch 2:" "$OUT" && ! grep -q "pollen launch: launch 3:" "$OUT" || fail "not exactly one relaunch"
 grep -q "resuming from" "$OUT" || fail "the relaunch did not resume from the checkpoint"
 grep -q "diverged" "$OUT" && fail "the ranks' weights diverged after resuming"
-ok "SIGUSR1 on h2: checkpoint, exit 75, relaunched by launch.sh, resumed, finished"
+ok "SIGUSR1 on h2: checkpoint, exit 75, relaunched by pollen launch, resumed, finished"
 
-# --- 3. the whole job stopped (SIGTERM to launch.sh): exit 75, then a new launch resumes ----
+# --- 3. the whole job stopped (SIGTERM to pollen launch): exit 75, then a new launch resumes
 OUT=$W/stop.txt
 : >"$OUT"
 launch --threads 1 --backoff 1 -- "${TRAIN[@]}" --job "$W/node/job5" --epochs 4 >>"$OUT" 2>&1 &
 bg=$!
 wait_line "$OUT" "step 5/" "$bg"
-netns_kill 1 TERM "^[^ ]*bash [^ ]*deploy/mpirun/launch.sh " || fail "no launch.sh on h1 to signal"
+netns_kill 1 TERM "^[^ ]*pollen launch " || fail "no pollen launch on h1 to signal"
 wait "$bg"
 st=$?
-[ "$st" = 75 ] || fail "launch.sh stopped by SIGTERM exited $st, want 75"
-grep -q "stopped by a signal; pollen saved its state" "$OUT" && ! grep -q "attempt 2:" "$OUT" ||
-  fail "launch.sh did not stop cleanly without relaunching"
+[ "$st" = 75 ] || fail "pollen launch stopped by SIGTERM exited $st, want 75"
+grep -q "stopped by a signal; every rank saved its state" "$OUT" && ! grep -q "pollen launch: launch 2:" "$OUT" ||
+  fail "pollen launch did not stop cleanly without relaunching"
 launch --threads 1 -- "${TRAIN[@]}" --job "$W/node/job5" --epochs 4 >>"$OUT" 2>&1 ||
   fail "launching again after the stop exited $?"
 grep -q "resuming from" "$OUT" || fail "the new launch did not resume from the stop checkpoint"
-ok "SIGTERM to launch.sh: every rank checkpointed, exit 75; launched again, resumed, finished"
+ok "SIGTERM to pollen launch: every rank checkpointed, exit 75; launched again, resumed, finished"
 
 # --- 4. hosts lost mid-run ------------------------------------------------------------------
 KILL_PATTERN="pollen train"
-lose_host kill 30 "step 5/" -- --threads 1 -- "${TRAIN[@]}" --job "$W/node/job3" --epochs 50
+lose_host kill 30 "step 5/" -- --threads 1 --max-restarts 0 -- "${TRAIN[@]}" --job "$W/node/job3" --epochs 50
 grep -q "process rank 2 with PID [0-9]* on node $A3 exited on signal 9" "$OUT" ||
   fail "the output does not name rank 2 on $A3 as killed"
 kill_secs=$DETECT_SECS
 ok "pollen on h3 killed: job ended with status $DETECT_STATUS after ${kill_secs}s, rank 2 named"
 
-lose_host cut 40 "step 5/" -- --threads 1 -- "${TRAIN[@]}" --job "$W/node/job4" --epochs 50
-grep -Eq "lost machine $A3 \(hostfile entry 3\): rank 2 gone|no message from rank 2 \(h3\)" "$OUT" ||
+lose_host cut 40 "step 5/" -- --threads 1 --max-restarts 0 -- "${TRAIN[@]}" --job "$W/node/job4" --epochs 50
+grep -Eq "lost host $A3 \(rank 2; Open MPI lost its daemon there\)|no message from rank 2 \(h3\)" "$OUT" ||
   fail "the output does not name rank 2 on $A3 as lost"
 cut_secs=$DETECT_SECS
 expect_h3_empty_then_reconnect

@@ -1,6 +1,7 @@
 # harness.sh - what the multi-host tests (tests/test_netns_*.sh) share: three namespace hosts
-# (lib.sh), Open MPI settings for them, deploy/mpirun/launch.sh run on h1, and "lose a host
-# mid-run and time how long the job takes to end". Source it from bash after setting SRC.
+# (lib.sh), Open MPI settings for them, `pollen launch` (the supervisor) run on h1, and "lose a
+# host mid-run and time how long the launch takes to end". Source it from bash after setting
+# SRC (and POLLEN, the binary that supervises; default SRC/build/pollen).
 
 . "$SRC/tests/netns/lib.sh"
 
@@ -26,7 +27,8 @@ harness_setup() {
   netns_create 3 "$W" || fail "could not create 3 namespace hosts"
   SUB=$NETNS_SUBNET.0/24
   AGENT=$SRC/tests/netns/rsh-agent.sh
-  LAUNCH=$SRC/deploy/mpirun/launch.sh
+  SUPERVISOR=$(realpath "${POLLEN:-$SRC/build/pollen}")
+  [ -x "$SUPERVISOR" ] || skip "no pollen binary at $SUPERVISOR (set POLLEN)"
   mkdir -p "$W/bin" # outside every host folder: programs here are "installed" on all hosts
   printf '%s slots=1\n' "$(netns_addr 1)" "$(netns_addr 2)" "$(netns_addr 3)" >"$W/h1/hostfile"
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -42,8 +44,9 @@ harness_setup() {
 
 ok() { echo "ok: $* [at $(since "$T_START")s]"; }
 
-# launch ARGS...: deploy/mpirun/launch.sh on h1 over the test network, rank binary $PROGRAM
-# (launch.sh runs `$PROGRAM train ...`); ARGS are launch.sh's, then -- and the train flags.
+# launch ARGS...: `pollen launch` on host LAUNCH_HOST (default 1) over the test network, rank
+# binary $PROGRAM (it runs `$PROGRAM train ...`); ARGS are pollen launch's, then -- and the
+# train flags. LAUNCH_TIMEOUT (default 120) bounds the whole supervision.
 launch() {
   local v exports=()
   # Ranks on h2 and h3 start in a clean environment, like over ssh: a sanitizer build's
@@ -51,8 +54,8 @@ launch() {
   for v in ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS; do
     [ -n "${!v:-}" ] && exports+=(--export "$v")
   done
-  netns_run 1 timeout -k 5 120 "$LAUNCH" --hostfile hostfile --net "$SUB" \
-    --mca plm_rsh_agent "$AGENT" --pollen "$PROGRAM" "${exports[@]}" "$@"
+  netns_run "${LAUNCH_HOST:-1}" timeout -k 5 "${LAUNCH_TIMEOUT:-120}" "$SUPERVISOR" launch --hostfile "${HOSTFILE:-hostfile}" \
+    --net "$SUB" --probe-timeout 5 --mca plm_rsh_agent "$AGENT" --pollen "$PROGRAM" "${exports[@]}" "$@"
 }
 
 # wait_line FILE PATTERN PID [SECONDS]: until FILE has a line matching PATTERN (grep -E),
@@ -69,8 +72,9 @@ wait_line() {
 
 # lose_host HOW LIMIT READY -- LAUNCH_ARGS...: start a job through launch(), wait for a
 # line matching READY, then lose h3 HOW (cut: its cable pulled; kill: its rank process killed,
-# KILL_PATTERN names it), and require the job to end non-zero within LIMIT seconds. Sets
-# DETECT_SECS, DETECT_STATUS and OUT.
+# KILL_PATTERN names it), and require the launch to end non-zero within LIMIT seconds (give
+# it --max-restarts 0: the supervisor then gives up at the first failure). Sets DETECT_SECS,
+# DETECT_STATUS and OUT.
 lose_host() {
   local how=$1 limit=$2 ready=$3 t0 bg
   shift 4
