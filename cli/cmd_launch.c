@@ -16,7 +16,7 @@ static void usage(FILE *to) {
   fprintf(to,
           "usage: pollen launch (--hostfile FILE | --hosts LIST) [options] -- <pollen train flags>\n\n"
           "Runs `pollen train` with Open MPI's mpirun on the hosts and keeps the job alive until it\n"
-          "finishes. Before every launch each host is probed (a one-rank mpirun of pollen --version,\n"
+          "finishes. Before every launch each host is probed (a one-rank mpirun of this pollen,\n"
           "under --probe-timeout); the launch uses the hosts that answer, in hostfile order, as many\n"
           "as keep the global --batch divisible by the ranks (every rank the same share: the job's\n"
           "arithmetic is unchanged, and the relaunch resumes from the newest checkpoint). A host\n"
@@ -37,6 +37,8 @@ static void usage(FILE *to) {
           "  --probe-timeout S     seconds a host has to answer the probe (default 20)\n"
           "  --threads T           cores per rank = OMP_NUM_THREADS (default: physical cores of this\n"
           "                        machine / K; hosts are assumed alike)\n"
+          "  --bind-to core|none   core (default): each rank bound to its T cores; none: no binding\n"
+          "                        (containers sharing a node's cores under a CPU quota)\n"
           "  --net CIDR|IFACE      the network Open MPI uses, e.g. 10.1.0.0/24 or eth1 (default: its\n"
           "                        choice; name it on hosts with more than one network)\n"
           "  --keepalive T,I,P     TCP keepalive of Open MPI's control connections: seconds idle,\n"
@@ -89,7 +91,7 @@ static void parse_keepalive(const char *text, int out[3]) {
 }
 
 int cmd_launch(int argc, char **argv) {
-  supervisor_opts o = {.per_host = 1, .min_hosts = 1, .max_restarts = 20, .backoff_s = 10, .probe_timeout_s = 20,
+  supervisor_opts o = {.per_host = 1, .bind = 1, .min_hosts = 1, .max_restarts = 20, .backoff_s = 10, .probe_timeout_s = 20,
                        .keepalive = {10, 4, 3}, .mpirun = getenv("MPIRUN") ? getenv("MPIRUN") : "mpirun"};
   int daemon = 0;
   static const struct option opts[] = {
@@ -100,7 +102,7 @@ int cmd_launch(int argc, char **argv) {
       {"net", required_argument, 0, 'n'},           {"keepalive", required_argument, 0, 'K'},
       {"pollen", required_argument, 0, 'P'},        {"mpirun", required_argument, 0, 'M'},
       {"mca", required_argument, 0, 'c'},           {"export", required_argument, 0, 'x'},
-      {"daemon", no_argument, 0, 'd'},              {"dry-run", no_argument, 0, 'D'},
+      {"bind-to", required_argument, 0, 'B'},       {"daemon", no_argument, 0, 'd'},              {"dry-run", no_argument, 0, 'D'},
       {"help", no_argument, 0, 'h'},                {0, 0, 0, 0}};
   int c;
   while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
@@ -125,6 +127,11 @@ int cmd_launch(int argc, char **argv) {
     case 'x':
       if (o.n_exports == SUPERVISOR_MAX_PASS) die_status(EXIT_USAGE, "--export: at most %d", SUPERVISOR_MAX_PASS);
       o.exports[o.n_exports++] = optarg;
+      break;
+    case 'B':
+      if (strcmp(optarg, "core") && strcmp(optarg, "none"))
+        die_status(EXIT_USAGE, "--bind-to: '%s' is not core or none", optarg);
+      o.bind = !strcmp(optarg, "core");
       break;
     case 'd': daemon = 1; break;
     case 'D': o.dry_run = 1; break;

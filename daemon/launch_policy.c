@@ -67,9 +67,11 @@ void launch_policy_init(launch_policy *p, int max_restarts, double backoff_s) {
   p->max_restarts = max_restarts;
   p->backoff_s = p->next_backoff_s = backoff_s;
   p->failed_step = -2;
+  p->best_step = -1;
 }
 
-/* The pause before a relaunch: the base one after progress, doubling while nothing moves. */
+/* The pause before a relaunch: the base one after a launch that got further than any
+ * before, doubling while none does. */
 static double pause_for(launch_policy *p, int progressed) {
   if (progressed) p->next_backoff_s = p->backoff_s;
   double wait = p->next_backoff_s;
@@ -111,6 +113,7 @@ launch_decision launch_policy_after(launch_policy *p, int exit_status, int stopp
     return LAUNCH_GIVE_UP;
   }
   p->restarts++;
-  *wait_s = pause_for(p, !failed || last_step > resumed_step);
+  *wait_s = pause_for(p, !failed || last_step > p->best_step);
+  if (last_step > p->best_step) p->best_step = last_step;
   return LAUNCH_RELAUNCH;
 }

@@ -39,6 +39,7 @@ typedef struct {
   int restarts;         /* relaunches so far */
   int same_step_failures;
   int64_t failed_step;  /* the last step reached by the last failed launch; -2: none yet */
+  int64_t best_step;    /* the furthest step any launch reached; -1: none */
   double next_backoff_s;
 } launch_policy;
 

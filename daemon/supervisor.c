@@ -409,9 +409,10 @@ static void launch_command(const supervisor_opts *o, const launch_record *r, int
   for (int i = 0; i < r->n_hosts; i++)
     k += (size_t)snprintf(host_arg + k, sizeof host_arg - k, "%s%s:%d", i ? "," : "", r->hosts[i], o->per_host);
   snprintf(np, sizeof np, "%d", r->world);
-  snprintf(map, sizeof map, "ppr:%d:node:pe=%d", o->per_host, threads);
+  if (o->bind) snprintf(map, sizeof map, "ppr:%d:node:pe=%d", o->per_host, threads);
+  else snprintf(map, sizeof map, "ppr:%d:node", o->per_host);
   arg(a, o->mpirun), arg(a, "-np"), arg(a, np), arg(a, "--host"), arg(a, host_arg);
-  arg(a, "--map-by"), arg(a, map), arg(a, "--bind-to"), arg(a, "core");
+  arg(a, "--map-by"), arg(a, map), arg(a, "--bind-to"), arg(a, o->bind ? "core" : "none");
   const char *env[] = {"OMP_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", LAUNCH_RECORD_ENV};
   for (size_t i = 0; i < sizeof env / sizeof *env; i++) arg(a, "-x"), arg(a, env[i]);
   for (int i = 0; i < o->n_exports; i++) arg(a, "-x"), arg(a, o->exports[i]);
@@ -455,7 +456,11 @@ static int choose_hosts(const supervisor_opts *o, launch_record *r, char *why, s
   char probe_why[LAUNCH_MAX_HOSTS][160];
   int n = read_hosts(o, hosts, why, whylen);
   if (n < 0) return 0;
-  int answering = probe_hosts(o, hosts, n, answers, probe_why);
+  int answering = n;
+  if (o->dry_run) /* what a launch would be with every host answering */
+    for (int i = 0; i < n; i++) answers[i] = 1;
+  else
+    answering = probe_hosts(o, hosts, n, answers, probe_why);
   if (stop_signals) return 0;
   int use = launch_hosts_to_use(answering, n, o->per_host, o->global_batch, o->min_hosts, why, whylen);
   r->n_hosts = r->n_excluded = 0;
@@ -546,6 +551,12 @@ int supervisor_run(const supervisor_opts *o) {
   return status;
 }
 
+/* A pid file outliving its process would name whatever process gets the number next. */
+static char pid_file[4200];
+static void remove_pid_file(void) {
+  if (pid_file[0]) unlink(pid_file);
+}
+
 void supervisor_daemonize(const char *job_dir) {
   if (make_dirs(job_dir) != 0) die("cannot create the job folder %s: %s", job_dir, strerror(errno));
   char log_path[4200], pid_path[4200];
@@ -556,7 +567,12 @@ void supervisor_daemonize(const char *job_dir) {
   fflush(stdout), fflush(stderr);
   pid_t pid = fork();
   if (pid < 0) die("cannot detach: %s", strerror(errno));
-  if (pid > 0) {
+  if (pid > 0) { /* written before the caller returns, so a script can read it at once */
+    FILE *f = fopen(pid_path, "w");
+    if (!f || fprintf(f, "%d\n", (int)pid) < 0 || fclose(f) != 0) {
+      kill(pid, SIGTERM);
+      die("cannot write %s: %s; the supervisor was stopped", pid_path, strerror(errno));
+    }
     printf("pollen launch: supervising in the background, pid %d; log %s, pid file %s\n", (int)pid, log_path, pid_path);
     exit(EXIT_OK);
   }
@@ -564,6 +580,6 @@ void supervisor_daemonize(const char *job_dir) {
   int null = open("/dev/null", O_RDONLY);
   dup2(null, 0), dup2(log, 1), dup2(log, 2);
   close(null), close(log);
-  FILE *f = fopen(pid_path, "w");
-  if (f) fprintf(f, "%d\n", (int)getpid()), fclose(f);
+  copy_text(pid_file, sizeof pid_file, pid_path);
+  atexit(remove_pid_file);
 }

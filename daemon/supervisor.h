@@ -19,6 +19,7 @@ typedef struct {
   int min_hosts, max_restarts;
   double backoff_s, probe_timeout_s;
   int threads;           /* cores per rank; 0: this machine's physical cores / K */
+  int bind;              /* 1: each rank bound to its T cores; 0: no binding (containers) */
   const char *net;       /* subnet or interface for Open MPI; NULL: its choice */
   int keepalive[3];      /* TCP keepalive: idle seconds, interval, probes */
   const char *pollen;    /* the binary, the same path on every host */

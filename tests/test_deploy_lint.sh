@@ -3,7 +3,7 @@
 #   1. YAML: yamllint -s with deploy/kubernetes/.yamllint, or else a parse with PyYAML;
 #   2. the manifests' required structure (PyYAML): MPIJob v2beta1 with one launcher and
 #      workers, slotsPerWorker, the PVC mounted at /work in both and defined in pvc.yaml
-#      (ReadWriteMany), the launcher's relaunch-on-75 loop, the workers' preStop checkpoint;
+#      (ReadWriteMany), the launcher's pollen launch, the workers' preStop checkpoint;
 #   3. `bash -n` on every deploy and test shell script and on the launcher's embedded script;
 #   4. the Dockerfile: Debian 12 base, runs deploy/install-deps.sh, entrypoint pollen, and
 #      installs none of install-deps.sh's packages on its own, so the two never drift;
@@ -106,9 +106,8 @@ for role in ("Launcher", "Worker"):
              "Worker: containerPort 9100 named metrics (rank 0 runs on worker 0)")
     else:
         script = "\n".join(c.get("args") or [])
-        need("mpirun" in script and "pollen train" in script and "--job" in script,
-             "Launcher: runs mpirun ... pollen train --job")
-        need("75" in script, "Launcher: relaunches on exit status 75")
+        need("pollen launch" in script and "--hostfile /etc/mpi/hostfile" in script and "--job" in script,
+             "Launcher: runs pollen launch --hostfile /etc/mpi/hostfile ... -- ... --job (the supervisor relaunches)")
         need("--status-tcp 0.0.0.0:9100" in script, "Launcher: pollen train --status-tcp 0.0.0.0:9100")
         open(sys.argv[1], "w").write(script)
 mons = [d for d in yaml.safe_load_all(open("deploy/kubernetes/podmonitor.yaml")) if d]
@@ -124,7 +123,7 @@ for e in errors:
     print("  missing:", e, file=sys.stderr)
 sys.exit(1 if errors else 0)
 EOF
-  echo "checked: MPIJob/PVC structure (kind, apiVersion, replicas, slots, PVC mounts, relaunch loop, preStop, metrics port, PodMonitor)"
+  echo "checked: MPIJob/PVC structure (kind, apiVersion, replicas, slots, PVC mounts, pollen launch, preStop, metrics port, PodMonitor)"
 else
   echo "note: PyYAML not installed: manifest structure not checked"
 fi

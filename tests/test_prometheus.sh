@@ -2,7 +2,8 @@
 # test_prometheus.sh - GET /metrics of a real job by Prometheus' own checker: two scrapes a
 # second apart each pass `promtool check metrics` silently, the counters grow, the step-time
 # histogram counts every step, the series set does not change, and /healthz answers without a
-# token; the token is the one --status-token-file names. Env: POLLEN, POLLEN_SRC (set by ctest).
+# token; the token is the one --status-token-file names; the restarts of pollen launch's
+# record (POLLEN_LAUNCH) are pollen_restarts_total. Env: POLLEN, POLLEN_SRC (set by ctest).
 set -uo pipefail
 POLLEN=${POLLEN:?set POLLEN to the pollen binary}
 SRC=${POLLEN_SRC:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -34,7 +35,9 @@ value() { awk -v n="$1" '$1 == n { print $2 }' <<<"$2"; }
 # The token from a file, as a Kubernetes Secret mounted in the pod gives it (deploy/kubernetes).
 secret=promtest-token_0123456789abcdef
 printf '%s\n' "$secret" >"$tmp/secret"
-timeout -k 5 300 "$POLLEN" train --data "$tmp/data" --job "$job" --size 64 --batch 16 --width 0.5 \
+# Started as `pollen launch` starts a rank: its record of the launch in POLLEN_LAUNCH.
+launch_record='{"v":1,"attempt":3,"restarts":2,"hosts":["localhost"],"world":1,"ranks_per_node":1,"excluded":["h9"],"start_time":1796000000,"end_time":null,"resumed_step":null,"last_step":null,"exit_status":null,"outcome":"running","reason":"","decision":"","decision_reason":"","last_failure":{"reason":"lost host h9 (rank 1)","exit_status":1,"step":12,"time":1795999990,"down_s":7.5}}'
+POLLEN_LAUNCH=$launch_record timeout -k 5 300 "$POLLEN" train --data "$tmp/data" --job "$job" --size 64 --batch 16 --width 0.5 \
   --epochs 30 --threads 2 --status-tcp 127.0.0.1:0 --status-token-file "$tmp/secret" >"$tmp/job.log" 2>&1 &
 job_pid=$!
 deadline=$((SECONDS + 60))
@@ -86,6 +89,7 @@ for s in "$s1" "$s2"; do
 done
 python3 -c "import sys, time; t = float(sys.argv[1]); sys.exit(not abs(time.time() - t) < 60)" \
   "$(value pollen_last_step_timestamp_seconds "$s2")" || fail "pollen_last_step_timestamp_seconds is not recent"
+[ "$(value pollen_restarts_total "$s2")" = 2 ] || fail "pollen_restarts_total is not the launch record's 2 restarts"
 series() { grep -v '^#' <<<"$1" | sed 's/ [^ ]*$//' | sort; }
 [ "$(series "$s1")" = "$(series "$s2")" ] || fail "the series set changed: $(diff <(series "$s1") <(series "$s2"))"
 

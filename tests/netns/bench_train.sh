@@ -1,6 +1,6 @@
 #!/bin/bash
 # bench_train.sh - images/s of `pollen train` across three namespace hosts (lib.sh), launched
-# by deploy/mpirun/launch.sh, with each host's link optionally rate-limited (tc tbf), for
+# by pollen launch, with each host's link optionally rate-limited (tc tbf), for
 # BENCHMARKS.md. Not a test: run it by hand, as root.
 #
 # usage: bench_train.sh [--rate RATE] [--pollen PATH] [--src PHOTOS] [--max-side S]
@@ -59,11 +59,11 @@ netns_run 1 "$pollen" prepare --src "$photos" --out "$W/node/data" --max-side "$
   { echo "bench_train.sh: pollen prepare failed" >&2; exit 1; }
 echo "data on h1: $(du -sh "$W/h1/data" | cut -f1)"
 out=$W/train.txt
-netns_run 1 timeout -k 5 900 "$SRC/deploy/mpirun/launch.sh" --hostfile hostfile \
+netns_run 1 timeout -k 5 900 "$pollen" launch --hostfile hostfile --max-restarts 0 \
   --net "$NETNS_SUBNET.0/24" --threads "$threads" --mca plm_rsh_agent "$SRC/tests/netns/rsh-agent.sh" \
   --pollen "$pollen" -- --data "$W/node/data" --cache-dir "$W/node/cache" --job "$W/node/job" \
   --threads "$threads" "$@" >"$out" 2>&1
-echo "launch.sh exit $?"
+echo "pollen launch exit $?"
 grep -E 'staging: sent' "$out" | sed 's/^/  /'
 grep -Eo '[0-9.]+ img/s  comm [0-9.]+ ms' "$out" | tail -n +4 | sort -n | awk '
   { v[++n] = $1; s += $1; c += $4 }
