@@ -25,6 +25,26 @@ static void add_fixed6(cJSON *o, const char *key, double v) {
   cJSON_AddRawToObject(o, key, isfinite(v) ? text : "null");
 }
 
+/* Test-time flip: the mirrored batch's probabilities averaged into probs. Returns the
+ * change to the batch's summed loss, which becomes the loss of the averaged probabilities. */
+static double add_mirrored(model *m, float *images, const int *labels, int n, int size, float *probs, int classes) {
+  for (int b = 0; b < n; b++)
+    for (int y = 0; y < size; y++) {
+      float *row = images + ((size_t)b * size + y) * size * 3;
+      for (int x = 0; x < size / 2; x++)
+        for (int c = 0; c < 3; c++) {
+          float t = row[x * 3 + c];
+          row[x * 3 + c] = row[(size - 1 - x) * 3 + c], row[(size - 1 - x) * 3 + c] = t;
+        }
+    }
+  double before = 0, after = 0;
+  for (int b = 0; b < n; b++) before -= log(fmax(probs[b * classes + labels[b]], 1e-30));
+  model_forward(m, images, labels, n, 0, 0.0f);
+  for (int i = 0; i < n * classes; i++) probs[i] = 0.5f * (probs[i] + m->probs[i]);
+  for (int b = 0; b < n; b++) after -= log(fmax(probs[b * classes + labels[b]], 1e-30));
+  return after - before;
+}
+
 static void usage(FILE *to) {
   fprintf(to,
           "usage: pollen eval (--job DIR | --weights FILE) [--data DIR] [flags]\n\n"
@@ -39,6 +59,9 @@ static void usage(FILE *to) {
           "                   saw them)\n"
           "  --size S         image size (default: the one the weights were trained at, else the\n"
           "                   job's, else 224)\n"
+          "  --tta flip       test-time augmentation: the mean of the class probabilities of each\n"
+          "                   image and its mirror image (default none); with --size larger than\n"
+          "                   the training size, what helps after random-resized-crop training\n"
           "  --batch B        (default 32)\n"
           "  --threads N\n"
           "  --device D       cpu, cuda or auto (default: cuda when built with it and a GPU is\n"
@@ -54,9 +77,10 @@ int cmd_eval(int argc, char **argv) {
       {"size", required_argument, 0, 'z'},  {"batch", required_argument, 0, 'b'},
       {"threads", required_argument, 0, 't'}, {"json", no_argument, 0, 'J'},
       {"device", required_argument, 0, 'D'}, {"help", no_argument, 0, 'h'}, {"best", no_argument, 0, 'B'},
+      {"tta", required_argument, 0, 'T'},
       {0, 0, 0, 0}};
   const char *job = NULL, *weights = NULL, *data = NULL, *split = "val";
-  int size = 0, batch = 32, threads = 0, json = 0, device = DEVICE_AUTO, best = 0, c;
+  int size = 0, batch = 32, threads = 0, json = 0, device = DEVICE_AUTO, best = 0, tta_flip = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
@@ -69,6 +93,10 @@ int cmd_eval(int argc, char **argv) {
     case 't': threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
     case 'J': json = 1; break;
     case 'B': best = 1; break;
+    case 'T':
+      if (strcmp(optarg, "flip") && strcmp(optarg, "none")) die_status(EXIT_USAGE, "--tta: '%s' is not flip or none", optarg);
+      tta_flip = !strcmp(optarg, "flip");
+      break;
     case 'D': device = cli_parse_device(optarg); break;
     case 'h': usage(stdout); return EXIT_OK;
     default: return cli_usage_error("eval");
@@ -105,7 +133,7 @@ int cmd_eval(int argc, char **argv) {
   if (weights_read_config(f, &mc) != 0)
     die("%s has no pollen metadata (model, width, classes); export it with pollen export", name_escape(weights, b1, sizeof b1));
   mc.dropout = 0;
-  loader_config lc = {data, split, size, batch, 0, 0, 0};
+  loader_config lc = {.data_dir = data, .split = split, .image_size = size, .batch = batch};
   loader *l = loader_open(&lc);
   int classes = loader_num_classes(l), n = loader_size(l);
   if (classes != mc.num_classes)
@@ -131,6 +159,7 @@ int cmd_eval(int argc, char **argv) {
   while ((got = loader_next(l, images, labels)) > 0) {
     loss_sum += (double)model_forward(&m, images, labels, got, 0, 0.0f) * got;
     memcpy(probs, m.probs, (size_t)got * classes * sizeof(float));
+    if (tta_flip) loss_sum += add_mirrored(&m, images, labels, got, size, probs, classes);
     for (int b = 0; b < got; b++) {
       int best = 0;
       for (int k = 1; k < classes; k++) if (probs[b * classes + k] > probs[b * classes + best]) best = k;
@@ -147,6 +176,7 @@ int cmd_eval(int argc, char **argv) {
     cJSON_AddStringToObject(o, "data", name_utf8(data, b2, sizeof b2));
     cJSON_AddStringToObject(o, "split", split);
     cJSON_AddNumberToObject(o, "image_size", size);
+    cJSON_AddStringToObject(o, "tta", tta_flip ? "flip" : "none");
     cJSON_AddNumberToObject(o, "images", seen);
     add_fixed6(o, "accuracy", acc);
     add_fixed6(o, "loss", loss_sum / seen);
@@ -169,8 +199,8 @@ int cmd_eval(int argc, char **argv) {
     cJSON_free(text);
     cJSON_Delete(o);
   } else {
-    printf("%s on %s (%s, %d images): accuracy %.4f, loss %.4f\n\n", name_escape(weights, b1, sizeof b1),
-           name_escape(data, b2, sizeof b2), split, seen, acc, loss_sum / seen);
+    printf("%s on %s (%s, %d images at %d px%s): accuracy %.4f, loss %.4f\n\n", name_escape(weights, b1, sizeof b1),
+           name_escape(data, b2, sizeof b2), split, seen, size, tta_flip ? ", flip TTA" : "", acc, loss_sum / seen);
     printf("%-14s %9s %9s %8s\n", "class", "precision", "recall", "support");
     for (int k = 0; k < classes; k++) {
       long tp = confusion[k * classes + k], pred = 0, truth = 0;

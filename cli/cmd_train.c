@@ -50,6 +50,9 @@ static void usage(FILE *to) {
 "  --label-smoothing S  (default 0)\n"
 "  --seed N             initial weights, shuffling, augmentation, dropout (default 1)\n"
 "  --no-augment         train on center crops (no random resized crop or flip)\n"
+"  --auto-augment P     after the crop and flip: ta_wide (torchvision's TrivialAugmentWide) or\n"
+"                       none (default)\n"
+"  --random-erase P     torchvision's RandomErasing with probability P (default 0: off)\n"
 "  --init-weights FILE  start from safetensors weights (torchvision names; fine-tuning)\n"
 "optimizer:\n"
 "  --opt O              rmsprop (default; Keras semantics), sgd, adam, adamw\n"
@@ -107,7 +110,8 @@ enum {
   O_NO_TENSORBOARD, O_HELP
 };
 
-enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE, O_PRECISE_BN, O_EMA_DECAY, O_EMA_EVERY }; /* apart, so the table's enum stays one list */
+enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE, O_PRECISE_BN, O_EMA_DECAY, O_EMA_EVERY, O_AUTO_AUGMENT,
+       O_RANDOM_ERASE }; /* apart, so the table's enum stays one list */
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
   if (strlen(v) >= cap) die_status(EXIT_USAGE, "%s: value too long (%zu characters at most)", flag, cap - 1);
@@ -183,6 +187,7 @@ int cmd_train(int argc, char **argv) {
       {"help", no_argument, 0, O_HELP}, {"config", required_argument, 0, O_CONFIG},
       {"status-token-file", required_argument, 0, O_STATUS_TOKEN_FILE}, {"precise-bn", required_argument, 0, O_PRECISE_BN},
       {"ema-decay", required_argument, 0, O_EMA_DECAY}, {"ema-every", required_argument, 0, O_EMA_EVERY},
+      {"auto-augment", required_argument, 0, O_AUTO_AUGMENT}, {"random-erase", required_argument, 0, O_RANDOM_ERASE},
       {0, 0, 0, 0}};
   job_config cfg;
   job_config_defaults(&cfg);
@@ -264,6 +269,12 @@ int cmd_train(int argc, char **argv) {
     case O_FORCE: cfg.force_config = 1; break;
     case O_START_OVER: cfg.start_over = 1; break;
     case O_NO_AUGMENT: cfg.augment = 0; break;
+    case O_AUTO_AUGMENT:
+      if (strcmp(optarg, "ta_wide") && strcmp(optarg, "none"))
+        die_status(EXIT_USAGE, "--auto-augment: '%s' is not ta_wide or none", optarg);
+      snprintf(cfg.auto_augment, sizeof cfg.auto_augment, "%s", strcmp(optarg, "none") ? optarg : "");
+      break;
+    case O_RANDOM_ERASE: cfg.random_erase = cli_parse_double("--random-erase", optarg, 0, 1); break;
     case O_NO_TENSORBOARD: cfg.tensorboard = 0; break;
     case O_DEVICE:
       cli_parse_device(optarg);

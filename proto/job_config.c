@@ -45,21 +45,34 @@ typedef enum { F_STR, F_DOUBLE, F_INT, F_U64 } field_type;
 typedef struct {
   const char *name;
   field_type type;
+  int optional; /* absent from the JSON (and the hash) at its zero value; zero when missing */
   size_t offset, size;
 } field;
 
-#define S(f) {#f, F_STR, offsetof(job_config, f), sizeof(((job_config *)0)->f)}
-#define D(f) {#f, F_DOUBLE, offsetof(job_config, f), 0}
-#define I(f) {#f, F_INT, offsetof(job_config, f), 0}
-#define U(f) {#f, F_U64, offsetof(job_config, f), 0}
+#define S(f) {#f, F_STR, 0, offsetof(job_config, f), sizeof(((job_config *)0)->f)}
+#define OPT_S(f) {#f, F_STR, 1, offsetof(job_config, f), sizeof(((job_config *)0)->f)}
+#define OPT_D(f) {#f, F_DOUBLE, 1, offsetof(job_config, f), 0}
+#define D(f) {#f, F_DOUBLE, 0, offsetof(job_config, f), 0}
+#define I(f) {#f, F_INT, 0, offsetof(job_config, f), 0}
+#define U(f) {#f, F_U64, 0, offsetof(job_config, f), 0}
 static const field fields[] = {
     S(data_dir), S(model),  D(width),  I(size),      I(batch),         I(epochs),
     S(opt),      D(lr),     D(momentum), D(weight_decay), D(eps),      D(alpha),
     D(beta1),    D(beta2),  D(clip_norm), I(nesterov), I(decay_all),   S(rmsprop),
     S(schedule), D(warmup_epochs), D(step_gamma), D(min_lr), I(step_epochs),
     D(label_smoothing), D(dropout), I(augment), U(seed), S(init_weights),
+    OPT_S(auto_augment), OPT_D(random_erase),
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
+
+static int is_zero(const field *f, const void *p) {
+  switch (f->type) {
+  case F_STR: return !*(const char *)p;
+  case F_DOUBLE: return *(const double *)p == 0;
+  case F_INT: return *(const int *)p == 0;
+  default: return *(const uint64_t *)p == 0;
+  }
+}
 
 static cJSON *to_json(const job_config *c) {
   cJSON *o = cJSON_CreateObject();
@@ -67,6 +80,7 @@ static cJSON *to_json(const job_config *c) {
   for (size_t i = 0; i < N_FIELDS; i++) {
     const void *p = (const char *)c + fields[i].offset;
     char text[32];
+    if (fields[i].optional && is_zero(&fields[i], p)) continue;
     switch (fields[i].type) {
     case F_STR: cJSON_AddStringToObject(o, fields[i].name, (const char *)p); break;
     case F_DOUBLE: cJSON_AddNumberToObject(o, fields[i].name, *(const double *)p); break;
@@ -130,6 +144,12 @@ int job_config_load(job_config *c, const char *path) {
     const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, fields[i].name);
     void *p = (char *)c + fields[i].offset;
     int ok = 0;
+    if (!x && fields[i].optional) {
+      memset(p, 0, fields[i].type == F_STR ? fields[i].size : fields[i].type == F_DOUBLE ? sizeof(double)
+                                                            : fields[i].type == F_INT  ? sizeof(int)
+                                                                                       : sizeof(uint64_t));
+      continue;
+    }
     switch (fields[i].type) {
     case F_STR:
       if ((ok = cJSON_IsString(x) && strlen(x->valuestring) < fields[i].size))

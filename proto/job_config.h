@@ -34,6 +34,9 @@ typedef struct {
   int step_epochs;
   double label_smoothing, dropout;
   int augment;           /* 1: random resized crop + flip; 0: eval preprocessing (tests) */
+  /* Added after version 1 froze: written only when set, so older jobs keep their hash. */
+  char auto_augment[16]; /* "" none | "ta_wide" (TrivialAugmentWide, worker/augment.h) */
+  double random_erase;   /* RandomErasing probability; 0 off */
   uint64_t seed;
   char init_weights[1024]; /* safetensors to start from ("" = torchvision init) */
   /* run-time knobs */

@@ -218,7 +218,9 @@ static void test_tfrecord_matches_folder(const char *tmp) {
 
 static float *run_epoch(const char *dir, int threads, int augment, int epoch, const int64_t *order, int64_t n, int batch,
                         int **labels_out, int *batches) {
-  loader_config cfg = {.data_dir = dir, .split = "train", .image_size = 64, .batch = batch, .augment = augment, .seed = 9,
+  /* augment 2: the crop and flip, then TrivialAugmentWide and RandomErasing(0.5) */
+  loader_config cfg = {.data_dir = dir, .split = "train", .image_size = 64, .batch = batch, .augment = augment > 0,
+                       .trivial_augment = augment == 2, .random_erase = augment == 2 ? 0.5 : 0, .seed = 9,
                        .threads = threads};
   loader *l = loader_open(&cfg);
   size_t per = 64 * 64 * 3;
@@ -270,6 +272,13 @@ static void test_loader(const char *tmp) {
     mean += a[i];
   }
   CHECK(lo >= -1.0f && hi <= 1.0f && hi - lo > 1.5f, "range [-1,1] and not flat: [%g, %g]", lo, hi);
+  /* TrivialAugmentWide and RandomErasing: as deterministic, and they change the images. */
+  int *lt1, *lt4, nbt;
+  float *t1 = run_epoch(dir, 1, 2, 1, order, n, 7, &lt1, &nbt);
+  float *t4 = run_epoch(dir, 4, 2, 1, order, n, 7, &lt4, &nbt);
+  CHECK(!memcmp(t1, t4, sizeof(float) * per * (size_t)n), "TrivialAugmentWide + RandomErasing identical with 1 and 4 threads");
+  CHECK(memcmp(t1, a, sizeof(float) * per * (size_t)n) != 0, "TrivialAugmentWide + RandomErasing change the batches");
+  free(t1), free(t4), free(lt1), free(lt4);
   /* Another epoch: other crops of the same samples. */
   float *c = run_epoch(dir, 4, 1, 2, order, n, 7, &l4b, &nb4);
   CHECK(memcmp(a, c, sizeof(float) * per * (size_t)n) != 0 && !memcmp(l1, l4b, sizeof(int) * (size_t)n),

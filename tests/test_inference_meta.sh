@@ -43,6 +43,14 @@ run "$P" eval --weights "$W" --data "$T/data" --json; [ $rc = 0 ] || fail "eval:
 grep -q "\"image_size\":64," <<<"$out" || fail "eval without --size does not evaluate at 64: $out"
 run "$P" eval --weights "$W" --data "$T/data" --json --size 64; [ "$out" = "$edflt" ] || fail "eval without --size is not --size 64"
 run "$P" eval --weights "$W" --data "$T/data" --json --size 128; grep -q "\"image_size\":128," <<<"$out" || fail "eval --size 128: $out"
+# Flip TTA: the mean of each image's and its mirror's probabilities changes the loss, the same
+# way every time.
+run "$P" eval --weights "$W" --data "$T/data" --json --tta flip; [ $rc = 0 ] || fail "eval --tta flip: $out"; etta=$out
+grep -q '"tta":"flip"' <<<"$etta" && grep -q '"tta":"none"' <<<"$edflt" || fail "eval --json does not name the TTA: $etta"
+loss() { grep -o '"loss":[0-9.]*' <<<"$1"; }
+[ "$(loss "$etta")" != "$(loss "$edflt")" ] || fail "flip TTA left the loss as it was: $(loss "$etta")"
+run "$P" eval --weights "$W" --data "$T/data" --json --tta flip; [ "$out" = "$etta" ] || fail "flip TTA is not deterministic"
+run "$P" eval --weights "$W" --data "$T/data" --tta sideways; [ $rc = 2 ] && grep -q "not flip or none" <<<"$out" || fail "--tta sideways: $out"
 
 # --- PNG photos: scored (also under another name), a damaged one refused in one line ---
 python3 - "$T/photo.png" <<'PY'

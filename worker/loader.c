@@ -16,6 +16,7 @@
 #include "base/core.h"
 #include "proto/manifest.h"
 #include "proto/shard.h"
+#include "worker/augment.h"
 
 #define LOADER_RING 3
 #define MAX_PIXELS (200ll * 1000 * 1000)
@@ -50,6 +51,7 @@ typedef struct {
   size_t rgb_cap;
   int *x0, *x1, *y0, *y1;
   float *wx, *wy;
+  unsigned char *u8, *u8_scratch; /* S x S x 3: the crop as bytes, for TrivialAugmentWide */
 } worker_scratch;
 
 /* RandomResizedCrop's box in source pixels, torchvision's algorithm with Philox draws. */
@@ -153,6 +155,18 @@ static int crop_resize(worker_scratch *ws, const unsigned char *jpeg, size_t len
   return 0;
 }
 
+/* TrivialAugmentWide works on bytes, as on torchvision's PIL images: the crop is rounded to
+ * bytes (what a PIL resize returns), augmented, and normalised again. */
+static void augment_bytes(worker_scratch *ws, float *img, int S, uint64_t key, int64_t sample) {
+  size_t n = (size_t)S * S * 3;
+  for (size_t i = 0; i < n; i++) {
+    float v = nearbyintf((img[i] + 1.0f) * 127.5f);
+    ws->u8[i] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+  }
+  trivial_augment_wide(ws->u8, S, ws->u8_scratch, key, sample);
+  for (size_t i = 0; i < n; i++) img[i] = ws->u8[i] * (1.0f / 127.5f) - 1.0f;
+}
+
 static void load_sample(loader *l, worker_scratch *ws, int64_t sample, float *out, int *label) {
   int lo = 0, hi = l->n_shards - 1;
   while (lo < hi) { /* last shard whose first sample <= sample */
@@ -191,6 +205,8 @@ static void load_sample(loader *l, worker_scratch *ws, int64_t sample, float *ou
     die("shard %s: record %lld (%s) does not decode (%s); regenerate the data with 'pollen prepare --force'",
         name_escape(shard_path(sr), shown, sizeof shown), (long long)(sample - l->first[lo]),
         name_escape(rec.name, name, sizeof name), err);
+  if (l->cfg.augment && l->cfg.trivial_augment) augment_bytes(ws, out, S, l->key, sample);
+  if (l->cfg.augment && l->cfg.random_erase > 0) random_erase(out, S, l->cfg.random_erase, l->key, sample);
   *label = rec.label;
 }
 
@@ -208,6 +224,8 @@ static void *worker_main(void *arg) {
   ws.y1 = xmalloc(sizeof(int) * (size_t)S);
   ws.wx = xmalloc(sizeof(float) * (size_t)S);
   ws.wy = xmalloc(sizeof(float) * (size_t)S);
+  ws.u8 = xmalloc((size_t)S * S * 3);
+  ws.u8_scratch = xmalloc((size_t)S * S * 3);
   pthread_mutex_lock(&l->mu);
   for (;;) {
     while (!l->stop && !(l->next_pos < l->n && l->next_pos / l->cfg.batch < l->consumed + LOADER_RING))
@@ -241,6 +259,7 @@ static void *worker_main(void *arg) {
   free(ws.y1);
   free(ws.wx);
   free(ws.wy);
+  free(ws.u8), free(ws.u8_scratch);
   return NULL;
 }
 

@@ -4,7 +4,8 @@
  * Preprocessing (output [B][S][S][3] NHWC float32, x/127.5 - 1, i.e. in [-1, 1]):
  *   train (augment=1): torchvision RandomResizedCrop(S, scale=(0.08, 1), ratio=(3/4, 4/3)),
  *     including its 10 attempts and the center-crop fallback, bilinear resize to S x S, then
- *     horizontal flip with p = 0.5.
+ *     horizontal flip with p = 0.5; then, when asked, TrivialAugmentWide on the uint8 image and
+ *     RandomErasing on the normalised one (worker/augment.h).
  *   eval (augment=0): resize the shorter side to S/0.875 (256 for 224) and take the center
  *     S x S crop, done in one bilinear step from the matching center region of the photo.
  * JPEGs far larger than needed are decoded at a reduced DCT scale (1/2, 1/4, ... the smallest
@@ -23,6 +24,8 @@ typedef struct {
   int image_size;       /* S */
   int batch;
   int augment;          /* 1 train augmentation, 0 eval preprocessing */
+  int trivial_augment;  /* with augment: TrivialAugmentWide after the crop and flip */
+  double random_erase;  /* with augment: RandomErasing probability (0: off) */
   uint64_t seed;
   int threads;          /* decode threads, 0 = all cores */
 } loader_config;

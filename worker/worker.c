@@ -191,9 +191,12 @@ const job_plan *worker_load(worker *w) {
   /* Data: staged from rank 0 to ranks that cannot read it. */
   const char *data_dir = staging_prepare(c, cfg->data_dir, cfg->cache_dir);
   int local_batch = cfg->batch / c->world;
-  loader_config lc = {data_dir, "train", cfg->size, local_batch, cfg->augment, cfg->seed, cfg->loader_threads};
+  loader_config lc = {.data_dir = data_dir, .split = "train", .image_size = cfg->size, .batch = local_batch,
+                      .augment = cfg->augment, .trivial_augment = !strcmp(cfg->auto_augment, "ta_wide"),
+                      .random_erase = cfg->random_erase, .seed = cfg->seed, .threads = cfg->loader_threads};
   w->train = loader_open(&lc);
-  loader_config vc = {data_dir, "val", cfg->size, local_batch, 0, cfg->seed, cfg->loader_threads};
+  loader_config vc = {.data_dir = data_dir, .split = "val", .image_size = cfg->size, .batch = local_batch,
+                      .seed = cfg->seed, .threads = cfg->loader_threads};
   w->val = loader_open(&vc);
   char err[512];
   if (plan_job(&w->plan, cfg, c->world, loader_size(w->train), loader_size(w->val),
