@@ -41,6 +41,12 @@ resumed_after() {
   done
 }
 
+# steps_redone JOB: what the first relaunch did again: launch 1's last step - launch 2's resume.
+steps_redone() {
+  python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print(r[0]["last_step"] - r[1]["resumed_step"])' \
+    "$W/h1/$1/launch.jsonl"
+}
+
 # --- 1. an uninterrupted run: the reference -------------------------------------------------
 OUT=$W/reference.txt
 launch --threads 1 -- "${TRAIN[@]}" --job "$W/node/ref" --epochs 3 >"$OUT" 2>&1 || fail "the uninterrupted run exited $?"
@@ -66,7 +72,9 @@ grep -q "pollen launch: launch 2: 3 rank(s) on $(netns_addr 1),$(netns_addr 2),$
 grep -q "resuming from .*step-0*[1-9][0-9]*.ckpt" "$OUT" || fail "the relaunch did not resume from a checkpoint"
 [ "$(hash_of "$OUT")" = "$ref" ] || fail "weights after the kill and relaunch ($(hash_of "$OUT")) differ from the uninterrupted run's ($ref)"
 [ -n "$kill_resume" ] || fail "no resumed step within 90 s of the kill"
-ok "rank on h3 killed: relaunched on the same hosts, first resumed step ${kill_resume}s after the kill; weights bit-identical ($ref)"
+kill_redone=$(steps_redone kill)
+[ "$kill_redone" -ge 0 ] && [ "$kill_redone" -le 2 ] || fail "the relaunch redid $kill_redone steps, more than --ckpt-every 2"
+ok "rank on h3 killed: relaunched on the same hosts, first resumed step ${kill_resume}s after the kill, $kill_redone step(s) redone; weights bit-identical ($ref)"
 
 # --- 3. a cable pulled: the host is excluded, the job resumes on the others; plugged back in,
 # the host is taken back at the next launch ---------------------------------------------------
@@ -102,7 +110,9 @@ rec=$W/h1/cut/launch.jsonl
 [ "$(wc -l <"$rec")" = 3 ] && grep -q '"attempt":1,.*"outcome":"failed",.*"decision":"relaunch"' "$rec" &&
   grep -q '"attempt":2,.*"excluded":\["'"$A3"'"\].*"outcome":"preempted"' "$rec" &&
   grep -q '"attempt":3,.*"outcome":"stopped",.*"decision":"stop"' "$rec" || fail "launch.jsonl does not tell the story: $(cat "$rec")"
-ok "cable of h3 pulled: excluded, resumed on h1+h2 ${cut_resume}s after the cut; plugged back in: taken back at launch 3; status and launch.jsonl show it"
+cut_redone=$(steps_redone cut)
+[ "$cut_redone" -ge 0 ] && [ "$cut_redone" -le 2 ] || fail "the relaunch after the cut redid $cut_redone steps, more than --ckpt-every 2"
+ok "cable of h3 pulled: excluded, resumed on h1+h2 ${cut_resume}s after the cut, $cut_redone step(s) redone; plugged back in: taken back at launch 3; status and launch.jsonl show it"
 
 # --- 4. a rank that always fails at the same step: the supervisor gives up with that reason --
 OUT=$W/fault.txt
@@ -114,4 +124,4 @@ grep -q "giving up: 3 launches in a row failed at step 5: a bug or bad data" "$O
 [ "$(grep -c "killed by signal 9" "$OUT")" -ge 3 ] || fail "the failures are not named"
 ok "a rank failing at step 5 at every launch: given up after 3 launches, naming step 5"
 
-echo "PASS: pollen launch on 3 namespace hosts; fault to first resumed step: ${kill_resume}s (rank killed), ${cut_resume}s (cable pulled)"
+echo "PASS: pollen launch on 3 namespace hosts; fault to first resumed step: ${kill_resume}s (rank killed), ${cut_resume}s (cable pulled); steps redone: $kill_redone, $cut_redone"
