@@ -53,6 +53,10 @@ static void usage(FILE *to) {
 "  --auto-augment P     after the crop and flip: ta_wide (torchvision's TrivialAugmentWide) or\n"
 "                       none (default)\n"
 "  --random-erase P     torchvision's RandomErasing with probability P (default 0: off)\n"
+"  --mixup-alpha A      mixup of each rank's batch with itself rolled by one, lam ~ Beta(A, A)\n"
+"                       (torchvision's reference: 0.2; default 0: off)\n"
+"  --cutmix-alpha A     CutMix likewise (torchvision's reference: 1.0); with both, one of the\n"
+"                       two at random per batch. CPU only for now\n"
 "  --init-weights FILE  start from safetensors weights (torchvision names; fine-tuning)\n"
 "optimizer:\n"
 "  --opt O              rmsprop (default; Keras semantics), sgd, adam, adamw\n"
@@ -111,7 +115,7 @@ enum {
 };
 
 enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE, O_PRECISE_BN, O_EMA_DECAY, O_EMA_EVERY, O_AUTO_AUGMENT,
-       O_RANDOM_ERASE }; /* apart, so the table's enum stays one list */
+       O_RANDOM_ERASE, O_MIXUP, O_CUTMIX }; /* apart, so the table's enum stays one list */
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
   if (strlen(v) >= cap) die_status(EXIT_USAGE, "%s: value too long (%zu characters at most)", flag, cap - 1);
@@ -188,6 +192,7 @@ int cmd_train(int argc, char **argv) {
       {"status-token-file", required_argument, 0, O_STATUS_TOKEN_FILE}, {"precise-bn", required_argument, 0, O_PRECISE_BN},
       {"ema-decay", required_argument, 0, O_EMA_DECAY}, {"ema-every", required_argument, 0, O_EMA_EVERY},
       {"auto-augment", required_argument, 0, O_AUTO_AUGMENT}, {"random-erase", required_argument, 0, O_RANDOM_ERASE},
+      {"mixup-alpha", required_argument, 0, O_MIXUP}, {"cutmix-alpha", required_argument, 0, O_CUTMIX},
       {0, 0, 0, 0}};
   job_config cfg;
   job_config_defaults(&cfg);
@@ -275,6 +280,8 @@ int cmd_train(int argc, char **argv) {
       snprintf(cfg.auto_augment, sizeof cfg.auto_augment, "%s", strcmp(optarg, "none") ? optarg : "");
       break;
     case O_RANDOM_ERASE: cfg.random_erase = cli_parse_double("--random-erase", optarg, 0, 1); break;
+    case O_MIXUP: cfg.mixup_alpha = cli_parse_double("--mixup-alpha", optarg, 0, 100); break;
+    case O_CUTMIX: cfg.cutmix_alpha = cli_parse_double("--cutmix-alpha", optarg, 0, 100); break;
     case O_NO_TENSORBOARD: cfg.tensorboard = 0; break;
     case O_DEVICE:
       cli_parse_device(optarg);

@@ -61,7 +61,7 @@ static const field fields[] = {
     D(beta1),    D(beta2),  D(clip_norm), I(nesterov), I(decay_all),   S(rmsprop),
     S(schedule), D(warmup_epochs), D(step_gamma), D(min_lr), I(step_epochs),
     D(label_smoothing), D(dropout), I(augment), U(seed), S(init_weights),
-    OPT_S(auto_augment), OPT_D(random_erase),
+    OPT_S(auto_augment), OPT_D(random_erase), OPT_D(mixup_alpha), OPT_D(cutmix_alpha),
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 

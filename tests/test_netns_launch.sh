@@ -5,7 +5,9 @@
 # mid-run gets the host named and excluded, the job resumes on the others, and once plugged
 # back in the host is taken back at the next launch (pollen status shows restarts, hosts and
 # the last failure meanwhile); a rank that always fails at the same step makes the supervisor
-# give up with that reason. Prints the time from each fault to the first resumed step.
+# give up with that reason; with the job folder on each host's own disk, cutting rank 0's host
+# resumes the job on the others from a replica. Prints the time from each fault to the first
+# resumed step and the steps redone.
 #
 # Needs root (network namespaces), Open MPI and a pollen with `launch`; skips (77) otherwise.
 set -u
@@ -42,9 +44,9 @@ resumed_after() {
 }
 
 # steps_redone JOB: what the first relaunch did again: launch 1's last step - launch 2's resume.
-steps_redone() {
+steps_redone() { # JOB [HOST]: the host whose folder holds the supervisor's record (default 1)
   python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])]; print(r[0]["last_step"] - r[1]["resumed_step"])' \
-    "$W/h1/$1/launch.jsonl"
+    "$W/h${2:-1}/$1/launch.jsonl"
 }
 
 # --- 1. an uninterrupted run: the reference -------------------------------------------------
@@ -124,4 +126,32 @@ grep -q "giving up: 3 launches in a row failed at step 5: a bug or bad data" "$O
 [ "$(grep -c "killed by signal 9" "$OUT")" -ge 3 ] || fail "the failures are not named"
 ok "a rank failing at step 5 at every launch: given up after 3 launches, naming step 5"
 
-echo "PASS: pollen launch on 3 namespace hosts; fault to first resumed step: ${kill_resume}s (rank killed), ${cut_resume}s (cable pulled); steps redone: $kill_redone, $cut_redone"
+# --- 5. the job folder on each host's own disk only, and rank 0's host cut: the job resumes
+# on the others from the replica of its checkpoints (the supervisor runs on h2, as it would on
+# a login node that stays up; the dataset on storage every host sees, W/bin) ----------------
+OUT=$W/rank0.txt
+: >"$OUT"
+cp "$W/h1/hostfile" "$W/bin/hostfile" && cp -r "$W/h1/data" "$W/bin/data" || fail "copying the hostfile and data to W/bin"
+LOCAL=("${TRAIN[@]}")
+LOCAL[1]=$W/bin/data
+HOSTFILE=$W/bin/hostfile LAUNCH_HOST=2 launch --threads 1 --backoff 0 -- "${LOCAL[@]}" --job "$W/node/local" \
+  --epochs 3 >>"$OUT" 2>&1 &
+bg=$!
+wait_line "$OUT" "epoch 1/3  step 9/" "$bg"
+t0=$(now)
+netns_cut 1
+r0_resume=$(resumed_after "$t0" 2)
+wait "$bg"
+st=$?
+[ "$st" = 0 ] || fail "the job with rank 0's host cut exited $st, want 0"
+[ -n "$r0_resume" ] || fail "no resumed step within 90 s of rank 0's host cut"
+grep -q "host $(netns_addr 1) excluded from this launch" "$OUT" || fail "h1 was not excluded"
+grep -q "pollen launch: launch 2: 2 rank(s) on $(netns_addr 2),$A3 " "$OUT" || fail "launch 2 is not on h2 and h3"
+grep -Eq "resuming from [^ ]*/local/checkpoints/step-0*([4-9]|1[0-9])\.ckpt" "$OUT" ||
+  fail "launch 2 did not resume from a replica of a checkpoint after step 3: $(grep resuming "$OUT")"
+ls "$W"/h2/local/weights.safetensors >/dev/null || fail "no final weights in h2's job folder"
+r0_redone=$(steps_redone local 2)
+netns_uncut 1
+ok "rank 0's host cut with node-local job folders: resumed on h2+h3 from the replica ${r0_resume}s after the cut, $r0_redone step(s) redone; finished"
+
+echo "PASS: pollen launch on 3 namespace hosts; fault to first resumed step: ${kill_resume}s (rank killed), ${cut_resume}s (cable pulled), ${r0_resume}s (rank 0's host cut, from a replica); steps redone: $kill_redone, $cut_redone, $r0_redone"

@@ -493,8 +493,7 @@ void model_profile_print(const model *m, FILE *to, int top) {
 
 /* ---- forward ----------------------------------------------------------------------- */
 
-float model_forward(model *m, const float *images, const int *labels, int N, int train,
-                    float smoothing) {
+static void forward_layers(model *m, const float *images, const int *labels, int N, int train) {
   POLLEN_ASSERT(m->batch > 0 && N >= 1 && N <= m->batch);
   const model_ops *ops = m->ops;
   /* read-only: the stem reads it again in backward */
@@ -562,7 +561,22 @@ float model_forward(model *m, const float *images, const int *labels, int N, int
     }
     if (m->prof) m->prof[2 * i] += layer_clock(m) - t0;
   }
-  return ops->loss_forward(m, labels, N, smoothing);
+}
+
+float model_forward(model *m, const float *images, const int *labels, int N, int train, float smoothing) {
+  forward_layers(m, images, labels, N, train);
+  return m->ops->loss_forward(m, labels, N, smoothing);
+}
+
+/* The loss is linear in the target: lam L(labels) + (1 - lam) L(labels2), and so is its
+ * gradient (backward). */
+float model_forward_mixed(model *m, const float *images, const int *labels, const int *labels2, float lam, int N,
+                          float smoothing) {
+  POLLEN_ASSERT(!m->dev); /* the GPU's loss reads its own copy of the labels */
+  forward_layers(m, images, labels, N, 1);
+  float second = m->ops->loss_forward(m, labels2, N, smoothing);
+  float first = m->ops->loss_forward(m, labels, N, smoothing); /* m->probs are the same either way */
+  return lam * first + (1.0f - lam) * second;
 }
 
 /* ---- backward ---------------------------------------------------------------------- */
@@ -610,11 +624,23 @@ static void grad_finish(model *m, int t, float *b, int accumulate, int N) {
 }
 
 void model_backward(model *m, const int *labels, int N, float smoothing) {
+  model_backward_mixed(m, labels, NULL, 1.0f, N, smoothing);
+}
+
+void model_backward_mixed(model *m, const int *labels, const int *labels2, float lam, int N, float smoothing) {
   const model_ops *ops = m->ops;
   const float *P = m->live_params;
   float *G = m->live_grads;
   float *dlogits = pool_acquire(m);
   ops->loss_backward(m, dlogits, labels, N, smoothing);
+  if (labels2) {
+    POLLEN_ASSERT(!m->dev);
+    float *second = pool_acquire(m);
+    ops->loss_backward(m, second, labels2, N, smoothing);
+    size_t n = (size_t)N * m->cfg.num_classes;
+    for (size_t i = 0; i < n; i++) dlogits[i] = lam * dlogits[i] + (1.0f - lam) * second[i];
+    pool_release(m, second);
+  }
   m->grad_of[m->logits_tensor] = dlogits;
   for (int i = m->n_layers - 1; i >= 0; i--) {
     const layer *l = &m->layers[i];

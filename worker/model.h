@@ -186,6 +186,12 @@ float model_forward(model *m, const float *images, const int *labels, int N, int
 /* Backward of the last train-mode forward; ACCUMULATES into m->grads (model_zero_grads
  * first for a fresh step). */
 void model_backward(model *m, const int *labels, int N, float smoothing);
+/* Training on mixed images (mixup, CutMix: worker/mix.h): the target is lam * the smoothed
+ * one-hot of labels + (1 - lam) * that of labels2, so the loss and its gradient are lam times
+ * those of labels plus (1 - lam) times those of labels2. CPU only. */
+float model_forward_mixed(model *m, const float *images, const int *labels, const int *labels2, float lam, int N,
+                          float smoothing);
+void model_backward_mixed(model *m, const int *labels, const int *labels2, float lam, int N, float smoothing);
 void model_zero_grads(model *m);
 
 /* Per-layer timing (pollen bench --profile): on = 1 starts accumulating each layer's forward

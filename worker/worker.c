@@ -18,6 +18,7 @@
 #include "worker/model.h"
 #include "worker/nccl_sync.h"
 #include "worker/ema.h"
+#include "worker/mix.h"
 #include "worker/optim.h"
 #include "worker/staging.h"
 #include "worker/weights.h"
@@ -38,6 +39,7 @@ struct worker {
   loader *train, *val;
   float *images;
   int *labels;
+  int *labels2;      /* mixup / CutMix: the labels of the images mixed in (worker/mix.h) */
   int64_t *order, *mine;
   float *stats;      /* world x n_stats on rank 0: the ranks' BN statistics */
   float *eval_stats; /* the BN statistics evaluation used at step eval_stats_step (precise BN), */
@@ -209,6 +211,8 @@ const job_plan *worker_load(worker *w) {
   if (cfg->init_weights[0]) weights_import(&w->m, cfg->init_weights, 1);
   model_prepare(&w->m, local_batch, cfg->size);
   setup_optimizer(w);
+  if (w->on_gpu && (cfg->mixup_alpha > 0 || cfg->cutmix_alpha > 0))
+    die_status(EXIT_USAGE, "--mixup-alpha and --cutmix-alpha run on the CPU engine only for now; train with --device cpu");
   if (w->on_gpu) {
     model_use_cuda(&w->m, device_precision_parse(cfg->precision));
     optim_use_cuda(&w->opt, &w->m);
@@ -218,6 +222,7 @@ const job_plan *worker_load(worker *w) {
   /* Page-locked on a GPU: the batch's copy to the device runs alongside kernels. */
   w->images = model_host_alloc(&w->m, (size_t)local_batch * cfg->size * cfg->size * 3 * sizeof(float));
   w->labels = model_host_alloc(&w->m, (size_t)local_batch * sizeof(int));
+  w->labels2 = xmalloc((size_t)local_batch * sizeof(int));
   int64_t biggest = w->plan.n_train > w->plan.n_val ? w->plan.n_train : w->plan.n_val;
   w->order = xmalloc((size_t)(biggest + 1) * sizeof(int64_t));
   w->mine = xmalloc((size_t)(biggest + 1) * sizeof(int64_t));
@@ -480,6 +485,23 @@ static void update_ema(worker *w, int batch_in_epoch) {
   if (w->pos.step <= w->sched.warmup_steps) ema_restart(&w->ema);
 }
 
+/* The step's forward and backward, on its batch as mixed by mixup or CutMix when they are on
+ * (keyed by seed, step and rank, so a resume mixes the same way). Returns the loss. */
+static float forward_backward(worker *w, int n) {
+  const job_config *cfg = w->cfg;
+  float smoothing = (float)cfg->label_smoothing;
+  uint64_t key = hash_mix(hash_mix(cfg->seed ^ 0x6d69787570ull, (uint64_t)w->pos.step), (uint64_t)w->c->rank);
+  mix_result mix = mix_batch(w->images, w->labels, w->labels2, n, cfg->size, cfg->mixup_alpha, cfg->cutmix_alpha, key);
+  if (mix.kind == MIX_NONE) {
+    float loss = model_forward(&w->m, w->images, w->labels, n, 1, smoothing);
+    model_backward(&w->m, w->labels, n, smoothing);
+    return loss;
+  }
+  float loss = model_forward_mixed(&w->m, w->images, w->labels, w->labels2, mix.lam, n, smoothing);
+  model_backward_mixed(&w->m, w->labels, w->labels2, mix.lam, n, smoothing);
+  return loss;
+}
+
 void worker_step(worker *w, double ctl[CONTROL_N], control_timing *mine) {
   const job_config *cfg = w->cfg;
   double t0 = time_now();
@@ -490,8 +512,7 @@ void worker_step(worker *w, double ctl[CONTROL_N], control_timing *mine) {
   model_zero_grads(&w->m);
   if (w->nccl) nccl_sync_begin(w->nccl);
   if (w->sync) grad_sync_begin(w->sync);
-  float loss = model_forward(&w->m, w->images, w->labels, n, 1, (float)cfg->label_smoothing);
-  model_backward(&w->m, w->labels, n, (float)cfg->label_smoothing);
+  float loss = forward_backward(w, n);
   double exposed = w->nccl ? nccl_sync_finish(w->nccl) : w->sync ? grad_sync_finish(w->sync) : 0.0;
   /* On a GPU this only queues the update: it runs while the next batch is fetched. */
   optim_step(&w->opt, model_live_params(&w->m), model_live_grads(&w->m), (float)worker_lr_at(w, w->pos.step));
@@ -571,6 +592,7 @@ void worker_free(worker *w) {
   if (w->sync) grad_sync_free(w->sync);
   if (w->nccl) nccl_sync_free(w->nccl);
   model_host_free(&w->m, w->images), model_host_free(&w->m, w->labels);
+  free(w->labels2);
   optim_free(&w->opt);
   model_free(&w->m);
   free(w->order), free(w->mine), free(w->stats), free(w->stats_msgs), free(w->eval_stats);
