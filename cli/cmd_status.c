@@ -22,6 +22,7 @@
 #include "cli/cli.h"
 #include "daemon/status_server.h"
 #include "proto/metrics.h"
+#include "proto/launch_record.h"
 #include "proto/outcome.h"
 
 #define STATUS_EXIT_NOT_RUNNING 3
@@ -314,7 +315,44 @@ static void print_ended(const char *state, const job_outcome *o, int has, const 
   }
 }
 
+/* The last line of JOB/launch.jsonl: how the supervisor's last launch ended and what it
+ * decided. 0 with r filled, 1 when there is none, -1 when it does not parse (err says). */
+static int last_launch(const char *dir, launch_record *r, char *err, size_t errlen) {
+  char path[4200];
+  snprintf(path, sizeof path, "%s/%s", dir, LAUNCH_RECORD_FILE);
+  FILE *f = fopen(path, "r");
+  if (!f) return 1;
+  char line[16384], last[16384] = "";
+  while (fgets(line, sizeof line, f))
+    if (line[0] == '{') memcpy(last, line, sizeof last);
+  fclose(f);
+  if (!last[0]) return 1;
+  return launch_record_parse(last, r, err, errlen);
+}
+
+static cJSON *launch_json(const launch_record *r) {
+  char *text = launch_record_json(r);
+  cJSON *o = text ? cJSON_Parse(text) : NULL;
+  free(text);
+  return o ? o : cJSON_CreateNull();
+}
+
+static void print_last_launch(const launch_record *r) {
+  char hosts[1024] = "";
+  for (int i = 0; i < r->n_hosts; i++)
+    snprintf(hosts + strlen(hosts), sizeof hosts - strlen(hosts), "%s%s", i ? "," : "", r->hosts[i]);
+  printf("supervisor    launch %d (%d restart%s) on %s: %s%s%s", r->attempt, r->restarts, r->restarts == 1 ? "" : "s",
+         r->n_hosts ? hosts : "no host", r->outcome, r->reason[0] ? ", " : "", r->reason);
+  if (!strcmp(r->decision, "give_up")) printf("; gave up: %s", r->decision_reason);
+  else if (!strcmp(r->decision, "stop")) printf("; stopped by a signal: launch again to resume");
+  printf("\n");
+}
+
 static int show_offline(const char *dir, int json) {
+  launch_record lr;
+  char lerr[256];
+  int has_launch = last_launch(dir, &lr, lerr, sizeof lerr);
+  if (has_launch < 0) fprintf(stderr, "pollen status: warning: %s/%s: %s\n", dir, LAUNCH_RECORD_FILE, lerr);
   job_outcome oc;
   int has_oc;
   const char *state = ended_state(dir, &oc, &has_oc);
@@ -334,6 +372,8 @@ static int show_offline(const char *dir, int json) {
     if (m) cJSON_AddItemToObject(o, "last_metrics", record_json(m));
     else cJSON_AddNullToObject(o, "last_metrics");
     if (v) cJSON_AddItemToObject(o, "last_validation", record_json(v));
+    if (has_launch == 0) cJSON_AddItemToObject(o, "last_launch", launch_json(&lr));
+    else cJSON_AddNullToObject(o, "last_launch");
     cJSON *a = cJSON_AddArrayToObject(o, "checkpoints");
     for (int i = 0; i < n; i++) {
       cJSON *c = cJSON_CreateObject();
@@ -350,6 +390,7 @@ static int show_offline(const char *dir, int json) {
     char a[32], b[32], c[32], d[32], e[32];
     printf("job not running: nothing answers on %s/status.sock\n", dir);
     print_ended(state, &oc, has_oc, m);
+    if (has_launch == 0) print_last_launch(&lr);
     if (m) {
       printf("last metrics  step %lld, epoch %lld, loss %s, train acc %s, val acc %s, lr %s, %s images/s\n",
              (long long)m->step, (long long)m->epoch, fmt_num(m->loss, "%.4f", a, sizeof a), fmt_pct(m->train_acc, b, sizeof b),

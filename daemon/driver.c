@@ -17,7 +17,7 @@ typedef struct {
   const job_plan *plan;
   control_timing *timings; /* rank 0: every rank's, for the coordinator */
   const char **hosts;
-  int rank;
+  comm *c;
 } job;
 
 /* The coordinator sees where the workers are after anything that moves them. */
@@ -31,7 +31,7 @@ static void tell_position(job *j) {
  * services: nothing is written before the device is known (a missing GPU changes nothing) and
  * every rank was shown to run the same job (a flag error leaves no config.json behind). */
 static void phase_set_up(job *j, job_config *cfg, const char *job_dir, comm *c) {
-  j->rank = c->rank;
+  j->c = c;
   j->w = worker_new(cfg, c);
   worker_check_config(j->w);
   if (c->rank == 0) j->co = coord_open(cfg, job_dir);
@@ -69,14 +69,16 @@ static void phase_checkpoint(job *j, const char *why) {
 }
 
 /* POLLEN_FAULT_AT_STEP=RANK:STEP, for tests of what survives a crash: that rank dies by
- * SIGKILL (as by the OOM killer) when it has done that step, at every launch that gets there. */
-static void inject_fault(const job *j, int rank) {
+ * SIGKILL (as by the OOM killer) when it has done that step, at every launch that gets there.
+ * Every rank (the variable goes to all) meets first, so rank 0 has logged the step. */
+static void inject_fault(const job *j) {
   const char *spec = getenv("POLLEN_FAULT_AT_STEP");
   int fault_rank;
   long long step;
-  if (!spec || sscanf(spec, "%d:%lld", &fault_rank, &step) != 2 || fault_rank != rank) return;
-  if (worker_position(j->w).step != step) return;
-  log_warn("POLLEN_FAULT_AT_STEP=%s: rank %d kills itself after step %lld", spec, rank, step);
+  if (!spec || sscanf(spec, "%d:%lld", &fault_rank, &step) != 2 || worker_position(j->w).step != step) return;
+  comm_barrier(j->c);
+  if (fault_rank != j->c->rank) return;
+  log_warn("POLLEN_FAULT_AT_STEP=%s: rank %d kills itself after step %lld", spec, fault_rank, step);
   raise(SIGKILL);
 }
 
@@ -93,7 +95,7 @@ static control_action phase_step(job *j) {
   job_position pos = worker_position(j->w);
   control_action action = control_decide(ctl, &pos, j->plan->total_steps, j->plan->steps_per_epoch);
   if (j->co) coord_step_done(j->co, ctl, j->timings, action);
-  inject_fault(j, j->rank);
+  inject_fault(j);
   return action;
 }
 

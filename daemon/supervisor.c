@@ -2,8 +2,11 @@
  * (hosts, probe, launch, record, decide), the processes it runs, and its signals. */
 #include "daemon/supervisor.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -449,6 +452,45 @@ static void install_signals(void) {
   for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
 }
 
+/* Whether name is this machine: its hostname (short or full) or one of its addresses. */
+static int is_this_machine(const char *name) {
+  char self[256];
+  if (gethostname(self, sizeof self) == 0) {
+    self[sizeof self - 1] = 0;
+    size_t n = strcspn(self, ".");
+    if (!strcmp(name, self) || (strlen(name) == n && !strncmp(name, self, n))) return 1;
+  }
+  if (!strcmp(name, "localhost") || !strcmp(name, "127.0.0.1")) return 1;
+  struct ifaddrs *ifs, *i;
+  int found = 0;
+  if (getifaddrs(&ifs) != 0) return 0;
+  for (i = ifs; i && !found; i = i->ifa_next) {
+    char addr[INET6_ADDRSTRLEN];
+    if (!i->ifa_addr) continue;
+    int fam = i->ifa_addr->sa_family;
+    const void *a = fam == AF_INET ? (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr
+                    : fam == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr
+                                      : NULL;
+    found = a && inet_ntop(fam, a, addr, sizeof addr) && !strcmp(addr, name);
+  }
+  freeifaddrs(ifs);
+  return found;
+}
+
+/* Open MPI maps its own machine's ranks first when that machine is one of the hosts (then the
+ * others in order): put it first here too, so the record's order is the rank order and rank
+ * 0 runs beside the supervisor. */
+static void this_machine_first(launch_record *r) {
+  for (int i = 1; i < r->n_hosts; i++)
+    if (is_this_machine(r->hosts[i])) {
+      char mine[64];
+      memcpy(mine, r->hosts[i], sizeof mine);
+      memmove(r->hosts[1], r->hosts[0], (size_t)i * sizeof r->hosts[0]);
+      memcpy(r->hosts[0], mine, sizeof mine);
+      return;
+    }
+}
+
 /* Chooses the hosts of the next launch into r; 0 when too few answer (why says so). */
 static int choose_hosts(const supervisor_opts *o, launch_record *r, char *why, size_t whylen) {
   char hosts[LAUNCH_MAX_HOSTS][64];
@@ -468,6 +510,7 @@ static int choose_hosts(const supervisor_opts *o, launch_record *r, char *why, s
     if (answers[i] && r->n_hosts < use) copy_text(r->hosts[r->n_hosts++], 64, hosts[i]);
     else if (!answers[i]) copy_text(r->excluded[r->n_excluded++], 64, hosts[i]);
   }
+  this_machine_first(r);
   r->world = use * o->per_host;
   r->ranks_per_node = o->per_host;
   for (int i = 0; i < n; i++)
