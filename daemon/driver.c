@@ -2,12 +2,21 @@
  * phase; `co` is the coordinator on rank 0 and NULL elsewhere. */
 #include "daemon/driver.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/core.h"
 #include "daemon/coordinator.h"
+#include "daemon/replica.h"
 #include "daemon/signals.h"
 #include "worker/worker.h"
+
+/* The replica link's peer: daemon/replica.c moves files, worker/collective.c the bytes. */
+typedef struct {
+  const comm *c;
+  int peer;
+} replica_peer;
 
 typedef struct {
   worker *w;
@@ -15,7 +24,179 @@ typedef struct {
   const job_plan *plan;
   control_timing *timings; /* rank 0: every rank's, for the coordinator */
   const char **hosts;
+  replica *rep;        /* rank 0 and the replica rank, when checkpoints are copied */
+  replica_peer rep_peer;
 } job;
+
+/* ---- checkpoint replicas: replica.h's link over the bulk transfers ---------------------- */
+
+static void *link_send(void *ctx, int tag, const void *buf, size_t bytes) {
+  replica_peer *p = ctx;
+  return comm_xfer_send(p->c, p->peer, tag, buf, bytes, REPLICA_CHUNK_BYTES);
+}
+static void *link_recv(void *ctx, int tag, void *buf, size_t bytes) {
+  replica_peer *p = ctx;
+  return comm_xfer_recv(p->c, p->peer, tag, buf, bytes, REPLICA_CHUNK_BYTES);
+}
+static int link_test(void *ctx, void *t) {
+  if (!comm_xfer_test(t)) return 0;
+  comm_xfer_free(t);
+  return 1;
+}
+static void link_wait(void *ctx, void *t) {
+  comm_xfer_wait(t);
+  comm_xfer_free(t);
+}
+static int link_probe(void *ctx, int tag) {
+  replica_peer *p = ctx;
+  return comm_bulk_probe(p->c, p->peer, tag);
+}
+
+static replica_link link_to(replica_peer *p) {
+  return (replica_link){p, link_send, link_recv, link_test, link_wait, link_probe};
+}
+
+/* The first rank, in rank order, on another host than rank 0's; -1 when there is none. */
+static int other_host_rank(const comm *c) {
+  for (int r = 1; r < c->world; r++)
+    if (strcmp(comm_host_of(c, r), comm_host_of(c, 0))) return r;
+  return -1;
+}
+
+/* 1 when no lower rank is on this rank's host: one rank per host reads its folder. */
+static int first_on_host(const comm *c) {
+  for (int r = 0; r < c->rank; r++)
+    if (!strcmp(comm_host_of(c, r), c->host)) return 0;
+  return 1;
+}
+
+/* The rank holding the newest checkpoint sends it, config.json and metrics.jsonl. */
+static void send_newest(const comm *c, const char *job_dir, int64_t step) {
+  static const uint32_t kinds[] = {REPLICA_KIND_CKPT, REPLICA_KIND_CONFIG, REPLICA_KIND_METRICS};
+  replica_peer p = {c, 0};
+  for (int i = 0; i < 3; i++) {
+    replica_msg m;
+    uint8_t *buf;
+    char err[1024];
+    int rc = replica_read(job_dir, kinds[i], step, &m, &buf, err, sizeof err);
+    if (rc < 0 || (rc == 1 && kinds[i] == REPLICA_KIND_CKPT)) {
+      if (kinds[i] == REPLICA_KIND_CKPT) die("%s; rank 0 needs it to resume", rc < 0 ? err : "the checkpoint vanished");
+      log_warn("%s; rank 0 resumes without it", err);
+      m = (replica_msg){.version = REPLICA_VERSION, .kind = kinds[i], .step = step, .flags = REPLICA_ABSENT};
+    }
+    link_wait(&p, link_send(&p, REPLICA_TAG_HEAD, &m, sizeof m));
+    if (m.size) link_wait(&p, link_send(&p, REPLICA_TAG_BODY, buf, (size_t)m.size));
+    free(buf);
+  }
+}
+
+/* Rank 0 installs what the holder sends: the checkpoint, and the config and records where
+ * its own are missing or end before that checkpoint. */
+static void take_newest(const comm *c, const job_config *cfg, const char *job_dir, int64_t step, int holder) {
+  replica_peer p = {c, holder};
+  int64_t own_records = replica_records_step(job_dir);
+  char path[8192];
+  snprintf(path, sizeof path, "%s/config.json", job_dir);
+  FILE *own_config = fopen(path, "r");
+  if (own_config) fclose(own_config);
+  for (int i = 0; i < 3; i++) {
+    replica_msg m;
+    char err[2048];
+    link_wait(&p, link_recv(&p, REPLICA_TAG_HEAD, &m, sizeof m));
+    if (replica_msg_check(&m, err, sizeof err)) die("rank %d sent a bad checkpoint copy: %s", holder, err);
+    if (m.flags == REPLICA_ABSENT) continue;
+    uint8_t *buf = xmalloc((size_t)m.size + 1);
+    link_wait(&p, link_recv(&p, REPLICA_TAG_BODY, buf, (size_t)m.size));
+    int wanted = m.kind == REPLICA_KIND_CKPT || (m.kind == REPLICA_KIND_CONFIG && !own_config) ||
+                 (m.kind == REPLICA_KIND_METRICS && own_records < step);
+    if (wanted && replica_install(job_dir, cfg->keep, &m, buf, err, sizeof err))
+      die("the copy of checkpoint step %lld from rank %d (%s) cannot be installed: %s", (long long)step, holder,
+          comm_host_of(c, holder), err);
+    free(buf);
+  }
+}
+
+/* Collective, before the coordinator opens the folder: every host's newest valid checkpoint,
+ * and the newest of all installed on rank 0 when it lacks it (its disk was lost, rank 0 moved
+ * to another host). */
+static void phase_find_newest(const job_config *cfg, const char *job_dir, comm *c) {
+  if (!c->mpi || c->world < 2) return;
+  char hash[17];
+  job_config_hash(cfg, hash);
+  int64_t mine = c->rank == 0 || first_on_host(c) ? replica_newest(job_dir, cfg->model, cfg->force_config ? NULL : hash) : -1;
+  double v[2] = {(double)mine, c->rank == 0 ? (double)mine : -1.0};
+  comm_allreduce_max_f64(c, v, 2);
+  int64_t newest = (int64_t)v[0], at_root = (int64_t)v[1];
+  if (newest < 0 || at_root >= newest) return;
+  double lowest = mine == newest ? (double)(c->world - c->rank) : 0.0;
+  comm_allreduce_max_f64(c, &lowest, 1);
+  int holder = c->world - (int)lowest;
+  if (c->rank == holder) send_newest(c, job_dir, newest);
+  if (c->rank != 0) return;
+  take_newest(c, cfg, job_dir, newest, holder);
+  log_info("resuming from a replica: step %lld from rank %d (%s)", (long long)newest, holder, comm_host_of(c, holder));
+}
+
+/* Collective, after the coordinator opened the folder: who copies checkpoints to whom. */
+static void phase_replicas_start(job *j, const job_config *cfg, const char *job_dir, comm *c) {
+  int target = c->mpi ? other_host_rank(c) : -1;
+  if (target < 0) {
+    if (j->co && c->world > 1 && cfg->replicas)
+      log_info("checkpoints: every rank runs on %s, so none is copied to another host", c->host);
+    return;
+  }
+  struct {
+    int32_t replicas;
+    char token[33];
+  } msg = {cfg->replicas, ""};
+  char err[1024];
+  if (j->co && msg.replicas && replica_token_write(job_dir, msg.token, err, sizeof err)) {
+    log_warn("%s; checkpoints are not copied to another host", err);
+    msg.replicas = 0;
+  }
+  comm_bcast(c, &msg, sizeof msg, 0); /* rank 0's choice holds: both sides must agree */
+  if (!msg.replicas) {
+    if (j->co) log_info("checkpoints are not copied to another host (--replicas 0)");
+    return;
+  }
+  msg.token[32] = 0;
+  double shared = c->rank == target ? replica_token_same(job_dir, msg.token) : 0;
+  comm_bcast(c, &shared, sizeof shared, target);
+  const char *thost = comm_host_of(c, target);
+  if (shared) {
+    if (j->co) log_info("checkpoints: %s is one folder shared with rank %d (%s), so none is copied", job_dir, target, thost);
+    return;
+  }
+  char peer[128];
+  if (j->co) {
+    log_info("checkpoints are copied to rank %d (%s), whose %s is a folder of its own", target, thost, job_dir);
+    j->rep_peer = (replica_peer){c, target};
+    snprintf(peer, sizeof peer, "rank %d (%s)", target, thost);
+  } else if (c->rank == target) {
+    j->rep_peer = (replica_peer){c, 0};
+    snprintf(peer, sizeof peer, "rank 0 (%s)", comm_host_of(c, 0));
+  } else {
+    return;
+  }
+  replica_link l = link_to(&j->rep_peer);
+  j->rep = replica_new(job_dir, cfg->keep, j->co != NULL, peer, &l);
+}
+
+/* At a step boundary: the newest written checkpoint goes on its way, never waited for. */
+static void phase_replicate(job *j) {
+  if (!j->rep) return;
+  if (j->co) replica_offer(j->rep, coord_checkpoint_written(j->co));
+  replica_progress(j->rep);
+}
+
+/* The end of a launch: the last checkpoint is on the other host before any rank leaves. */
+static void phase_replicate_last(job *j) {
+  if (!j->rep) return;
+  if (j->co) replica_offer(j->rep, coord_checkpoint_written(j->co));
+  replica_drain(j->rep);
+  replica_free(j->rep);
+  j->rep = NULL;
+}
 
 /* The coordinator sees where the workers are after anything that moves them. */
 static void tell_position(job *j) {
@@ -30,6 +211,7 @@ static void tell_position(job *j) {
 static void phase_set_up(job *j, job_config *cfg, const char *job_dir, comm *c) {
   j->w = worker_new(cfg, c);
   worker_check_config(j->w);
+  phase_find_newest(cfg, job_dir, c);
   if (c->rank == 0) j->co = coord_open(cfg, job_dir);
   j->plan = worker_load(j->w);
   j->hosts = xcalloc((size_t)c->world, sizeof *j->hosts);
@@ -39,6 +221,7 @@ static void phase_set_up(job *j, job_config *cfg, const char *job_dir, comm *c) 
     coord_start(j->co, j->plan, &shape, j->hosts);
     j->timings = xcalloc((size_t)c->world, sizeof *j->timings);
   }
+  phase_replicas_start(j, cfg, job_dir, c);
 }
 
 /* Rank 0 chooses the checkpoint; every rank takes its state from the resume message. */
@@ -133,6 +316,7 @@ static int phase_train(job *j) {
     if (pos.step >= j->plan->total_steps) return phase_finish(j);
     worker_begin_epoch(j->w);
     while (pos.step_in_epoch < j->plan->steps_per_epoch && pos.step < j->plan->total_steps) {
+      phase_replicate(j);
       control_action action = phase_step(j);
       if (action == CONTROL_STOP_NOW) return phase_stop(j);
       if (action == CONTROL_TAKE_CHECKPOINT) phase_checkpoint(j, "periodic");
@@ -163,6 +347,7 @@ int driver_train(job_config *cfg, const char *job_dir, comm *c) {
   if (worker_position(j.w).step >= j.plan->total_steps) status = phase_rewrite_weights(&j);
   else if (worker_any(j.w, signals_stop_requested() != 0)) status = phase_stop_before_work(&j);
   else status = phase_train(&j);
+  phase_replicate_last(&j);
   coord_close(j.co);
   /* No rank leaves before rank 0 has written everything: launchers (mpirun, srun) kill the
    * remaining ranks soon after one exits. */
