@@ -79,6 +79,18 @@ int replica_install(const char *job_dir, int keep, const replica_msg *m, const v
     err_set(err, errlen, "%s: CRC32C %08x, the sender's is %08x: damaged in transit; not installed", path, crc, m->crc);
     return -1;
   }
+  int64_t held = 0;
+  if (m->kind == REPLICA_KIND_CKPT) {
+    /* The whole file, as the loader will see it: every CRC, bound and the step it holds. */
+    if (ckptf_verify_buffer(tmp, buf, m->size, &held, why, sizeof why)) {
+      err_set(err, errlen, "%s; not installed", why);
+      return -1;
+    }
+    if (held != m->step) {
+      err_set(err, errlen, "%s holds step %lld, not %lld; not installed", tmp, (long long)held, (long long)m->step);
+      return -1;
+    }
+  }
   if (make_dirs(dir)) {
     err_set(err, errlen, "cannot create %s: %s", dir, strerror(errno));
     return -1;
@@ -88,6 +100,7 @@ int replica_install(const char *job_dir, int keep, const replica_msg *m, const v
     err_set(err, errlen, "%s: cannot create: %s", tmp, strerror(errno));
     return -1;
   }
+  /* The bytes verified are the bytes written and synced before they get the final name. */
   int e = write_all(fd, buf, (size_t)m->size) || fsync(fd) ? errno : 0;
   if (close(fd) && !e) e = errno;
   if (e) {
@@ -95,22 +108,6 @@ int replica_install(const char *job_dir, int keep, const replica_msg *m, const v
     err_set(err, errlen, "%s: cannot write: %s%s", tmp, strerror(e),
             e == ENOSPC || e == EDQUOT ? " (disk full: free space or lower --keep)" : "");
     return -1;
-  }
-  if (m->kind == REPLICA_KIND_CKPT) {
-    /* The whole file, as the loader will see it: every CRC, bound and the step it holds. */
-    ckptf_file f;
-    if (ckptf_open(tmp, &f, why, sizeof why)) {
-      unlink(tmp);
-      err_set(err, errlen, "%s; not installed", why);
-      return -1;
-    }
-    int64_t held = f.meta.step;
-    ckptf_close(&f);
-    if (held != m->step) {
-      unlink(tmp);
-      err_set(err, errlen, "%s holds step %lld, not %lld; not installed", tmp, (long long)held, (long long)m->step);
-      return -1;
-    }
   }
   if (rename(tmp, path)) {
     e = errno;
@@ -167,12 +164,24 @@ int replica_read(const char *job_dir, uint32_t kind, int64_t step, replica_msg *
 }
 
 int64_t replica_newest(const char *job_dir, const char *model, const char *config_hash) {
-  ckpt_loaded l;
-  char err[2048];
-  ckpt_status st = ckpt_load_latest(job_dir, model, config_hash, &l, err, sizeof err);
-  int64_t step = st == CKPT_LOADED ? l.file.meta.step : -1;
-  if (st == CKPT_MISMATCH || st == CKPT_ALL_CORRUPT || st == CKPT_IO_ERROR) log_warn("%s", err);
-  ckpt_loaded_free(&l);
+  ckpt_info *v;
+  int n;
+  char err[1024];
+  if (ckpt_list(job_dir, &v, &n, err, sizeof err)) {
+    log_warn("%s; its checkpoints are not considered", err);
+    return -1;
+  }
+  int64_t step = -1;
+  for (int i = 0; i < n && step < 0; i++) {
+    if (!v[i].valid)
+      log_warn("%s does not verify (%s): skipped for an older checkpoint", v[i].path, v[i].reason);
+    else if (ckpt_meta_match(&v[i].meta, model, config_hash) != CKPT_SAME_JOB)
+      log_warn("%s is of another model or config (%s, %s): not this job's", v[i].path, v[i].meta.model,
+               v[i].meta.config_hash);
+    else
+      step = (int64_t)v[i].step;
+  }
+  free(v);
   return step;
 }
 

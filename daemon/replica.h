@@ -64,7 +64,8 @@ int replica_install(const char *job_dir, int keep, const replica_msg *m, const v
 int replica_read(const char *job_dir, uint32_t kind, int64_t step, replica_msg *m, uint8_t **buf, char *err,
                  size_t errlen);
 /* The step of the newest checkpoint in job_dir that verifies and belongs to this model and
- * config hash (NULL: not checked); damaged newer ones are logged and skipped. -1: none. */
+ * config hash (NULL: not checked); newer ones that do not are logged with the reason and
+ * skipped. -1: none. */
 int64_t replica_newest(const char *job_dir, const char *model, const char *config_hash);
 /* The newest step metrics.jsonl in job_dir records (-1: no file or no record). */
 int64_t replica_records_step(const char *job_dir);

@@ -108,6 +108,10 @@ static void test_install(void) {
   CHECK(m.crc == crc32c_update(0, buf, (size_t)m.size));
   CHECK(m.sent_us > 1600000000LL * 1000000, "sent_us is the file's mtime: %lld", (long long)m.sent_us);
 
+  int64_t held = -1;
+  CHECK(ckptf_verify_buffer("x", buf, m.size, &held, err, sizeof err) == 0 && held == 40, "%s", err);
+  CHECK(ckptf_verify_buffer("x", buf, m.size - 1, &held, err, sizeof err) == -1 && strstr(err, "x: "), "%s", err);
+
   /* damaged in transit: the body's CRC differs from the header's */
   buf[m.size / 2] ^= 1;
   CHECK(replica_install(dst, 2, &m, buf, err, sizeof err) == -1 && strstr(err, "damaged in transit"), "%s", err);
