@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,13 @@
 static const uint32_t set_order[] = {REPLICA_KIND_CKPT, REPLICA_KIND_CONFIG, REPLICA_KIND_METRICS};
 #define SET_N 3
 
+/* A received file waiting for the install thread. */
+typedef struct install_item {
+  replica_msg head;
+  uint8_t *buf;
+  struct install_item *next;
+} install_item;
+
 struct replica {
   char job[4096];
   int keep, sending;
@@ -36,8 +44,14 @@ struct replica {
   int64_t offered, going, sent;
   int next; /* index into set_order of the next file of the set going; SET_N: none */
   double set_start;
-  /* the replica rank */
+  /* the replica rank: files are verified, written and synced by a thread of their own, so
+   * the step loop pays only for the copy (an install takes longer than a step) */
   int ended;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  install_item *queue, *queue_end; /* guarded by mu, like everything below */
+  int busy, stop;
   int64_t installed;
 };
 
@@ -237,6 +251,8 @@ int replica_token_same(const char *job_dir, const char *token) {
 
 /* ---- the copy, step by step ---- */
 
+static void *install_main(void *arg);
+
 replica *replica_new(const char *job_dir, int keep, int sending, const char *peer, const replica_link *link) {
   replica *r = xcalloc(1, sizeof *r);
   snprintf(r->job, sizeof r->job, "%s", job_dir);
@@ -244,6 +260,9 @@ replica *replica_new(const char *job_dir, int keep, int sending, const char *pee
   r->keep = keep, r->sending = sending, r->link = *link;
   r->offered = r->going = r->sent = r->installed = -1;
   r->next = SET_N;
+  pthread_mutex_init(&r->mu, NULL);
+  pthread_cond_init(&r->cv, NULL);
+  if (!sending && pthread_create(&r->thread, NULL, install_main, r)) die("cannot start the replica install thread");
   return r;
 }
 
@@ -251,7 +270,12 @@ void replica_offer(replica *r, int64_t step) {
   if (step > r->offered) r->offered = step;
 }
 
-int64_t replica_installed(const replica *r) { return r->installed; }
+int64_t replica_installed(replica *r) {
+  pthread_mutex_lock(&r->mu);
+  int64_t s = r->installed;
+  pthread_mutex_unlock(&r->mu);
+  return s;
+}
 
 /* Rank 0: starts the next file of the set going, or the next set. 0 when nothing is left. */
 static int start_next(replica *r) {
@@ -323,19 +347,56 @@ static void take_head(replica *r) {
   r->t_body = r->link.recv(r->link.ctx, REPLICA_TAG_BODY, r->buf, (size_t)r->head.size);
 }
 
-static void install_body(replica *r) {
+static void install_one(replica *r, const replica_msg *m, const uint8_t *buf) {
   char err[2048];
-  const replica_msg *m = &r->head;
-  if (replica_install(r->job, r->keep, m, r->buf, err, sizeof err)) {
+  double t0 = time_now();
+  if (replica_install(r->job, r->keep, m, buf, err, sizeof err)) {
     log_warn("checkpoint copy from %s rejected: %s", r->peer, err);
-  } else if (m->kind == REPLICA_KIND_CKPT) {
-    r->installed = m->step;
-    double lag = time_unix() - (double)m->sent_us / 1e6;
-    log_info("replica of checkpoint step %lld installed in %s/checkpoints (%.1f MB, %.2f s after %s wrote it)",
-             (long long)m->step, r->job, (double)m->size / 1e6, lag, r->peer);
+    return;
   }
-  free(r->buf);
+  if (m->kind != REPLICA_KIND_CKPT) return;
+  double lag = time_unix() - (double)m->sent_us / 1e6;
+  log_info("replica of checkpoint step %lld installed in %s/checkpoints (%.1f MB, %.2f s after %s wrote it; "
+           "verified and written in %.3f s)", (long long)m->step, r->job, (double)m->size / 1e6, lag, r->peer,
+           time_now() - t0);
+  pthread_mutex_lock(&r->mu);
+  if (m->step > r->installed) r->installed = m->step;
+  pthread_mutex_unlock(&r->mu);
+}
+
+static void *install_main(void *arg) {
+  replica *r = arg;
+  pthread_mutex_lock(&r->mu);
+  for (;;) {
+    while (!r->queue && !r->stop) pthread_cond_wait(&r->cv, &r->mu);
+    install_item *it = r->queue;
+    if (!it) break; /* stopping, and nothing left */
+    r->queue = it->next;
+    if (!r->queue) r->queue_end = NULL;
+    r->busy = 1;
+    pthread_mutex_unlock(&r->mu);
+    install_one(r, &it->head, it->buf);
+    free(it->buf);
+    free(it);
+    pthread_mutex_lock(&r->mu);
+    r->busy = 0;
+    pthread_cond_broadcast(&r->cv);
+  }
+  pthread_mutex_unlock(&r->mu);
+  return NULL;
+}
+
+/* The body just received goes to the install thread with its header. */
+static void install_body(replica *r) {
+  install_item *it = xcalloc(1, sizeof *it);
+  it->head = r->head, it->buf = r->buf;
   r->buf = NULL;
+  pthread_mutex_lock(&r->mu);
+  if (r->queue_end) r->queue_end->next = it;
+  else r->queue = it;
+  r->queue_end = it;
+  pthread_cond_broadcast(&r->cv);
+  pthread_mutex_unlock(&r->mu);
 }
 
 static void recv_progress(replica *r, int block) {
@@ -364,6 +425,9 @@ void replica_drain(replica *r) {
   if (!r) return;
   if (!r->sending) {
     recv_progress(r, 1);
+    pthread_mutex_lock(&r->mu); /* and installed (or rejected) */
+    while (r->queue || r->busy) pthread_cond_wait(&r->cv, &r->mu);
+    pthread_mutex_unlock(&r->mu);
     return;
   }
   send_progress(r, 1);
@@ -373,6 +437,15 @@ void replica_drain(replica *r) {
 
 void replica_free(replica *r) {
   if (!r) return;
+  if (!r->sending) { /* the thread installs what is queued, then ends */
+    pthread_mutex_lock(&r->mu);
+    r->stop = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->thread, NULL);
+  }
+  pthread_mutex_destroy(&r->mu);
+  pthread_cond_destroy(&r->cv);
   free(r->buf);
   free(r);
 }

@@ -47,8 +47,9 @@ void replica_progress(replica *r);
 /* Both sides, at the end: the last offered checkpoint is installed on the replica (or failed
  * there with a message) when this returns. */
 void replica_drain(replica *r);
-/* The replica rank: the newest step installed (-1: none). */
-int64_t replica_installed(const replica *r);
+/* The replica rank: the newest step installed (-1: none). Installs run on a thread of
+ * their own (verify, write, fsync take longer than a step); replica_drain waits for them. */
+int64_t replica_installed(replica *r);
 void replica_free(replica *r);
 
 /* ---- pieces, also for tests ---- */

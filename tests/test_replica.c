@@ -266,6 +266,12 @@ static int f_probe(void *ctx, int tag) {
   return 0;
 }
 
+/* Installs run on the replica's own thread. */
+static int64_t installed_soon(replica *r, int64_t want) {
+  for (int i = 0; i < 500 && replica_installed(r) < want; i++) usleep(10000);
+  return replica_installed(r);
+}
+
 static void test_flow(void) {
   char *src = make_tmpdir(), *dst = make_tmpdir(), p[8192];
   int64_t steps[] = {2, 4, 6};
@@ -287,7 +293,9 @@ static void test_flow(void) {
   /* checkpoint (head + body), config (head + body), metrics (head only: absent) */
   CHECK(l.sends == 5, "%d sends", l.sends);
   replica_progress(rx);
-  CHECK(replica_installed(rx) == 2 && exists(dst, "checkpoints/step-000000002.ckpt") && exists(dst, "config.json"));
+  CHECK(installed_soon(rx, 2) == 2 && exists(dst, "checkpoints/step-000000002.ckpt"));
+  for (int i = 0; i < 500 && !exists(dst, "config.json"); i++) usleep(10000); /* it follows the checkpoint */
+  CHECK(exists(dst, "config.json"));
   CHECK(!exists(dst, "metrics.jsonl"), "an absent file stays absent");
   replica_progress(tx);
   CHECK(l.sends == 5, "a checkpoint goes once");

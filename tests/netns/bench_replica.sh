@@ -39,7 +39,7 @@ for ((run = 1; run <= runs; run++)); do
     out=$W/train-$rep-$run.txt
     netns_run 1 timeout -k 5 900 mpirun --hostfile hostfile --mca plm_rsh_agent "$SRC/tests/netns/rsh-agent.sh" \
       --mca btl self,vader,tcp --mca pml ob1 --mca btl_tcp_if_include "$SUB" --mca oob_tcp_if_include "$SUB" \
-      --tag-output -np 3 /usr/bin/time -f "peak-rss %M KB" "$pollen" train --data "$W/node/data" --cache-dir "$W/node/cache" \
+      -np 3 bash -c 'exec /usr/bin/time -f "peak-rss rank $OMPI_COMM_WORLD_RANK %M KB" "$0" "$@"' "$pollen" train --data "$W/node/data" --cache-dir "$W/node/cache" \
       --job "$W/node/job-$rep-$run" --log-every 1 --replicas "$rep" "$@" >"$out" 2>&1 ||
       { echo "bench_replica.sh: run exited $? (see $out)"; tail -n 20 "$out"; exit 1; }
     # Rank 0's step times (global batch / img/s of each step's line, the first 3 left out),
@@ -54,7 +54,7 @@ for ((run = 1; run <= runs; run++)); do
       /rank 0 checkpoint step [0-9]+ saved/ { after = 1 }
       /replica of checkpoint step .* installed/ { for (i = 1; i <= NF; i++) if ($(i + 1) == "s" && $(i + 2) == "after") { lag += $i; nl++; if ($i > maxlag) maxlag = $i } }
       /installed in .*checkpoints \(/ { mb = $0; sub(/.*checkpoints \(/, "", mb); sub(/ MB.*/, "", mb) }
-      /peak-rss/ { r = $1; sub(/^\[[0-9]+,/, "", r); sub(/\].*/, "", r); rss[r] = $2 }
+      /^peak-rss rank/ { rss[$3] = $4 }
       END {
         printf "after a checkpoint mean %.1f ms (%d)", c ? 1e3 * m / c : 0, c
         if (nl) printf "; %d replicas of %s MB, lag mean %.2f s max %.2f s", nl, mb, lag / nl, maxlag
