@@ -9,7 +9,9 @@
 #      weights are those of an uninterrupted 3-rank run, bit for bit;
 #   c. a damaged newest replica is skipped with a message and the older one resumes the job,
 #      again to the same weights;
-#   d. --replicas 0 copies nothing.
+#   d. --replicas 0 copies nothing;
+#   e. relaunched with rank 0 on h2, the replica's host: it resumes from its own folder;
+#   f. a job folder shared by the hosts is recognised (token file) and nothing is copied.
 # Needs root (network namespaces), Open MPI and a pollen with `train`; skips (77) otherwise.
 set -u
 SRC=${POLLEN_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
@@ -99,10 +101,34 @@ got=$(hash_of "$OUT")
 [ "$got" = "$REF" ] || fail "weights hash $got after the resume from step $old, uninterrupted $REF"
 ok "the damaged replica of step 9 skipped with a message; resumed from step $old, same weights"
 
+# --- e. h1 lost, rank 0 on h2, which holds the replica: it resumes from its own folder ------
+printf '%s slots=2\n%s slots=1\n' "$A2" "$A3" >"$W/h1/hostfile-h2h3"
+OUT=$W/e1.txt
+train hostfile --job "$W/node/jobe" --max-steps 9 >"$OUT" 2>&1 || fail "the first part of e exited $?"
+rm -rf "$W/h1/jobe"
+OUT=$W/e2.txt
+train hostfile-h2h3 --job "$W/node/jobe" >"$OUT" 2>&1 || fail "the relaunch with rank 0 on h2 exited $?"
+grep -q "resuming from $W/node/jobe/checkpoints/step-000000009.ckpt" "$OUT" || fail "rank 0 on h2 did not resume from step 9"
+grep -q "resuming from a replica" "$OUT" && fail "rank 0 on h2 holds step 9 itself: nothing should travel"
+got=$(hash_of "$OUT")
+[ "$got" = "$REF" ] || fail "weights hash $got after the resume on h2, uninterrupted $REF"
+grep -q "checkpoints are copied to rank 2 (h3)" "$OUT" || fail "with rank 0 on h2, the copies should go to rank 2 (h3)"
+ok "h1 lost, rank 0 on h2: resumed from its own replica of step 9, same weights; copies now go to h3"
+
 # --- d. --replicas 0 ---------------------------------------------------------------------------
 OUT=$W/d.txt
 train hostfile --job "$W/node/jobd" --max-steps 4 --replicas 0 >"$OUT" 2>&1 || fail "--replicas 0 exited $?"
 grep -q "checkpoints are not copied to another host (--replicas 0)" "$OUT" || fail "no --replicas 0 line"
 [ -z "$(ls -A "$W/h2/jobd/checkpoints" 2>/dev/null)" ] || fail "--replicas 0 copied checkpoints to h2"
 ok "--replicas 0: nothing copied"
+
+# --- f. a shared job folder (W/shared is one folder every host sees): nothing is copied -------
+mkdir -p "$W/shared"
+OUT=$W/f.txt
+train hostfile --job "$W/shared/job" --max-steps 4 >"$OUT" 2>&1 || fail "the run in a shared folder exited $?"
+grep -q "checkpoints: $W/shared/job is one folder shared with rank 1 (h2), so none is copied" "$OUT" ||
+  fail "the shared folder was not recognised"
+grep -q "replica of checkpoint" "$OUT" && fail "a checkpoint was copied into the shared folder onto itself"
+[ "$(newest "$W/shared/job/checkpoints")" = step-000000004.ckpt ] || fail "no checkpoint of step 4 in the shared folder"
+ok "a shared job folder is recognised by its token: nothing copied"
 echo "PASS: checkpoints replicated to another host survive the loss of rank 0's disk"

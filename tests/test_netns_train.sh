@@ -78,10 +78,14 @@ st=$?
 [ "$st" = 75 ] || fail "launch.sh stopped by SIGTERM exited $st, want 75"
 grep -q "stopped by a signal; pollen saved its state" "$OUT" && ! grep -q "attempt 2:" "$OUT" ||
   fail "launch.sh did not stop cleanly without relaunching"
+# The stop's checkpoint reached h2 before the ranks exited 75.
+last=$(ls "$W/h1/job5/checkpoints" | grep -E '^step-[0-9]+\.ckpt$' | sort | tail -n 1)
+[ -n "$last" ] && cmp -s "$W/h1/job5/checkpoints/$last" "$W/h2/job5/checkpoints/$last" ||
+  fail "h2 holds no copy of the stop checkpoint ${last:-(none on h1)}"
 launch --threads 1 -- "${TRAIN[@]}" --job "$W/node/job5" --epochs 4 >>"$OUT" 2>&1 ||
   fail "launching again after the stop exited $?"
 grep -q "resuming from" "$OUT" || fail "the new launch did not resume from the stop checkpoint"
-ok "SIGTERM to launch.sh: every rank checkpointed, exit 75; launched again, resumed, finished"
+ok "SIGTERM to launch.sh: every rank checkpointed, exit 75, its copy on h2; launched again, resumed, finished"
 
 # --- 4. hosts lost mid-run ------------------------------------------------------------------
 KILL_PATTERN="pollen train"
