@@ -230,7 +230,9 @@ int replica_token_write(const char *job_dir, char token[33], char *err, size_t e
   snprintf(path, sizeof path, "%s/replica.token", job_dir);
   snprintf(tmp, sizeof tmp, "%s.tmp", path);
   FILE *f = fopen(tmp, "w");
-  if (!f || fprintf(f, "%s\n", token) < 0 || fclose(f) || rename(tmp, path)) {
+  int bad = !f;
+  if (f) bad = fprintf(f, "%s\n", token) < 0, bad = fclose(f) || bad;
+  if (bad || rename(tmp, path)) {
     err_set(err, errlen, "cannot write %s: %s", path, strerror(errno));
     if (f) unlink(tmp);
     return -1;
