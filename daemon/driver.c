@@ -70,52 +70,6 @@ static int first_on_host(const comm *c) {
   return 1;
 }
 
-/* The rank holding the newest checkpoint sends it, config.json and metrics.jsonl. */
-static void send_newest(const comm *c, const char *job_dir, int64_t step) {
-  static const uint32_t kinds[] = {REPLICA_KIND_CKPT, REPLICA_KIND_CONFIG, REPLICA_KIND_METRICS};
-  replica_peer p = {c, 0};
-  for (int i = 0; i < 3; i++) {
-    replica_msg m;
-    uint8_t *buf;
-    char err[1024];
-    int rc = replica_read(job_dir, kinds[i], step, &m, &buf, err, sizeof err);
-    if (rc < 0 || (rc == 1 && kinds[i] == REPLICA_KIND_CKPT)) {
-      if (kinds[i] == REPLICA_KIND_CKPT) die("%s; rank 0 needs it to resume", rc < 0 ? err : "the checkpoint vanished");
-      log_warn("%s; rank 0 resumes without it", err);
-      m = (replica_msg){.version = REPLICA_VERSION, .kind = kinds[i], .step = step, .flags = REPLICA_ABSENT};
-    }
-    link_wait(&p, link_send(&p, REPLICA_TAG_HEAD, &m, sizeof m));
-    if (m.size) link_wait(&p, link_send(&p, REPLICA_TAG_BODY, buf, (size_t)m.size));
-    free(buf);
-  }
-}
-
-/* Rank 0 installs what the holder sends: the checkpoint, and the config and records where
- * its own are missing or end before that checkpoint. */
-static void take_newest(const comm *c, const job_config *cfg, const char *job_dir, int64_t step, int holder) {
-  replica_peer p = {c, holder};
-  int64_t own_records = replica_records_step(job_dir);
-  char path[8192];
-  snprintf(path, sizeof path, "%s/config.json", job_dir);
-  FILE *own_config = fopen(path, "r");
-  if (own_config) fclose(own_config);
-  for (int i = 0; i < 3; i++) {
-    replica_msg m;
-    char err[2048];
-    link_wait(&p, link_recv(&p, REPLICA_TAG_HEAD, &m, sizeof m));
-    if (replica_msg_check(&m, err, sizeof err)) die("rank %d sent a bad checkpoint copy: %s", holder, err);
-    if (m.flags == REPLICA_ABSENT) continue;
-    uint8_t *buf = xmalloc((size_t)m.size + 1);
-    link_wait(&p, link_recv(&p, REPLICA_TAG_BODY, buf, (size_t)m.size));
-    int wanted = m.kind == REPLICA_KIND_CKPT || (m.kind == REPLICA_KIND_CONFIG && !own_config) ||
-                 (m.kind == REPLICA_KIND_METRICS && own_records < step);
-    if (wanted && replica_install(job_dir, cfg->keep, &m, buf, err, sizeof err))
-      die("the copy of checkpoint step %lld from rank %d (%s) cannot be installed: %s", (long long)step, holder,
-          comm_host_of(c, holder), err);
-    free(buf);
-  }
-}
-
 /* Collective, before the coordinator opens the folder: every host's newest valid checkpoint,
  * and the newest of all installed on rank 0 when it lacks it (its disk was lost, rank 0 moved
  * to another host). */
@@ -131,9 +85,13 @@ static void phase_find_newest(const job_config *cfg, const char *job_dir, comm *
   double lowest = mine == newest ? (double)(c->world - c->rank) : 0.0;
   comm_allreduce_max_f64(c, &lowest, 1);
   int holder = c->world - (int)lowest;
-  if (c->rank == holder) send_newest(c, job_dir, newest);
+  replica_peer p = {c, c->rank == 0 ? holder : 0};
+  replica_link l = link_to(&p);
+  if (c->rank == holder) replica_send_newest(job_dir, newest, &l);
   if (c->rank != 0) return;
-  take_newest(c, cfg, job_dir, newest, holder);
+  char peer[128];
+  snprintf(peer, sizeof peer, "rank %d (%s)", holder, comm_host_of(c, holder));
+  replica_take_newest(job_dir, cfg->keep, newest, &l, peer);
   log_info("resuming from a replica: step %lld from rank %d (%s)", (long long)newest, holder, comm_host_of(c, holder));
 }
 

@@ -251,6 +251,49 @@ int replica_token_same(const char *job_dir, const char *token) {
   return ok && token[0] && !strcmp(line, token);
 }
 
+/* ---- at start-up: the newest checkpoint to rank 0 ---- */
+
+void replica_send_newest(const char *job_dir, int64_t step, const replica_link *link) {
+  for (int i = 0; i < SET_N; i++) {
+    replica_msg m;
+    uint8_t *buf;
+    char err[1024];
+    int rc = replica_read(job_dir, set_order[i], step, &m, &buf, err, sizeof err);
+    if (set_order[i] == REPLICA_KIND_CKPT && rc != 0)
+      die("%s; rank 0 needs it to resume", rc < 0 ? err : "the newest checkpoint vanished");
+    if (rc < 0) {
+      log_warn("%s; rank 0 resumes without it", err);
+      m = (replica_msg){.version = REPLICA_VERSION, .kind = set_order[i], .step = step, .flags = REPLICA_ABSENT};
+    }
+    link->wait(link->ctx, link->send(link->ctx, REPLICA_TAG_HEAD, &m, sizeof m));
+    if (m.size) link->wait(link->ctx, link->send(link->ctx, REPLICA_TAG_BODY, buf, (size_t)m.size));
+    free(buf);
+  }
+}
+
+void replica_take_newest(const char *job_dir, int keep, int64_t step, const replica_link *link, const char *peer) {
+  int64_t own_records = replica_records_step(job_dir);
+  char path[8192];
+  struct stat st;
+  snprintf(path, sizeof path, "%s/config.json", job_dir);
+  int own_config = stat(path, &st) == 0;
+  for (int i = 0; i < SET_N; i++) {
+    replica_msg m;
+    char err[2048] = "";
+    link->wait(link->ctx, link->recv(link->ctx, REPLICA_TAG_HEAD, &m, sizeof m));
+    if (replica_msg_check(&m, err, sizeof err) || m.kind != set_order[i] || m.step != step)
+      die("%s sent a bad checkpoint copy: %s", peer, *err ? err : "not the file expected");
+    if (m.flags == REPLICA_ABSENT) continue;
+    uint8_t *buf = xmalloc((size_t)m.size + 1);
+    link->wait(link->ctx, link->recv(link->ctx, REPLICA_TAG_BODY, buf, (size_t)m.size));
+    int wanted = m.kind == REPLICA_KIND_CKPT || (m.kind == REPLICA_KIND_CONFIG && !own_config) ||
+                 (m.kind == REPLICA_KIND_METRICS && own_records < step);
+    if (wanted && replica_install(job_dir, keep, &m, buf, err, sizeof err))
+      die("the copy of checkpoint step %lld from %s cannot be installed: %s", (long long)step, peer, err);
+    free(buf);
+  }
+}
+
 /* ---- the copy, step by step ---- */
 
 static void *install_main(void *arg);

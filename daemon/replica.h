@@ -52,6 +52,15 @@ void replica_drain(replica *r);
 int64_t replica_installed(replica *r);
 void replica_free(replica *r);
 
+/* Start-up, blocking. The rank holding the newest valid checkpoint (step) sends it,
+ * config.json and metrics.jsonl (each flagged absent when it has none); dies when the
+ * checkpoint cannot be read. */
+void replica_send_newest(const char *job_dir, int64_t step, const replica_link *link);
+/* Rank 0 receives them and installs the checkpoint, and config.json and metrics.jsonl where
+ * its own are missing or end before that step; dies naming peer when the copy does not
+ * verify. */
+void replica_take_newest(const char *job_dir, int keep, int64_t step, const replica_link *link, const char *peer);
+
 /* ---- pieces, also for tests ---- */
 
 /* Verifies a received file (the body's CRC32C against m; a checkpoint also as a whole file

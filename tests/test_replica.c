@@ -314,6 +314,67 @@ static void test_flow(void) {
   free(src), free(dst);
 }
 
+static void put(const char *dir, const char *name, const char *text) {
+  char p[8192];
+  snprintf(p, sizeof p, "%s/%s", dir, name);
+  FILE *f = fopen(p, "w");
+  REQUIRE(f, "%s", p);
+  fputs(text, f);
+  fclose(f);
+}
+
+static int same_text(const char *dir, const char *name, const char *text) {
+  char p[8192], got[4096] = "";
+  snprintf(p, sizeof p, "%s/%s", dir, name);
+  FILE *f = fopen(p, "r");
+  if (!f) return 0;
+  size_t n = fread(got, 1, sizeof got - 1, f);
+  fclose(f);
+  got[n] = 0;
+  return !strcmp(got, text);
+}
+
+/* Start-up: the holder's newest checkpoint, config and records reach rank 0's folder; rank
+ * 0's own config, and records that reach the step, stay. */
+static void test_newest_to_rank0(void) {
+  char *src = make_tmpdir(), *dst = make_tmpdir(), *dst2 = make_tmpdir();
+  int64_t steps[] = {5, 9};
+  write_steps(src, steps, 2, "mnv3-small");
+  const char *recs9 = "{\"v\":2,\"step\":9,\"epoch\":1}\n", *recs3 = "{\"v\":2,\"step\":3,\"epoch\":1}\n",
+             *recs12 = "{\"v\":2,\"step\":12,\"epoch\":1}\n";
+  put(src, "config.json", "{\"held\":1}\n");
+  put(src, "metrics.jsonl", recs9);
+  put(dst, "metrics.jsonl", recs3);
+  fake_link l = {0};
+  replica_link link = {&l, f_send, f_recv, f_test, f_wait, f_probe};
+  replica_send_newest(src, 9, &link);
+  CHECK(l.sends == 6, "three headers and three bodies: %d", l.sends);
+  replica_take_newest(dst, 2, 9, &link, "rank 1 (test)");
+  CHECK(l.tail == 0, "everything taken");
+  CHECK(replica_newest(dst, "mnv3-small", "abcd") == 9 && n_ckpts(dst) == 1, "only the newest travels");
+  CHECK(same_text(dst, "config.json", "{\"held\":1}\n"), "rank 0 had no config: the holder's");
+  CHECK(same_text(dst, "metrics.jsonl", recs9), "rank 0's records ended before step 9: the holder's");
+
+  put(dst2, "config.json", "{\"own\":1}\n");
+  put(dst2, "metrics.jsonl", recs12);
+  replica_send_newest(src, 9, &link);
+  replica_take_newest(dst2, 2, 9, &link, "rank 1 (test)");
+  CHECK(replica_newest(dst2, NULL, NULL) == 9);
+  CHECK(same_text(dst2, "config.json", "{\"own\":1}\n"), "rank 0's own config stays");
+  CHECK(same_text(dst2, "metrics.jsonl", recs12), "rank 0's records that reach the step stay");
+
+  char p[8192];
+  snprintf(p, sizeof p, "%s/metrics.jsonl", src);
+  unlink(p);
+  l.sends = 0;
+  replica_send_newest(src, 9, &link);
+  CHECK(l.sends == 5, "no records: an absent header, no body: %d", l.sends);
+  replica_take_newest(dst2, 2, 9, &link, "rank 1 (test)");
+  CHECK(same_text(dst2, "metrics.jsonl", recs12));
+  rm_rf(src), rm_rf(dst), rm_rf(dst2);
+  free(src), free(dst), free(dst2);
+}
+
 int main(void) {
   log_set_quiet(1);
   test_msg_check();
@@ -321,5 +382,6 @@ int main(void) {
   test_newest();
   test_token();
   test_flow();
+  test_newest_to_rank0();
   return check_status();
 }
