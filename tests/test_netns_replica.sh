@@ -33,11 +33,15 @@ TRAIN=(--data "$W/node/data" --cache-dir "$W/node/cache" --model mnv3-small --wi
 
 # pollen train on 3 ranks: mpirun on h1 with hostfile HOSTFILE (in h1's folder).
 train() {
-  local hostfile=$1
+  local hostfile=$1 v exports=()
   shift
+  # Ranks on other hosts start in a clean environment: a sanitizer build's settings travel.
+  for v in ASAN_OPTIONS LSAN_OPTIONS UBSAN_OPTIONS OMPI_MCA_mca_base_component_disable_dlclose; do
+    [ -n "${!v:-}" ] && exports+=(-x "$v")
+  done
   netns_run 1 timeout -k 5 120 mpirun --hostfile "$hostfile" --mca plm_rsh_agent "$AGENT" \
     --mca btl self,vader,tcp --mca pml ob1 --mca btl_tcp_if_include "$SUB" \
-    --mca oob_tcp_if_include "$SUB" -np 3 "$POLLEN" train "${TRAIN[@]}" "$@"
+    --mca oob_tcp_if_include "$SUB" "${exports[@]}" -np 3 "$POLLEN" train "${TRAIN[@]}" "$@"
 }
 hash_of() { grep -Eo 'weights hash [0-9a-f]{16}' "$1" | tail -n 1 | awk '{print $3}'; }
 newest() { ls "$1" 2>/dev/null | grep -E '^step-[0-9]+\.ckpt$' | sort | tail -n 1; }
