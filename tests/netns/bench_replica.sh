@@ -46,7 +46,7 @@ for ((run = 1; run <= runs; run++)); do
     # the mean over the steps right after a checkpoint, the replica's lag, peak memory.
     med=$(awk '/rank 0 .* ranks x batch/ { for (i = 1; i <= NF; i++) if ($i == "ranks") B = $(i - 1) * $(i + 3) }
       /rank 0 epoch .* step .* img\/s/ { for (i = 1; i <= NF; i++) if ($(i + 1) == "img/s") if (++n > 3) print B / $i }' "$out" |
-      sort -n | awk '{ v[++k] = $1 } END { printf "%d steps, step time median %.1f ms", k, 1e3 * (k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2) }')
+      sort -n | awk '{ v[++k] = $1; t += $1 } END { printf "%d steps, step time median %.1f ms mean %.1f ms", k, 1e3 * (k % 2 ? v[(k + 1) / 2] : (v[k / 2] + v[k / 2 + 1]) / 2), 1e3 * t / k }')
     rest=$(awk '
       /rank 0 .* ranks x batch/ { for (i = 1; i <= NF; i++) if ($i == "ranks") B = $(i - 1) * $(i + 3) }
       /rank 0 epoch .* step .* img\/s/ { for (i = 1; i <= NF; i++) if ($(i + 1) == "img/s") ips = $i
