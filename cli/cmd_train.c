@@ -84,6 +84,9 @@ static void usage(FILE *to) {
 "  --ckpt-every N       checkpoint every N steps (default: at epoch ends only)\n"
 "  --ckpt-seconds X     also every X seconds\n"
 "  --keep K             checkpoints kept (default 3)\n"
+"  --replicas N         1 (default): copy each checkpoint, config.json and metrics.jsonl to\n"
+"                       the job folder of the first rank on another host (for node-local\n"
+"                       --job folders; nothing is copied when the folder is shared); 0: off\n"
 "  --no-overlap         all-reduce after backward instead of during it\n"
 "  --bucket-kib N       all-reduce bucket size (default 1024)\n"
 "  --stall-timeout X    seconds before a silent rank ends the job (default 30)\n"
@@ -115,7 +118,7 @@ enum {
 };
 
 enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE, O_PRECISE_BN, O_EMA_DECAY, O_EMA_EVERY, O_AUTO_AUGMENT,
-       O_RANDOM_ERASE, O_MIXUP, O_CUTMIX }; /* apart, so the table's enum stays one list */
+       O_RANDOM_ERASE, O_MIXUP, O_CUTMIX, O_REPLICAS }; /* apart, so the table's enum stays one list */
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
   if (strlen(v) >= cap) die_status(EXIT_USAGE, "%s: value too long (%zu characters at most)", flag, cap - 1);
@@ -193,6 +196,7 @@ int cmd_train(int argc, char **argv) {
       {"ema-decay", required_argument, 0, O_EMA_DECAY}, {"ema-every", required_argument, 0, O_EMA_EVERY},
       {"auto-augment", required_argument, 0, O_AUTO_AUGMENT}, {"random-erase", required_argument, 0, O_RANDOM_ERASE},
       {"mixup-alpha", required_argument, 0, O_MIXUP}, {"cutmix-alpha", required_argument, 0, O_CUTMIX},
+      {"replicas", required_argument, 0, O_REPLICAS},
       {0, 0, 0, 0}};
   job_config cfg;
   job_config_defaults(&cfg);
@@ -258,6 +262,7 @@ int cmd_train(int argc, char **argv) {
     case O_CKPT_EVERY: cfg.ckpt_every = (int)cli_parse_long("--ckpt-every", optarg, 0, 100000000); break;
     case O_CKPT_SECONDS: cfg.ckpt_seconds = cli_parse_double("--ckpt-seconds", optarg, 0, 1e9); break;
     case O_KEEP: cfg.keep = (int)cli_parse_long("--keep", optarg, 1, 100000); break;
+    case O_REPLICAS: cfg.replicas = (int)cli_parse_long("--replicas", optarg, 0, 1); break;
     case O_NO_OVERLAP: cfg.overlap = 0; break;
     case O_BUCKET: cfg.bucket_kib = (int)cli_parse_long("--bucket-kib", optarg, 4, 1 << 20); break;
     case O_STALL: cfg.stall_timeout = cli_parse_double("--stall-timeout", optarg, 1, 1e6); break;

@@ -108,7 +108,8 @@ struct ckpt_writer {
   int secs_cap, n_secs;
   char *meta_json;
   uint64_t step;
-  /* The outcome of the last finished write. */
+  /* The outcome of the last finished write, and the newest step written. */
+  int64_t written;
   int last_errno;
   char last_msg[1024];
 };
@@ -128,22 +129,22 @@ static void remove_leftovers(const char *dir) {
   closedir(d);
 }
 
-/* Deletes all but the newest `keep` checkpoints, never the one just written (`step`): after a
- * fallback to an older checkpoint, a stale newer one must not push the fresh one out. */
-static void prune(ckpt_writer *w, uint64_t step) {
+void ckpt_prune(const char *job_dir, int keep, uint64_t except) {
+  char dir[8192];
+  snprintf(dir, sizeof dir, "%s/" CKPT_SUBDIR, job_dir);
   uint64_t *steps;
   int n;
-  if (scan_steps(w->dir, &steps, &n)) return;
+  if (scan_steps(dir, &steps, &n)) return;
   int deleted = 0;
-  for (int i = w->keep; i < n; i++) {
-    if (steps[i] == step) continue;
+  for (int i = keep; i < n; i++) {
+    if (steps[i] == except) continue;
     char p[8192];
-    ckpt_path(p, sizeof p, w->job, steps[i]);
+    ckpt_path(p, sizeof p, job_dir, steps[i]);
     if (unlink(p) && errno != ENOENT) log_warn("cannot delete old checkpoint %s: %s", p, strerror(errno));
     else deleted++;
   }
   free(steps);
-  if (deleted) fsync_dir(w->dir);
+  if (deleted) fsync_dir(dir);
 }
 
 /* Writes the staged snapshot; returns 0 or an errno with the message in msg. */
@@ -183,7 +184,7 @@ static int write_staged(ckpt_writer *w, char *msg, size_t msglen) {
             path, w->dir, strerror(e));
     return e;
   }
-  prune(w, w->step);
+  ckpt_prune(w->job, w->keep, w->step);
   return 0;
 }
 
@@ -201,6 +202,7 @@ static void *writer_main(void *arg) {
     else log_info("checkpoint step %llu saved (%.1f s)", (unsigned long long)w->step, time_now() - t0);
     pthread_mutex_lock(&w->mu);
     w->last_errno = e;
+    if (!e) w->written = (int64_t)w->step;
     copy_str(w->last_msg, sizeof w->last_msg, msg);
     w->pending = 0;
     pthread_cond_broadcast(&w->cv);
@@ -223,6 +225,7 @@ ckpt_writer *ckpt_writer_start(const char *job_dir, int keep, char *err, size_t 
   snprintf(w->dir, sizeof w->dir, "%s/" CKPT_SUBDIR, job_dir);
   w->keep = keep;
   w->lock_fd = -1;
+  w->written = -1;
   if ((mkdir(w->job, 0755) && errno != EEXIST) || (mkdir(w->dir, 0755) && errno != EEXIST)) {
     err_set(err, errlen, "cannot create %s: %s; pick a writable --job directory", w->dir, strerror(errno));
     goto fail;
@@ -321,6 +324,13 @@ int ckpt_writer_wait(ckpt_writer *w) {
   int e = w->last_errno;
   pthread_mutex_unlock(&w->mu);
   return e;
+}
+
+int64_t ckpt_writer_written(ckpt_writer *w) {
+  pthread_mutex_lock(&w->mu);
+  int64_t s = w->written;
+  pthread_mutex_unlock(&w->mu);
+  return s;
 }
 
 int ckpt_writer_last_error(ckpt_writer *w, char *msg, size_t msglen) {

@@ -52,6 +52,10 @@ int ckpt_writer_wait(ckpt_writer *w);
  * damages earlier checkpoints and removes its own .tmp file. */
 int ckpt_writer_last_error(ckpt_writer *w, char *msg, size_t msglen);
 
+/* Never blocks: the step of the newest checkpoint this writer finished writing successfully
+ * (-1: none yet). What may be copied elsewhere: its file is complete and final. */
+int64_t ckpt_writer_written(ckpt_writer *w);
+
 /* Waits for the submitted write, stops the thread, releases the lock and frees w. Returns as
  * ckpt_writer_wait. NULL is accepted. */
 int ckpt_writer_stop(ckpt_writer *w);
@@ -106,6 +110,10 @@ typedef struct {
  * *out (free with free()) and *n (0 when there is no checkpoints directory), or -1 with a
  * one-line reason in err when the directory cannot be read. */
 int ckpt_list(const char *job_dir, ckpt_info **out, int *n, char *err, size_t errlen);
+
+/* Deletes all but the newest `keep` checkpoints of JOB_DIR/checkpoints, never the one of step
+ * `except` (the one just written: a stale newer one must not push it out). */
+void ckpt_prune(const char *job_dir, int keep, uint64_t except);
 
 /* The path of the checkpoint of a step: JOB_DIR/checkpoints/step-%09llu.ckpt. */
 void ckpt_path(char *out, size_t outlen, const char *job_dir, uint64_t step);

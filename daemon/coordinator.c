@@ -557,6 +557,8 @@ void coord_checkpoint(coordinator *co, const train_state_view *state, const char
   publish(co, co->state_after_checkpoint, NAN, NAN, 0);
 }
 
+int64_t coord_checkpoint_written(coordinator *co) { return ckpt_writer_written(co->writer); }
+
 int coord_checkpoint_wait(coordinator *co) {
   int rc = ckpt_writer_wait(co->writer); /* a failure is logged by the writer thread */
   settle_write(co, rc != 0);

@@ -60,6 +60,8 @@ void coord_checkpoint_begin(coordinator *co);
  * is copied, with the status back to what it was. A failed earlier write is logged and
  * training goes on. */
 void coord_checkpoint(coordinator *co, const train_state_view *state, const char *why, double next_lr);
+/* Never blocks: the step of the newest checkpoint written in this launch (-1: none yet). */
+int64_t coord_checkpoint_written(coordinator *co);
 /* Waits for the last checkpoint write; 0 when it succeeded. */
 int coord_checkpoint_wait(coordinator *co);
 /* Where the final weights go: JOB_DIR/weights.safetensors. */

@@ -5,11 +5,19 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/core.h"
 #include "daemon/coordinator.h"
+#include "daemon/replica.h"
 #include "daemon/signals.h"
 #include "worker/worker.h"
+
+/* The replica link's peer: daemon/replica.c moves files, worker/collective.c the bytes. */
+typedef struct {
+  const comm *c;
+  int peer;
+} replica_peer;
 
 typedef struct {
   worker *w;
@@ -18,7 +26,137 @@ typedef struct {
   control_timing *timings; /* rank 0: every rank's, for the coordinator */
   const char **hosts;
   comm *c;
+  replica *rep;        /* rank 0 and the replica rank, when checkpoints are copied */
+  replica_peer rep_peer;
 } job;
+
+/* ---- checkpoint replicas: replica.h's link over the bulk transfers ---------------------- */
+
+static void *link_send(void *ctx, int tag, const void *buf, size_t bytes) {
+  replica_peer *p = ctx;
+  return comm_xfer_send(p->c, p->peer, tag, buf, bytes, REPLICA_CHUNK_BYTES);
+}
+static void *link_recv(void *ctx, int tag, void *buf, size_t bytes) {
+  replica_peer *p = ctx;
+  return comm_xfer_recv(p->c, p->peer, tag, buf, bytes, REPLICA_CHUNK_BYTES);
+}
+static int link_test(void *ctx, void *t) {
+  if (!comm_xfer_test(t)) return 0;
+  comm_xfer_free(t);
+  return 1;
+}
+static void link_wait(void *ctx, void *t) {
+  comm_xfer_wait(t);
+  comm_xfer_free(t);
+}
+static int link_probe(void *ctx, int tag) {
+  replica_peer *p = ctx;
+  return comm_bulk_probe(p->c, p->peer, tag);
+}
+
+static replica_link link_to(replica_peer *p) {
+  return (replica_link){p, link_send, link_recv, link_test, link_wait, link_probe};
+}
+
+/* The first rank, in rank order, on another host than rank 0's; -1 when there is none. */
+static int other_host_rank(const comm *c) {
+  for (int r = 1; r < c->world; r++)
+    if (strcmp(comm_host_of(c, r), comm_host_of(c, 0))) return r;
+  return -1;
+}
+
+/* 1 when no lower rank is on this rank's host: one rank per host reads its folder. */
+static int first_on_host(const comm *c) {
+  for (int r = 0; r < c->rank; r++)
+    if (!strcmp(comm_host_of(c, r), c->host)) return 0;
+  return 1;
+}
+
+/* Collective, before the coordinator opens the folder: every host's newest valid checkpoint,
+ * and the newest of all installed on rank 0 when it lacks it (its disk was lost, rank 0 moved
+ * to another host). */
+static void phase_find_newest(const job_config *cfg, const char *job_dir, comm *c) {
+  if (!c->mpi || c->world < 2) return;
+  char hash[17];
+  job_config_hash(cfg, hash);
+  int64_t mine = c->rank == 0 || first_on_host(c) ? replica_newest(job_dir, cfg->model, cfg->force_config ? NULL : hash) : -1;
+  double v[2] = {(double)mine, c->rank == 0 ? (double)mine : -1.0};
+  comm_allreduce_max_f64(c, v, 2);
+  int64_t newest = (int64_t)v[0], at_root = (int64_t)v[1];
+  if (newest < 0 || at_root >= newest) return;
+  double lowest = mine == newest ? (double)(c->world - c->rank) : 0.0;
+  comm_allreduce_max_f64(c, &lowest, 1);
+  int holder = c->world - (int)lowest;
+  replica_peer p = {c, c->rank == 0 ? holder : 0};
+  replica_link l = link_to(&p);
+  if (c->rank == holder) replica_send_newest(job_dir, newest, &l);
+  if (c->rank != 0) return;
+  char peer[128];
+  snprintf(peer, sizeof peer, "rank %d (%s)", holder, comm_host_of(c, holder));
+  replica_take_newest(job_dir, cfg->keep, newest, &l, peer);
+  log_info("resuming from a replica: step %lld from rank %d (%s)", (long long)newest, holder, comm_host_of(c, holder));
+}
+
+/* Collective, after the coordinator opened the folder: who copies checkpoints to whom. */
+static void phase_replicas_start(job *j, const job_config *cfg, const char *job_dir, comm *c) {
+  int target = c->mpi ? other_host_rank(c) : -1;
+  if (target < 0) {
+    if (j->co && c->world > 1 && cfg->replicas)
+      log_info("checkpoints: every rank runs on %s, so none is copied to another host", c->host);
+    return;
+  }
+  struct {
+    int32_t replicas;
+    char token[33];
+  } msg = {cfg->replicas, ""};
+  char err[1024];
+  if (j->co && msg.replicas && replica_token_write(job_dir, msg.token, err, sizeof err)) {
+    log_warn("%s; checkpoints are not copied to another host", err);
+    msg.replicas = 0;
+  }
+  comm_bcast(c, &msg, sizeof msg, 0); /* rank 0's choice holds: both sides must agree */
+  if (!msg.replicas) {
+    if (j->co) log_info("checkpoints are not copied to another host (--replicas 0)");
+    return;
+  }
+  msg.token[32] = 0;
+  double shared = c->rank == target ? replica_token_same(job_dir, msg.token) : 0;
+  comm_bcast(c, &shared, sizeof shared, target);
+  const char *thost = comm_host_of(c, target);
+  if (shared) {
+    if (j->co) log_info("checkpoints: %s is one folder shared with rank %d (%s), so none is copied", job_dir, target, thost);
+    return;
+  }
+  char peer[128];
+  if (j->co) {
+    log_info("checkpoints are copied to rank %d (%s), whose %s is a folder of its own", target, thost, job_dir);
+    j->rep_peer = (replica_peer){c, target};
+    snprintf(peer, sizeof peer, "rank %d (%s)", target, thost);
+  } else if (c->rank == target) {
+    j->rep_peer = (replica_peer){c, 0};
+    snprintf(peer, sizeof peer, "rank 0 (%s)", comm_host_of(c, 0));
+  } else {
+    return;
+  }
+  replica_link l = link_to(&j->rep_peer);
+  j->rep = replica_new(job_dir, cfg->keep, j->co != NULL, peer, &l);
+}
+
+/* At a step boundary: the newest written checkpoint goes on its way, never waited for. */
+static void phase_replicate(job *j) {
+  if (!j->rep) return;
+  if (j->co) replica_offer(j->rep, coord_checkpoint_written(j->co));
+  replica_progress(j->rep);
+}
+
+/* The end of a launch: the last checkpoint is on the other host before any rank leaves. */
+static void phase_replicate_last(job *j) {
+  if (!j->rep) return;
+  if (j->co) replica_offer(j->rep, coord_checkpoint_written(j->co));
+  replica_drain(j->rep);
+  replica_free(j->rep);
+  j->rep = NULL;
+}
 
 /* The coordinator sees where the workers are after anything that moves them. */
 static void tell_position(job *j) {
@@ -34,6 +172,7 @@ static void phase_set_up(job *j, job_config *cfg, const char *job_dir, comm *c) 
   j->c = c;
   j->w = worker_new(cfg, c);
   worker_check_config(j->w);
+  phase_find_newest(cfg, job_dir, c);
   if (c->rank == 0) j->co = coord_open(cfg, job_dir);
   j->plan = worker_load(j->w);
   j->hosts = xcalloc((size_t)c->world, sizeof *j->hosts);
@@ -43,6 +182,7 @@ static void phase_set_up(job *j, job_config *cfg, const char *job_dir, comm *c) 
     coord_start(j->co, j->plan, &shape, j->hosts);
     j->timings = xcalloc((size_t)c->world, sizeof *j->timings);
   }
+  phase_replicas_start(j, cfg, job_dir, c);
 }
 
 /* Rank 0 chooses the checkpoint; every rank takes its state from the resume message. */
@@ -152,6 +292,7 @@ static int phase_train(job *j) {
     if (pos.step >= j->plan->total_steps) return phase_finish(j);
     worker_begin_epoch(j->w);
     while (pos.step_in_epoch < j->plan->steps_per_epoch && pos.step < j->plan->total_steps) {
+      phase_replicate(j);
       control_action action = phase_step(j);
       if (action == CONTROL_STOP_NOW) return phase_stop(j);
       if (action == CONTROL_TAKE_CHECKPOINT) phase_checkpoint(j, "periodic");
@@ -182,6 +323,7 @@ int driver_train(job_config *cfg, const char *job_dir, comm *c) {
   if (worker_position(j.w).step >= j.plan->total_steps) status = phase_rewrite_weights(&j);
   else if (worker_any(j.w, signals_stop_requested() != 0)) status = phase_stop_before_work(&j);
   else status = phase_train(&j);
+  phase_replicate_last(&j);
   coord_close(j.co);
   /* No rank leaves before rank 0 has written everything: launchers (mpirun, srun) kill the
    * remaining ranks soon after one exits. */

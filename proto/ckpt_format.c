@@ -396,31 +396,42 @@ static int verify_structure(const char *path, ckptf_file *f, char *err, size_t e
   return 0;
 }
 
+/* Every check of f->buf (size f->size): the structure, each payload's CRC, the meta. */
+static int verify_all(const char *path, ckptf_file *f, char *err, size_t errlen) {
+  if (verify_structure(path, f, err, errlen)) return -1;
+  for (uint32_t i = 0; i < f->n_sections; i++) {
+    const ckptf_section *s = &f->sections[i];
+    if (crc32c_update(0, s->data, (size_t)s->len) != s->crc)
+      return fail(err, errlen, path, "section '%s' CRC mismatch (file corrupt)", s->name);
+  }
+  const ckptf_section *m = ckptf_find(f, CKPTF_META_NAME);
+  if (!m || m->kind != CKPTF_KIND_JSON) return fail(err, errlen, path, "no '" CKPTF_META_NAME "' section");
+  char why[256];
+  if (ckptf_meta_parse((const char *)m->data, (size_t)m->len, &f->meta, why, sizeof why))
+    return fail(err, errlen, path, "%s", why);
+  return 0;
+}
+
 int ckptf_open(const char *path, ckptf_file *f, char *err, size_t errlen) {
   memset(f, 0, sizeof *f);
   if (read_whole(path, &f->buf, &f->size, err, errlen)) return -1;
-  if (verify_structure(path, f, err, errlen)) goto bad;
-  for (uint32_t i = 0; i < f->n_sections; i++) {
-    const ckptf_section *s = &f->sections[i];
-    if (crc32c_update(0, s->data, (size_t)s->len) != s->crc) {
-      fail(err, errlen, path, "section '%s' CRC mismatch (file corrupt)", s->name);
-      goto bad;
-    }
-  }
-  const ckptf_section *m = ckptf_find(f, CKPTF_META_NAME);
-  if (!m || m->kind != CKPTF_KIND_JSON) {
-    fail(err, errlen, path, "no '" CKPTF_META_NAME "' section");
-    goto bad;
-  }
-  char why[256];
-  if (ckptf_meta_parse((const char *)m->data, (size_t)m->len, &f->meta, why, sizeof why)) {
-    fail(err, errlen, path, "%s", why);
-    goto bad;
+  if (verify_all(path, f, err, errlen)) {
+    ckptf_close(f);
+    return -1;
   }
   return 0;
-bad:
-  ckptf_close(f);
-  return -1;
+}
+
+int ckptf_verify_buffer(const char *name, const void *buf, uint64_t size, int64_t *step, char *err,
+                        size_t errlen) {
+  ckptf_file f;
+  memset(&f, 0, sizeof f);
+  f.buf = (uint8_t *)buf, f.size = size; /* only read, and not ours to free */
+  int rc = verify_all(name, &f, err, errlen);
+  if (!rc) *step = f.meta.step;
+  f.buf = NULL;
+  ckptf_close(&f);
+  return rc;
 }
 
 const ckptf_section *ckptf_find(const ckptf_file *f, const char *name) {

@@ -121,6 +121,11 @@ int ckptf_write_fd(int fd, const char *path, const ckptf_section_in *s, int n, c
 /* Reads the whole file at path, verifies every CRC and bound and parses the meta. Returns 0,
  * or -1 with "PATH: problem" in err (f is then empty). */
 int ckptf_open(const char *path, ckptf_file *f, char *err, size_t errlen);
+/* Every check ckptf_open makes, on a whole file's bytes held in memory (a copy received
+ * before it is written; name: for messages). 0 with the step it holds in *step, or -1 with
+ * "NAME: problem" in err. Keeps nothing. */
+int ckptf_verify_buffer(const char *name, const void *buf, uint64_t size, int64_t *step, char *err,
+                        size_t errlen);
 /* The section called name, or NULL. */
 const ckptf_section *ckptf_find(const ckptf_file *f, const char *name);
 void ckptf_close(ckptf_file *f);

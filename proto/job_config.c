@@ -32,6 +32,7 @@ void job_config_defaults(job_config *c) {
   snprintf(c->device, sizeof c->device, "auto");
   snprintf(c->precision, sizeof c->precision, "fp32");
   c->keep = 3;
+  c->replicas = 1;
   c->overlap = 1;
   c->tensorboard = 1;
   c->precise_bn = -1;

@@ -46,6 +46,7 @@ typedef struct {
   int ckpt_every;        /* steps; 0 = only at epoch ends and on request */
   double ckpt_seconds;   /* also every this many seconds; 0 = off */
   int keep;
+  int replicas;          /* 1: each checkpoint also copied to another host's job folder */
   int overlap;           /* 1: all-reduce buckets during backward */
   int bucket_kib;
   double stall_timeout;

@@ -27,7 +27,7 @@ netns_run 1 "$POLLEN" prepare --src "$SRC/tests/data/flowers_sample" --out "$W/n
 TRAIN=(--data "$W/node/data" --cache-dir "$W/node/cache" --model mnv3-small --width 0.35
   --size 64 --batch 6 --threads 1 --loader-threads 1 --log-every 1)
 
-# --- 1. a whole run: staging, one set of weights, checkpoints only where rank 0 runs --------
+# --- 1. a whole run: staging, one set of weights, checkpoints where rank 0 runs, copies on h2
 OUT=$W/train.txt
 launch --threads 1 -- "${TRAIN[@]}" --job "$W/node/job" --epochs 1 >"$OUT" 2>&1
 st=$?
@@ -43,8 +43,11 @@ for h in 2 3; do
     n=$((n + 1))
   done
   [ "$n" -ge 4 ] || fail "only $n files in h1's prepared data"
-  [ -z "$(ls -A "$W/h$h/job/checkpoints" 2>/dev/null | grep -v '^\.')" ] || fail "h$h holds checkpoints: only rank 0 should write them"
 done
+# Rank 0 writes the checkpoints; rank 1 (h2, the first rank on another host) holds copies
+# (tests/test_netns_replica.sh); h3 none.
+[ -z "$(ls -A "$W/h3/job/checkpoints" 2>/dev/null | grep -v '^\.')" ] || fail "h3 holds checkpoints: only rank 0 writes them, rank 1 copies"
+ls "$W"/h2/job/checkpoints/*.ckpt >/dev/null 2>&1 || fail "no replica in h2's job folder"
 ls "$W"/h1/job/checkpoints/* >/dev/null 2>&1 || fail "no checkpoint in h1's job folder"
 ok "3-host run finished; shards staged to h2, h3 byte for byte; $(grep -Eo 'weights hash [0-9a-f]+' "$OUT" | tail -n 1)"
 
@@ -76,10 +79,14 @@ st=$?
 [ "$st" = 75 ] || fail "pollen launch stopped by SIGTERM exited $st, want 75"
 grep -q "stopped by a signal; every rank saved its state" "$OUT" && ! grep -q "pollen launch: launch 2:" "$OUT" ||
   fail "pollen launch did not stop cleanly without relaunching"
+# The stop's checkpoint reached h2 before the ranks exited 75.
+last=$(ls "$W/h1/job5/checkpoints" | grep -E '^step-[0-9]+\.ckpt$' | sort | tail -n 1)
+[ -n "$last" ] && cmp -s "$W/h1/job5/checkpoints/$last" "$W/h2/job5/checkpoints/$last" ||
+  fail "h2 holds no copy of the stop checkpoint ${last:-(none on h1)}"
 launch --threads 1 -- "${TRAIN[@]}" --job "$W/node/job5" --epochs 4 >>"$OUT" 2>&1 ||
   fail "launching again after the stop exited $?"
 grep -q "resuming from" "$OUT" || fail "the new launch did not resume from the stop checkpoint"
-ok "SIGTERM to pollen launch: every rank checkpointed, exit 75; launched again, resumed, finished"
+ok "SIGTERM to pollen launch: every rank checkpointed, exit 75, its copy on h2; launched again, resumed, finished"
 
 # --- 4. hosts lost mid-run ------------------------------------------------------------------
 KILL_PATTERN="pollen train"

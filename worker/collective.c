@@ -9,6 +9,7 @@
 #include "base/core.h"
 
 static char *hosts; /* world x 64 */
+static MPI_Comm bulk = MPI_COMM_NULL; /* comm_xfer's, apart from the training traffic */
 
 /* Liveness probe. A collective that makes no progress past the stall deadline means a rank
  * stopped; every live rank is then waiting in a polling loop, where it answers pings
@@ -114,6 +115,8 @@ void comm_init(comm *c, int *argc, char ***argv) {
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node);
     MPI_Comm_rank(node, &c->local_rank);
     MPI_Comm_free(&node);
+    MPI_Comm_dup(MPI_COMM_WORLD, &bulk);
+    MPI_Comm_set_errhandler(bulk, MPI_ERRORS_RETURN);
   }
   hosts = xcalloc((size_t)c->world, 64);
   memcpy(hosts + 64 * c->rank, c->host, 63);
@@ -125,6 +128,7 @@ const char *comm_host_of(const comm *c, int rank) {
 }
 
 void comm_finalize(comm *c) {
+  if (bulk != MPI_COMM_NULL) MPI_Comm_free(&bulk);
   if (c->mpi) MPI_Finalize();
   free(hosts);
   hosts = NULL;
@@ -258,6 +262,84 @@ size_t comm_recv_any_len(const comm *c, int from, int tag, void *buf, size_t cap
   int count = 0;
   MPI_Get_count(&st, MPI_BYTE, &count);
   return (size_t)count;
+}
+
+/* ---- bulk transfers ---- */
+
+#define XFER_WINDOW 4 /* pieces in flight: enough to keep a link busy, few requests */
+
+struct comm_xfer {
+  const comm *c;
+  int peer, tag, sending;
+  char *buf;
+  size_t bytes, chunk, next; /* next: offset of the first piece not yet posted */
+  MPI_Request req[XFER_WINDOW];
+  int head, count; /* the posted pieces, oldest first, in a ring */
+};
+
+static comm_xfer *xfer_start(const comm *c, int peer, int tag, void *buf, size_t bytes, size_t chunk, int sending) {
+  POLLEN_ASSERT(c->mpi && chunk > 0 && chunk <= PIECE);
+  comm_xfer *x = xcalloc(1, sizeof *x);
+  *x = (comm_xfer){.c = c, .peer = peer, .tag = tag, .sending = sending, .buf = buf, .bytes = bytes, .chunk = chunk};
+  comm_xfer_test(x);
+  return x;
+}
+
+comm_xfer *comm_xfer_send(const comm *c, int to, int tag, const void *buf, size_t bytes, size_t chunk) {
+  return xfer_start(c, to, tag, (void *)buf, bytes, chunk, 1);
+}
+
+comm_xfer *comm_xfer_recv(const comm *c, int from, int tag, void *buf, size_t bytes, size_t chunk) {
+  return xfer_start(c, from, tag, buf, bytes, chunk, 0);
+}
+
+static void xfer_post(comm_xfer *x) {
+  while (x->count < XFER_WINDOW && x->next < x->bytes) {
+    size_t n = x->bytes - x->next < x->chunk ? x->bytes - x->next : x->chunk;
+    MPI_Request *r = &x->req[(x->head + x->count) % XFER_WINDOW];
+    int rc = x->sending ? MPI_Isend(x->buf + x->next, (int)n, MPI_BYTE, x->peer, x->tag, bulk, r)
+                        : MPI_Irecv(x->buf + x->next, (int)n, MPI_BYTE, x->peer, x->tag, bulk, r);
+    if (rc != MPI_SUCCESS) {
+      log_warn("rank %d (%s): checkpoint copy to/from rank %d failed to start", x->c->rank, x->c->host, x->peer);
+      comm_abort(x->c, EXIT_FAILED);
+    }
+    x->next += n, x->count++;
+  }
+}
+
+int comm_xfer_test(comm_xfer *x) {
+  for (;;) {
+    xfer_post(x);
+    if (!x->count) return 1;
+    int done = 0;
+    if (MPI_Test(&x->req[x->head], &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+      log_warn("rank %d (%s): checkpoint copy to/from rank %d failed: it died or its link broke", x->c->rank,
+               x->c->host, x->peer);
+      comm_abort(x->c, EXIT_FAILED);
+    }
+    if (!done) return 0;
+    x->head = (x->head + 1) % XFER_WINDOW, x->count--;
+  }
+}
+
+void comm_xfer_wait(comm_xfer *x) {
+  while (!comm_xfer_test(x)) wait_request(x->c, &x->req[x->head], "checkpoint copy");
+}
+
+void comm_xfer_free(comm_xfer *x) {
+  if (!x) return;
+  /* Only finished transfers are freed (comm_xfer_wait first): a buffer in flight stays put. */
+  POLLEN_ASSERT(x->count == 0);
+  free(x);
+}
+
+int comm_bulk_probe(const comm *c, int from, int tag) {
+  int flag = 0;
+  if (MPI_Iprobe(from, tag, bulk, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+    log_warn("rank %d (%s): probing rank %d failed: it died or its link broke", c->rank, c->host, from);
+    comm_abort(c, EXIT_FAILED);
+  }
+  return flag;
 }
 
 /* ---- buckets ---- */

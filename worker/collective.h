@@ -46,6 +46,23 @@ size_t comm_recv_any_len(const comm *c, int from, int tag, void *buf, size_t cap
 /* Hostnames of every rank (world x 64 bytes), for messages naming a rank. */
 const char *comm_host_of(const comm *c, int rank);
 
+/* ---- bulk transfers (checkpoint replication) ----
+ * On a communicator duplicated from MPI_COMM_WORLD at comm_init, so they never match or
+ * delay a gradient or control message. Non-blocking: a transfer is `bytes` sent as pieces of
+ * `chunk` bytes (a few in flight at a time), moved along by every MPI call of the rank (the
+ * gradient all-reduces included) and by comm_xfer_test. MPI must be initialised. */
+typedef struct comm_xfer comm_xfer;
+/* buf must stay valid and unchanged until the transfer is done. */
+comm_xfer *comm_xfer_send(const comm *c, int to, int tag, const void *buf, size_t bytes, size_t chunk);
+comm_xfer *comm_xfer_recv(const comm *c, int from, int tag, void *buf, size_t bytes, size_t chunk);
+/* Never blocks: posts the next pieces as earlier ones finish; 1 when all are done. */
+int comm_xfer_test(comm_xfer *x);
+/* Blocks until done, under the stall deadline (a dead peer ends the job, never a hang). */
+void comm_xfer_wait(comm_xfer *x);
+void comm_xfer_free(comm_xfer *x);
+/* 1 when a bulk message with this tag from rank `from` waits to be received. */
+int comm_bulk_probe(const comm *c, int from, int tag);
+
 /* ---- gradient averaging in buckets ---- */
 typedef struct grad_sync grad_sync;
 /* grads: the flat buffer of n floats. bucket_floats: bucket size. overlap 0 waits until
