@@ -160,6 +160,8 @@ grep -Eq "resuming from [^ ]*/local/checkpoints/step-0*([4-9]|1[0-9])\.ckpt" "$O
   fail "launch 2 did not resume from h2's replica of a checkpoint after step 3: $(grep -E 'resuming|fresh' "$OUT")"
 [ -s "$W/h2/local/weights.safetensors" ] || fail "no final weights in h2's job folder"
 r0_redone=$(steps_redone local 3)
+# The newest checkpoint may still be on its way to h2 when h1 goes: one more interval.
+[ "$r0_redone" -ge 0 ] && [ "$r0_redone" -le 4 ] || fail "the relaunch redid $r0_redone steps, more than two checkpoint intervals"
 netns_uncut 1
 ok "rank 0's host cut, job folders node-local: resumed on h2 from its replica ${r0_resume}s after the cut, $r0_redone step(s) redone; finished"
 
