@@ -51,7 +51,7 @@ steps_redone() { # JOB [HOST]: the host whose folder holds the supervisor's reco
 
 # --- 1. an uninterrupted run: the reference -------------------------------------------------
 OUT=$W/reference.txt
-launch --threads 1 -- "${TRAIN[@]}" --job "$W/node/ref" --epochs 3 >"$OUT" 2>&1 || fail "the uninterrupted run exited $?"
+launch --threads 1 -- "${TRAIN[@]}" --job "$W/node/ref" --epochs 6 >"$OUT" 2>&1 || fail "the uninterrupted run exited $?"
 ref=$(hash_of "$OUT")
 [ -n "$ref" ] || fail "no weights hash in the uninterrupted run"
 ok "uninterrupted 3-host run: weights hash $ref"
@@ -59,9 +59,9 @@ ok "uninterrupted 3-host run: weights hash $ref"
 # --- 2. kill -9 one rank mid-run: relaunched on the same hosts, bit-identical weights --------
 OUT=$W/kill.txt
 : >"$OUT"
-launch --threads 1 --backoff 0 -- "${TRAIN[@]}" --job "$W/node/kill" --epochs 3 >>"$OUT" 2>&1 &
+launch --threads 1 --backoff 0 -- "${TRAIN[@]}" --job "$W/node/kill" --epochs 6 >>"$OUT" 2>&1 &
 bg=$!
-wait_line "$OUT" "epoch 2/3  step 3/" "$bg"
+wait_line "$OUT" "epoch 2/6  step 3/" "$bg"
 t0=$(now)
 netns_kill 3 KILL "pollen train" || fail "no pollen train on h3 to kill"
 kill_resume=$(resumed_after "$t0" 2)
@@ -143,9 +143,9 @@ cp -r "$W/h1/data" "$W/bin/data" || fail "copying the data to W/bin"
 LOCAL=("${TRAIN[@]}")
 LOCAL[1]=$W/bin/data
 HOSTFILE=$W/bin/hostfile2 LAUNCH_HOST=3 launch --threads 1 --backoff 0 -- "${LOCAL[@]}" --job "$W/node/local" \
-  --epochs 3 >>"$OUT" 2>&1 &
+  --epochs 8 >>"$OUT" 2>&1 &
 bg=$!
-wait_line "$OUT" "epoch 1/3  step 9/" "$bg"
+wait_line "$OUT" "epoch 1/8  step 9/" "$bg"
 grep -q "pollen launch: launch 1: 2 rank(s) on $(netns_addr 1),$(netns_addr 2) " "$OUT" || fail "launch 1 is not rank 0 on h1, rank 1 on h2"
 t0=$(now)
 netns_cut 1
