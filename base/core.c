@@ -2,6 +2,7 @@
 #include "base/core.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <omp.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -191,6 +192,19 @@ const char *name_escape(const char *s, char *buf, size_t cap) {
 
 const char *name_utf8(const char *s, char *buf, size_t cap) {
   return s && text_is_utf8(s) ? s : name_escape(s, buf, cap);
+}
+
+int write_all(int fd, const void *buf, size_t n) {
+  const unsigned char *p = buf;
+  while (n > 0) {
+    size_t chunk = n > (1u << 20) ? (1u << 20) : n;
+    ssize_t k = write(fd, p, chunk);
+    if (k < 0 && errno == EINTR) continue;
+    if (k == 0) errno = EIO;
+    if (k <= 0) return -1;
+    p += k, n -= (size_t)k;
+  }
+  return 0;
 }
 
 int make_dirs(const char *path) {

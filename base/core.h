@@ -69,6 +69,10 @@ const char *name_utf8(const char *s, char *buf, size_t cap);
 
 /* mkdir -p: creates path and its missing parents. Returns 0, or -1 with errno set. */
 int make_dirs(const char *path);
+/* Writes all n bytes to fd, retrying on EINTR, in syscalls of at most 1 MiB (a kill or a full
+ * disk then stops at a chunk boundary). Returns 0, or -1 with errno set (EIO when the kernel
+ * accepts nothing and gives no reason). */
+int write_all(int fd, const void *buf, size_t n);
 
 /* Logging: one call. Lines go to stderr with a timestamp; log_set_quiet silences info. */
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -68,16 +68,6 @@ static int fsync_dir(const char *dir) {
   return rc;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n) {
-  while (n) {
-    ssize_t w = write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return -1;
-    p += w, n -= (size_t)w;
-  }
-  return 0;
-}
-
 int replica_install(const char *job_dir, int keep, const replica_msg *m, const void *buf, char *err, size_t errlen) {
   char why[256];
   if (replica_msg_check(m, why, sizeof why) || m->kind == REPLICA_KIND_END || m->flags) {

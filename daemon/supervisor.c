@@ -36,16 +36,6 @@ static void copy_text(char *dst, size_t cap, const char *src) {
   dst[n] = 0;
 }
 
-static int write_all(int fd, const void *buf, size_t n) {
-  for (const char *p = buf; n > 0;) {
-    ssize_t k = write(fd, p, n);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) return -1;
-    p += k, n -= (size_t)k;
-  }
-  return 0;
-}
-
 /* A small text file, NUL-terminated and malloc'd; NULL with a reason in err. */
 static char *read_small_file(const char *path, size_t max, char *err, size_t errlen) {
   FILE *f = fopen(path, "r");

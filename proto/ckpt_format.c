@@ -209,26 +209,6 @@ void ckptf_meta_free(ckptf_meta *m) {
 
 /* ---- writing ---- */
 
-static int write_all(int fd, const void *data, uint64_t n) {
-  const uint8_t *p = data;
-  while (n > 0) {
-    /* Bounded syscalls: a kill or a full disk then stops the write at a chunk boundary. */
-    size_t chunk = n > (1u << 20) ? (1u << 20) : (size_t)n;
-    ssize_t k = write(fd, p, chunk);
-    if (k < 0) {
-      if (errno == EINTR) continue;
-      return -1;
-    }
-    if (k == 0) {
-      errno = EIO;
-      return -1;
-    }
-    p += k;
-    n -= (uint64_t)k;
-  }
-  return 0;
-}
-
 int ckptf_write_fd(int fd, const char *path, const ckptf_section_in *s, int n, char *err,
                    size_t errlen) {
   char why[256];

@@ -483,19 +483,6 @@ void st_writer_free(st_writer *w) {
   free(w);
 }
 
-static int write_all(int fd, const void *p, size_t n) {
-  const uint8_t *b = p;
-  while (n) {
-    ssize_t r = write(fd, b, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r == 0) errno = EIO; /* no progress and no reason: do not report a stale errno */
-    if (r <= 0) return -1;
-    b += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
-
 /* What a failed create, write, fsync or rename means for the user, from its errno: the cause
  * and what to do, not a guess. */
 static const char *save_cause(int e, char *buf, size_t cap) {
