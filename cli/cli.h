@@ -34,6 +34,10 @@ int bench_loader(int argc, char **argv);
 /* Shared flag helpers: parse a number or die with "--flag: 'x' is not a ..." (exit 2). */
 long cli_parse_long(const char *flag, const char *text, long min, long max);
 double cli_parse_double(const char *flag, const char *text, double min, double max);
+/* The value of the last "--name V" or "--name=V" among args, up to a "--"; NULL when absent.
+ * For a flag needed before getopt runs (train's --config; the train flags pollen launch
+ * passes on): getopt still reports any flag error. */
+const char *cli_flag_value(int argc, char **args, const char *name);
 /* Prints "pollen CMD: unknown option; see 'pollen CMD --help'" and returns EXIT_USAGE. */
 int cli_usage_error(const char *cmd);
 /* --device: "cpu" | "cuda" | "auto" -> worker/device.h's kind, or exit 2 naming the flag. */

@@ -55,25 +55,14 @@ static void usage(FILE *to) {
           "reason is the last line); 2 bad options. The train flags must name the job (--job DIR).\n");
 }
 
-/* The value of a train flag given as "--name V" or "--name=V"; NULL when absent. */
-static const char *train_flag(int argc, char **argv, const char *name) {
-  size_t n = strlen(name);
-  const char *v = NULL;
-  for (int i = 0; i < argc; i++) {
-    if (!strcmp(argv[i], name) && i + 1 < argc) v = argv[++i];
-    else if (!strncmp(argv[i], name, n) && argv[i][n] == '=') v = argv[i] + n + 1;
-  }
-  return v;
-}
-
 /* The job's global batch, where pollen train would take it from: --batch, else --config's,
  * else the frozen config.json of an earlier launch, else the default. */
 static int global_batch(int argc, char **argv, const char *job) {
-  const char *b = train_flag(argc, argv, "--batch");
+  const char *b = cli_flag_value(argc, argv, "--batch");
   if (b) return (int)cli_parse_long("--batch (a train flag)", b, 1, 1 << 20);
   job_config c;
   job_config_defaults(&c);
-  const char *config = train_flag(argc, argv, "--config");
+  const char *config = cli_flag_value(argc, argv, "--config");
   char frozen[4200];
   snprintf(frozen, sizeof frozen, "%s/config.json", job);
   if (config) {
@@ -143,7 +132,7 @@ int cmd_launch(int argc, char **argv) {
     die_status(EXIT_USAGE, "launch: '%s' is not a launch option; pollen train flags go after --", argv[optind]);
   o.train_argv = argv + optind, o.train_argc = argc - optind;
   if (!o.hostfile == !o.host_list) die_status(EXIT_USAGE, "launch: name the hosts with --hostfile FILE or --hosts LIST (one of them)");
-  o.job_dir = train_flag(o.train_argc, o.train_argv, "--job");
+  o.job_dir = cli_flag_value(o.train_argc, o.train_argv, "--job");
   if (!o.job_dir) die_status(EXIT_USAGE, "launch: the train flags after -- must name the job (--job DIR): its folder holds the launch record");
   o.global_batch = global_batch(o.train_argc, o.train_argv, o.job_dir);
   char self[PATH_MAX];

@@ -139,17 +139,6 @@ static void prepare_sample(const char *job_dir, char *out, size_t cap, int is_ro
   if (!r.already) log_info("prepared the bundled sample into %s (%lld training, %lld validation images)", out, (long long)r.train, (long long)r.val);
 }
 
-/* The value of the last --config (or --config=FILE) before a "--", or NULL. getopt runs after
- * it and reports any flag error. */
-static const char *find_config_flag(int argc, char **argv) {
-  const char *v = NULL;
-  for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
-    if (!strcmp(argv[i], "--config") && i + 1 < argc) v = argv[++i];
-    else if (!strncmp(argv[i], "--config=", 9)) v = argv[i] + 9;
-  }
-  return v;
-}
-
 /* FILE's definition into cfg, with the checks the flags would have made. */
 static void load_config_file(job_config *cfg, const char *path) {
   job_config c = *cfg;
@@ -203,7 +192,7 @@ int cmd_train(int argc, char **argv) {
   const char *job_dir = NULL, *data = NULL;
   int momentum_set = 0, wd_set = 0, eps_set = 0, c;
   /* --config first, wherever it stands: the flags then override the file's values. */
-  const char *config = find_config_flag(argc, argv);
+  const char *config = cli_flag_value(argc - 1, argv + 1, "--config");
   if (config) {
     load_config_file(&cfg, config);
     /* The file is a whole definition: its optimizer-dependent values count as given. */

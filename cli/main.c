@@ -53,6 +53,16 @@ double cli_parse_double(const char *flag, const char *text, double min, double m
   return v;
 }
 
+const char *cli_flag_value(int argc, char **args, const char *name) {
+  size_t n = strlen(name);
+  const char *v = NULL;
+  for (int i = 0; i < argc && strcmp(args[i], "--"); i++) {
+    if (!strcmp(args[i], name) && i + 1 < argc) v = args[++i];
+    else if (!strncmp(args[i], name, n) && args[i][n] == '=') v = args[i] + n + 1;
+  }
+  return v;
+}
+
 int cli_usage_error(const char *cmd) {
   fprintf(stderr, "pollen %s: invalid usage; see 'pollen %s --help'\n", cmd, cmd);
   return EXIT_USAGE;
