@@ -338,9 +338,8 @@ static cJSON *launch_json(const launch_record *r) {
 }
 
 static void print_last_launch(const launch_record *r) {
-  char hosts[1024] = "";
-  for (int i = 0; i < r->n_hosts; i++)
-    snprintf(hosts + strlen(hosts), sizeof hosts - strlen(hosts), "%s%s", i ? "," : "", r->hosts[i]);
+  char hosts[1024];
+  launch_join_hosts(hosts, sizeof hosts, r->hosts, r->n_hosts);
   printf("supervisor    launch %d (%d restart%s) on %s: %s%s%s", r->attempt, r->restarts, r->restarts == 1 ? "" : "s",
          r->n_hosts ? hosts : "no host", r->outcome, r->reason[0] ? ", " : "", r->reason);
   if (!strcmp(r->decision, "give_up")) printf("; gave up: %s", r->decision_reason);

@@ -388,12 +388,6 @@ static void append_record(const char *job_dir, const launch_record *r) {
   free(line);
 }
 
-static void join_hosts(char *out, size_t cap, char (*hosts)[64], int n) {
-  size_t k = 0;
-  out[0] = 0;
-  for (int i = 0; i < n && k < cap; i++) k += (size_t)snprintf(out + k, cap - k, "%s%s", i ? "," : "", hosts[i]);
-}
-
 /* The mpirun command of one launch: K ranks on each chosen host, each bound to T cores. */
 static void launch_command(const supervisor_opts *o, const launch_record *r, int threads, argv_list *a) {
   char np[16], map[64], host_arg[LAUNCH_MAX_HOSTS * 72];
@@ -545,7 +539,7 @@ int supervisor_run(const supervisor_opts *o) {
     launch_command(o, &r, threads, &cmd);
     if (o->dry_run) { print_dry_run(&cmd); args_free(&cmd); status = EXIT_OK; break; }
     char hosts[2048];
-    join_hosts(hosts, sizeof hosts, r.hosts, r.n_hosts);
+    launch_join_hosts(hosts, sizeof hosts, r.hosts, r.n_hosts);
     log_info("launch %d: %d rank(s) on %s (%d per host, %d thread(s) each; hosts probed in %.1f s)", attempt, r.world,
         hosts, o->per_host, threads, r.start_time - chose_at);
     launch_watch w = {.resumed_step = -1, .last_step = -1};

@@ -10,6 +10,16 @@
 static const char *const outcomes[] = {"running", "finished", "preempted", "stopped", "failed"};
 static const char *const decisions[] = {"", "done", "relaunch", "give_up", "stop"};
 
+void launch_join_hosts(char *out, size_t cap, const char (*hosts)[64], int n) {
+  size_t k = 0;
+  out[0] = 0;
+  for (int i = 0; i < n && k + 1 < cap; i++) {
+    int w = snprintf(out + k, cap - k, "%s%s", i ? "," : "", hosts[i]);
+    if (w < 0) break;
+    k += (size_t)w;
+  }
+}
+
 void launch_record_init(launch_record *r) {
   memset(r, 0, sizeof *r);
   r->resumed_step = r->last_step = -1;

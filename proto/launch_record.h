@@ -48,6 +48,8 @@ typedef struct {
   launch_failure last_failure;
 } launch_record;
 
+/* hosts[0..n) joined with commas into out (cap bytes), cut short when it does not fit. */
+void launch_join_hosts(char *out, size_t cap, const char (*hosts)[64], int n);
 /* A launch_record with nothing known: steps and exit -1, outcome "running". */
 void launch_record_init(launch_record *r);
 /* One line of JSON (no newline), malloc'd; NULL only when out of memory. */

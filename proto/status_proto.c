@@ -228,22 +228,12 @@ char *statusp_reply_error(statusp_err e, const char *msg) {
   return finish(o);
 }
 
-static void join_names(char *out, size_t cap, const char (*names)[64], int n) {
-  size_t k = 0;
-  out[0] = 0;
-  for (int i = 0; i < n && k + 1 < cap; i++) {
-    int w = snprintf(out + k, cap - k, "%s%s", i ? "," : "", names[i]);
-    if (w < 0) break;
-    k += (size_t)w;
-  }
-}
-
 void statusp_launch_from_record(statusp_launch *l, const launch_record *r) {
   memset(l, 0, sizeof *l);
   l->present = 1;
   l->attempt = r->attempt, l->restarts = r->restarts, l->world = r->world;
-  join_names(l->hosts, sizeof l->hosts, r->hosts, r->n_hosts);
-  join_names(l->excluded, sizeof l->excluded, r->excluded, r->n_excluded);
+  launch_join_hosts(l->hosts, sizeof l->hosts, r->hosts, r->n_hosts);
+  launch_join_hosts(l->excluded, sizeof l->excluded, r->excluded, r->n_excluded);
   l->has_failure = r->has_last_failure;
   l->failure = r->last_failure;
 }
