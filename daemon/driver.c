@@ -26,6 +26,8 @@ typedef struct {
   control_timing *timings; /* rank 0: every rank's, for the coordinator */
   const char **hosts;
   comm *c;
+  int fault_rank;      /* POLLEN_FAULT_AT_STEP's rank and step; fault_step -1: none */
+  int64_t fault_step;
   replica *rep;        /* rank 0 and the replica rank, when checkpoints are copied */
   replica_peer rep_peer;
 } job;
@@ -165,11 +167,22 @@ static void tell_position(job *j) {
   coord_at(j->co, &pos, worker_lr_at(j->w, pos.step > 0 ? pos.step - 1 : 0));
 }
 
+/* POLLEN_FAULT_AT_STEP=RANK:STEP, for tests of what survives a crash: that rank dies by
+ * SIGKILL (as by the OOM killer) when it has done that step, at every launch that gets there.
+ * Read once, at set-up. */
+static void read_fault(job *j) {
+  const char *spec = getenv("POLLEN_FAULT_AT_STEP");
+  long long step;
+  j->fault_step = -1;
+  if (spec && sscanf(spec, "%d:%lld", &j->fault_rank, &step) == 2) j->fault_step = step;
+}
+
 /* Device, the ranks' agreement on the job, frozen config, data, engine, the coordinator's
  * services: nothing is written before the device is known (a missing GPU changes nothing) and
  * every rank was shown to run the same job (a flag error leaves no config.json behind). */
 static void phase_set_up(job *j, job_config *cfg, const char *job_dir, comm *c) {
   j->c = c;
+  read_fault(j);
   j->w = worker_new(cfg, c);
   worker_check_config(j->w);
   phase_find_newest(cfg, job_dir, c);
@@ -208,17 +221,12 @@ static void phase_checkpoint(job *j, const char *why) {
   }
 }
 
-/* POLLEN_FAULT_AT_STEP=RANK:STEP, for tests of what survives a crash: that rank dies by
- * SIGKILL (as by the OOM killer) when it has done that step, at every launch that gets there.
- * Every rank (the variable goes to all) meets first, so rank 0 has logged the step. */
+/* Every rank (the variable goes to all) meets first, so rank 0 has logged the step. */
 static void inject_fault(const job *j) {
-  const char *spec = getenv("POLLEN_FAULT_AT_STEP");
-  int fault_rank;
-  long long step;
-  if (!spec || sscanf(spec, "%d:%lld", &fault_rank, &step) != 2 || worker_position(j->w).step != step) return;
+  if (j->fault_step < 0 || worker_position(j->w).step != j->fault_step) return;
   comm_barrier(j->c);
-  if (fault_rank != j->c->rank) return;
-  log_warn("POLLEN_FAULT_AT_STEP=%s: rank %d kills itself after step %lld", spec, fault_rank, step);
+  if (j->fault_rank != j->c->rank) return;
+  log_warn("POLLEN_FAULT_AT_STEP: rank %d kills itself after step %lld", j->fault_rank, (long long)j->fault_step);
   raise(SIGKILL);
 }
 

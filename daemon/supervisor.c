@@ -27,8 +27,6 @@ static volatile sig_atomic_t last_signal;
 
 static void on_stop_signal(int sig) { stop_signals++, last_signal = sig; }
 
-static double now_s(void) { return time_unix(); }
-
 /* Copies src into dst (cap bytes), cut short when it does not fit. */
 static void copy_text(char *dst, size_t cap, const char *src) {
   size_t n = strnlen(src, cap - 1);
@@ -50,7 +48,7 @@ static char *read_small_file(const char *path, size_t max, char *err, size_t err
 
 /* Sleeps up to s seconds; returns early (1) when a stop signal arrives. */
 static int pause_unless_stopped(double s) {
-  for (double end = now_s() + s; now_s() < end;) {
+  for (double end = time_unix() + s; time_unix() < end;) {
     if (stop_signals) return 1;
     usleep(50 * 1000);
   }
@@ -202,7 +200,7 @@ static int probe_hosts(const supervisor_opts *o, char (*hosts)[64], int n, int *
     why[i][0] = 0;
     args_free(&a);
   }
-  double deadline = now_s() + o->probe_timeout_s;
+  double deadline = time_unix() + o->probe_timeout_s;
   for (int left = n; left > 0;) {
     for (int i = 0; i < n; i++) {
       int status;
@@ -216,7 +214,7 @@ static int probe_hosts(const supervisor_opts *o, char (*hosts)[64], int n, int *
       }
     }
     if (left == 0) break;
-    if (now_s() > deadline || stop_signals) {
+    if (time_unix() > deadline || stop_signals) {
       for (int i = 0; i < n; i++)
         if (answers[i] < 0) {
           kill(-pids[i], SIGKILL), waitpid(pids[i], NULL, 0), answers[i] = 0;
@@ -348,9 +346,9 @@ static int run_mpirun(char *const *argv, launch_watch *w) {
       if (lp[i].fd < 0) continue;
       if (fds[k++].revents && !pump(&lp[i], w)) close(lp[i].fd), lp[i].fd = -1, open_pipes--;
     }
-    if (!reaped && waitpid(pid, &status, WNOHANG) == pid) reaped = 1, reaped_at = now_s();
+    if (!reaped && waitpid(pid, &status, WNOHANG) == pid) reaped = 1, reaped_at = time_unix();
     /* Daemons of a lost host may hold the pipes open: their last words are not worth a hang. */
-    if (reaped && now_s() - reaped_at > 3) break;
+    if (reaped && time_unix() - reaped_at > 3) break;
   }
   for (int i = 0; i < 2; i++)
     if (lp[i].fd >= 0) close(lp[i].fd);
@@ -520,17 +518,17 @@ int supervisor_run(const supervisor_opts *o) {
     launch_record_init(&r);
     r.attempt = attempt, r.restarts = policy.restarts;
     char why[512];
-    double chose_at = now_s();
+    double chose_at = time_unix();
     if (!choose_hosts(o, &r, why, sizeof why)) {
       if (stop_signals) { log_info("stopped by a signal before launch %d; nothing was running", attempt); status = EXIT_PREEMPTED; break; }
       log_info("giving up: %s", why);
       snprintf(r.outcome, sizeof r.outcome, "failed"), copy_text(r.reason, sizeof r.reason, why);
       snprintf(r.decision, sizeof r.decision, "give_up"), copy_text(r.decision_reason, sizeof r.decision_reason, why);
-      r.start_time = r.end_time = now_s();
+      r.start_time = r.end_time = time_unix();
       if (!o->dry_run) append_record(o->job_dir, &r);
       break;
     }
-    r.start_time = now_s();
+    r.start_time = time_unix();
     if (has_failure) r.has_last_failure = 1, r.last_failure = last_failure, r.last_failure.down_s = r.start_time - last_failure.time;
     char *env = launch_record_json(&r);
     setenv(LAUNCH_RECORD_ENV, env ? env : "", 1);
@@ -545,7 +543,7 @@ int supervisor_run(const supervisor_opts *o) {
     launch_watch w = {.resumed_step = -1, .last_step = -1};
     int code = run_mpirun(cmd.v, &w);
     args_free(&cmd);
-    r.end_time = now_s();
+    r.end_time = time_unix();
     r.exit_status = code, r.resumed_step = w.resumed_step, r.last_step = w.last_step;
     double wait_s;
     launch_decision d =
