@@ -16,10 +16,11 @@ if [ -z "$cc" ]; then
 fi
 [ -n "$cc" ] || { echo "fuzz_status: clang not found; apt-get install clang-14 libclang-rt-14-dev" >&2; exit 2; }
 mkdir -p "$out/corpus"
-# cJSON stays uninstrumented (Debian's build); the parser and the target are.
+# cJSON stays uninstrumented (Debian's build); the parser, the launch record it shows and the
+# target are.
 "$cc" -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
   -fno-sanitize-recover=undefined -I"$src" \
-  "$src/tests/fuzz/fuzz_status_request.c" "$src/proto/status_proto.c" \
+  "$src/tests/fuzz/fuzz_status_request.c" "$src/proto/status_proto.c" "$src/proto/launch_record.c" \
   $(pkg-config --cflags --libs libcjson) -lm -o "$out/fuzz_status_request"
 "$out/fuzz_status_request" -max_total_time="$secs" -max_len=70000 -timeout=10 \
   -rss_limit_mb=1024 -print_final_stats=1 -artifact_prefix="$out/" \
