@@ -139,6 +139,9 @@ assert all(p['epoch'] == (p['step'] - 1) // 11 + 1 for p in b), 'epoch numbering
   check "$(req '{"cmd":"metrics","last":3}')" "assert len(o['points']) == 3" "metrics last 3"
 
   say "$np rank(s): subscribe at 0.2 s"
+  # Subscribe early in an epoch: 8 pushes span 1.6 s, and a validation (2-3 s under ASan)
+  # filling all of them would leave the step where it was.
+  wait_until 30 "o['state'] == 'training' and 1 <= o['step'] % 11 <= 5"
   sub=$(python3 "$CLIENT" subscribe "$job" 0.2 8) || fail "subscribe: $sub"
   check "$sub" "
 g = o['gaps']
