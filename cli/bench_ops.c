@@ -192,25 +192,6 @@ static double cpuinfo_mhz(void) {
   fclose(f);
   return mhz;
 }
-/* A chain of dependent 1-cycle integer adds: iterations per second = cycles per second. */
-static double measure_ghz(void) {
-  double best = 0.0;
-  for (int t = 0; t < 3; t++) {
-    unsigned long x = 0;
-    const long iters = 50000000;
-    double t0 = time_now();
-    for (long i = 0; i < iters; i += 8) {
-#define BENCH_STEP x += 1; __asm__ __volatile__("" : "+r"(x));
-      BENCH_STEP BENCH_STEP BENCH_STEP BENCH_STEP BENCH_STEP BENCH_STEP BENCH_STEP BENCH_STEP
-#undef BENCH_STEP
-    }
-    double dt = time_now() - t0;
-    if (x == 1) puts(""); /* keep x alive */
-    double g = iters / dt / 1e9;
-    if (g > best) best = g;
-  }
-  return best;
-}
 /* STREAM-like copy over 2 x 128 MiB, all threads: bytes read + written per second. */
 static double measure_bandwidth(void) {
   size_t n = (size_t)32 << 20;
@@ -334,6 +315,8 @@ static void usage(FILE *to) {
           "  --threads T   threads (default 0 = all cores)\n"
           "  --reps R      timed repetitions per op (default 5)\n"
           "  --classes K   classifier outputs (default 5, tf_flowers)\n"
+          "  --kernels K   CPU kernels: baseline, avx2 or avx512 (default: the best this CPU\n"
+          "                runs; also POLLEN_KERNELS)\n"
           "  --json        one JSON object on stdout\n"
           "  --help        this text\n");
 }
@@ -346,6 +329,7 @@ int bench_ops(int argc, char **argv) {
                                        {"reps", required_argument, 0, 'r'},
                                        {"classes", required_argument, 0, 'k'},
                                        {"json", no_argument, 0, 'j'},
+                                       {"kernels", required_argument, 0, 'K'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   optind = 1;
@@ -358,6 +342,7 @@ int bench_ops(int argc, char **argv) {
       case 'r': reps = (int)cli_parse_long("--reps", optarg, 1, 1000); break;
       case 'k': classes = (int)cli_parse_long("--classes", optarg, 2, 100000); break;
       case 'j': json = 1; break;
+      case 'K': cli_use_kernels(optarg); break;
       case 'h': usage(stdout); return EXIT_OK;
       default: return cli_usage_error("bench ops");
     }
@@ -403,12 +388,11 @@ int bench_ops(int argc, char **argv) {
   b.labels = xcalloc((size_t)batch, sizeof(int));
   for (int i = 0; i < batch; i++) b.labels[i] = i % classes;
 
-  double ghz_meas = measure_ghz(), mhz = cpuinfo_mhz(), bw = measure_bandwidth();
+  /* The peak is measured, not computed from a clock: FMA chains on this kernel path's
+   * vectors, on every thread (ops_fma_peak_gflops). */
+  double mhz = cpuinfo_mhz(), bw = measure_bandwidth(), peak_gflops = ops_fma_peak_gflops();
   int nthreads = threads_get();
-  /* On a busy machine the measured clock reads low (the chain loses its time slices), so the
-   * larger of it and /proc/cpuinfo's figure is taken: the peak is an upper bound. */
-  double ghz = ghz_meas > mhz / 1000.0 ? ghz_meas : mhz / 1000.0;
-  double peak_gflops = nthreads * ghz * 32.0; /* 2 FMA units x 8 floats x 2 flops */
+  const char *kernels = ops_kernels_name(ops_kernels_active());
 
   double *tf = xmalloc(sizeof(double) * reps), *tb = xmalloc(sizeof(double) * reps);
   for (int i = 0; i < n_ops; i++) {
@@ -463,9 +447,9 @@ int bench_ops(int argc, char **argv) {
   for (int i = 0; i < ndw; i++) sn += dw_nhwc[i], sc += dw_nchw[i];
 
   if (json) {
-    printf("{\"batch\":%d,\"size\":%d,\"threads\":%d,\"reps\":%d,\"ghz_measured\":%.3f,"
+    printf("{\"batch\":%d,\"size\":%d,\"threads\":%d,\"reps\":%d,\"kernels\":\"%s\","
            "\"cpuinfo_mhz\":%.0f,\"peak_gflops\":%.1f,\"stream_copy_gbs\":%.2f,\"ops\":[",
-           batch, size, nthreads, reps, ghz_meas, mhz, peak_gflops, bw);
+           batch, size, nthreads, reps, kernels, mhz, peak_gflops, bw);
     for (int i = 0; i < n_ops; i++) {
       bop *o = &ops_list[i];
       printf("%s{\"op\":\"%s\",\"layer\":\"%s\",\"n\":%d,\"h\":%d,\"w\":%d,\"cin\":%d,\"cout\":%d,"
@@ -485,11 +469,10 @@ int bench_ops(int argc, char **argv) {
              ops_list[dw_idx[i]].label, dw_nhwc[i], dw_nchw[i]);
     printf("],\"layout_total\":{\"nhwc_ms\":%.3f,\"nchw_ms\":%.3f}}\n", sn, sc);
   } else {
-    printf("pollen bench ops: MobileNetV3-Small shapes, batch %d, %dx%d, %d threads, median of %d\n",
-           batch, size, size, nthreads, reps);
-    printf("machine peak: %.1f GFLOP/s (%d cores x %.2f GHz [measured %.2f, cpuinfo %.0f MHz] x 32 "
-           "flop/cycle AVX2 FMA), %.1f GB/s STREAM-like copy\n\n",
-           peak_gflops, nthreads, ghz, ghz_meas, mhz, bw);
+    printf("pollen bench ops: MobileNetV3-Small shapes, batch %d, %dx%d, %d threads, %s kernels, "
+           "median of %d\n", batch, size, size, nthreads, kernels, reps);
+    printf("machine peak: %.1f GFLOP/s (FMA chains on the %s path's vectors, %d threads; cpuinfo "
+           "%.0f MHz), %.1f GB/s STREAM-like copy\n\n", peak_gflops, kernels, nthreads, mhz, bw);
     printf("%-22s %-24s %9s %9s %8s %8s %8s %8s\n", "layer", "shape (NHWC in)", "fwd ms",
            "bwd ms", "fwdGF/s", "bwdGF/s", "fwdGB/s", "bwdGB/s");
     for (int i = 0; i < n_ops; i++) {

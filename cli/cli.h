@@ -44,6 +44,9 @@ int cli_usage_error(const char *cmd);
 int cli_parse_device(const char *text);
 /* --precision: "fp32" | "tf32" | "bf16" | "fp16" -> the GEMM math index, or exit 2. */
 int cli_parse_precision(const char *text);
+/* --kernels: "baseline" | "avx2" | "avx512": runs the CPU kernels of that path from now on,
+ * or exits 2 naming what is wrong (unknown, or not on this CPU). */
+void cli_use_kernels(const char *text);
 /* For the commands that run a model in one process: resolves kind and moves the prepared
  * model to the GPU when it is cuda (exact fp32 GEMMs). Dies with the reason when cuda was
  * asked for and cannot be had. Returns 1 on the GPU, 0 on the CPU. */

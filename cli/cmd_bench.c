@@ -28,6 +28,8 @@ static void usage(FILE *to) {
           "                  from page-locked host memory, overlapping the previous step, as\n"
           "                  in training\n"
           "  --precision P   GPU GEMMs: fp32 (default), tf32, bf16, fp16\n"
+          "  --kernels K     CPU kernels: baseline, avx2 or avx512 (default: the best this\n"
+          "                  CPU runs; also POLLEN_KERNELS)\n"
           "  --steps N       timed steps (default 10)\n"
           "  --warmup N      untimed steps first (default 2)\n"
           "  --mode M        train, infer or both (default both)\n"
@@ -74,7 +76,7 @@ int cmd_bench(int argc, char **argv) {
       {"warmup", required_argument, 0, 'u'}, {"mode", required_argument, 0, 'o'},
       {"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
       {"device", required_argument, 0, 'd'}, {"precision", required_argument, 0, 'p'},
-      {"profile", no_argument, 0, 'P'},
+      {"profile", no_argument, 0, 'P'},     {"kernels", required_argument, 0, 'k'},
       {0, 0, 0, 0}};
   const char *model_name = "mnv3-small", *mode = "both", *precision = "fp32";
   int device = DEVICE_CPU, math = 0; /* fp32 */
@@ -93,6 +95,7 @@ int cmd_bench(int argc, char **argv) {
     case 'o': mode = optarg; break;
     case 'j': json = 1; break;
     case 'P': profile = 1; break;
+    case 'k': cli_use_kernels(optarg); break;
     case 'd': device = cli_parse_device(optarg); break;
     case 'p':
       math = cli_parse_precision(optarg);
@@ -118,7 +121,9 @@ int cmd_bench(int argc, char **argv) {
   device_kind dev = device_select((device_kind)device, 0, &gpu);
   char where[256];
   device_describe(dev, gpu, where, sizeof where);
-  if (dev == DEVICE_CPU) snprintf(where, sizeof where, "cpu, %d threads", threads_get());
+  if (dev == DEVICE_CPU)
+    snprintf(where, sizeof where, "cpu, %d threads, %s kernels", threads_get(),
+             ops_kernels_name(ops_kernels_active()));
   if (dev == DEVICE_CUDA) model_use_cuda(&m, math);
   size_t n_in = (size_t)batch * size * size * 3;
   float *x = model_host_alloc(&m, n_in * sizeof(float));
@@ -160,12 +165,12 @@ int cmd_bench(int argc, char **argv) {
   double train_gflops = train_ips * 3 * 2 * macs / 1e9, infer_gflops = infer_ips * 2 * macs / 1e9;
   if (json) {
     /* images_per_s: the headline figure of the chosen mode (training when both). */
-    printf("{\"images_per_s\":%.2f,\"device\":\"%s\",\"precision\":\"%s\",\"model\":\"%s\",\"width\":%g,\"size\":%d,\"batch\":%d,\"threads\":%d,"
+    printf("{\"images_per_s\":%.2f,\"device\":\"%s\",\"precision\":\"%s\",\"kernels\":\"%s\",\"model\":\"%s\",\"width\":%g,\"size\":%d,\"batch\":%d,\"threads\":%d,"
            "\"params\":%zu,\"mflops_per_image\":%.1f,"
            "\"train_images_per_s\":%.2f,\"train_step_ms\":%.2f,\"train_gflops\":%.2f,"
            "\"infer_images_per_s\":%.2f,\"infer_batch_ms\":%.2f,\"infer_gflops\":%.2f,"
            "\"activation_mib\":%.1f,\"peak_rss_mib\":%.1f,\"peak_rss_train_mib\":%.1f}\n",
-           do_train ? train_ips : infer_ips, where, dev == DEVICE_CUDA ? precision : "fp32", model_arch_name(cfg.arch), width, size, batch, threads_get(), m.n_params, 2 * macs / 1e6,
+           do_train ? train_ips : infer_ips, where, dev == DEVICE_CUDA ? precision : "fp32", ops_kernels_name(ops_kernels_active()), model_arch_name(cfg.arch), width, size, batch, threads_get(), m.n_params, 2 * macs / 1e6,
            train_ips, train_ms, train_gflops, infer_ips, infer_ms, infer_gflops,
            model_activation_bytes(&m) / 1048576.0, peak_rss_kib() / 1024.0, rss_train / 1024.0);
   } else {

@@ -6,6 +6,7 @@
 
 #include "base/core.h"
 #include "cli/cli.h"
+#include "ops/ops.h"
 #include "daemon/signals.h"
 #include "worker/device.h"
 #include "worker/model.h"
@@ -82,6 +83,13 @@ int cli_parse_precision(const char *text) {
   return math;
 }
 
+void cli_use_kernels(const char *text) {
+  ops_kernels path;
+  char err[256];
+  if (ops_kernels_parse(text, &path, err, sizeof err) != 0) die_status(EXIT_USAGE, "--kernels: %s", err);
+  ops_kernels_use(path);
+}
+
 int cli_use_device(model *m, int kind) {
   int gpu = -1;
   if (device_select((device_kind)kind, 0, &gpu) != DEVICE_CUDA) return 0;
@@ -128,6 +136,10 @@ int main(int argc, char **argv) {
   const char *name = argv[1];
   if (!strcmp(name, "--version") || !strcmp(name, "version")) {
     printf("pollen %s\n", POLLEN_VERSION);
+    printf("CPU kernels: %s (this CPU runs:", ops_kernels_name(ops_kernels_active()));
+    for (int p = 0; p < OPS_KERNELS_COUNT; p++)
+      if (ops_kernels_supported((ops_kernels)p)) printf(" %s", ops_kernels_name((ops_kernels)p));
+    printf(")\n");
     return EXIT_OK;
   }
   if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {

@@ -224,7 +224,7 @@ BN_INLINE float bn_act_grad(float y, float g, act_kind act) {
   return g;
 }
 
-#if OPS_VW == 8
+#if OPS_AVX2
 /* The same formulas on 8 lanes with AVX2, bit for bit: max_ps(a, b) is exactly a > b ? a : b
  * and min_ps(a, b) is a < b ? a : b. Written out because GCC does not if-convert the
  * hardswish gradient (it keeps the division in a branch: scalar code). */
@@ -284,7 +284,7 @@ BN_INLINE void bn_affine_act_rows(float *out, const float *in, const float *mean
     const float *x = in + (size_t)m * C;
     float *y = out + (size_t)m * C;
     int c = 0;
-#if OPS_VW == 8
+#if OPS_AVX2
     for (; c + 8 <= C; c += 8)
       _mm256_storeu_ps(y + c, bn_act_fv(bn_yv(x + c, mean + c, scale + c, beta + c), act));
 #endif
@@ -333,7 +333,7 @@ BN_INLINE void bn_act_sums_rows(double *s1, double *s2, const float *dout, const
   for (long m = m0; m < m1; m++) {
     const float *x = in + (size_t)m * C, *g = dout + (size_t)m * C;
     int c = 0;
-#if OPS_VW == 8
+#if OPS_AVX2
     for (; c + 8 <= C; c += 8) {
       __m256 dy = bn_act_gradv(bn_yv(x + c, mu + c, scale + c, beta + c), _mm256_loadu_ps(g + c),
                                act);
@@ -368,7 +368,7 @@ BN_INLINE void bn_act_din_rows(float *din, const float *dout, const float *in, c
     const float *x = in + (size_t)m * C, *g = dout + (size_t)m * C;
     float *dx = din + (size_t)m * C;
     int c = 0;
-#if OPS_VW == 8
+#if OPS_AVX2
     for (; c + 8 <= C; c += 8) {
       __m256 dy = bn_act_gradv(bn_yv(x + c, mu + c, scale + c, beta + c), _mm256_loadu_ps(g + c),
                                act);

@@ -17,7 +17,7 @@
 #include "ops/ops_simd.h"
 
 /* ---- direct path (AVX2) --------------------------------------------------------------- */
-#if OPS_VW == 8
+#if OPS_AVX2
 #define C2D_MAXCOUT 32
 #define C2D_MAXCIN 4
 #define C2D_MAXKKC 64 /* K*K*Cin: up to 5x5 (or 7x7 with Cin 1) */
@@ -232,7 +232,7 @@ static void conv2d_im2col(float *col, const float *img, int H, int W, int Cin, i
 
 void conv2d_forward(float *out, const float *in, const float *w, int N, int H, int W, int Cin,
                     int Cout, int K, int stride, float *scratch) {
-#if OPS_VW == 8
+#if OPS_AVX2
   if (c2d_direct_ok(Cin, Cout, K)) {
     c2d_direct_forward(out, in, w, N, H, W, Cin, Cout, K, stride);
     return;
@@ -278,7 +278,7 @@ void conv2d_backward(float *din, float *dw, const float *dout, const float *in, 
   const int Ho = conv_out_size(H, K, stride), Wo = conv_out_size(W, K, stride);
   const int kkc = K * K * Cin, P = Ho * Wo;
   int direct = 0; /* dw straight from the input, without columns */
-#if OPS_VW == 8
+#if OPS_AVX2
   direct = c2d_direct_ok(Cin, Cout, K);
   if (direct) c2d_direct_dw(dw, dout, in, N, H, W, Cin, Cout, K, stride);
 #endif

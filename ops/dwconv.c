@@ -57,7 +57,7 @@ static inline void dwc_tapsum(float *dst, const float *const *src, const float *
   }
 }
 
-#if OPS_VW == 8
+#if OPS_AVX2
 #define DWC_INLINE static inline __attribute__((always_inline))
 #define DWC_PX 4
 
@@ -145,7 +145,7 @@ void dwconv_forward(float *out, const float *in, const float *w, int N, int H, i
     float *orow = out + (size_t)r * Wo * C;
     /* Interior columns [lo, hi): every kw tap inside the row. */
     int lo = 0, hi = 0;
-#if OPS_VW == 8
+#if OPS_AVX2
     if (dwc_blocks_pay(C, stride)) {
       const int pad = (K - 1) / 2;
       lo = (pad + stride - 1) / stride;
@@ -205,7 +205,7 @@ static void dwc_din(float *din, const float *dout, const float *w, int N, int H,
      * the pixels of one parity class (iw = q, q+s, q+2s, ...) share their taps, and
      * consecutive pixels of a class read consecutive output pixels. */
     int lo = 0, hi = 0;
-#if OPS_VW == 8
+#if OPS_AVX2
     if (dwc_blocks_pay(C, s)) {
       const int pad = (K - 1) / 2;
       lo = K - 1 - pad;          /* iw + pad - kw >= 0 for every kw */

@@ -29,7 +29,7 @@ static long lin_dw_nchunks(long M) {
 }
 
 /* ---- GEMM kernels (AVX2) -------------------------------------------------------------- */
-#if OPS_VW == 8
+#if OPS_AVX2
 static ops_scratch lin_wt;
 #define LIN_INLINE static inline __attribute__((always_inline))
 
@@ -73,6 +73,52 @@ LIN_INLINE void lin_rows_nn_mr(float *C, const float *A, const float *B, const f
     }
 }
 
+#if OPS_AVX512
+/* The AVX-512 kernels: tiles of NB 16-wide vectors, the last one masked to the columns left
+ * (so 24-, 40- or 88-channel layers need no scalar tail), MR up to 8 rows: 24 of the 32
+ * registers accumulate. Same sums in the same order as the AVX2 kernels' per element. */
+static inline __mmask16 lin_mask(int cols) { return cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1); }
+
+/* C[MR][cols] = bias + A[MR][K] . B[K][cols], cols in (16*(NB-1), 16*NB]. */
+LIN_INLINE void lin512_kern_nn(float *C, const float *A, const float *B, const float *bias, int K,
+                               int lda, int ldb, int ldc, int MR, int NB, __mmask16 last) {
+  __m512 acc[8][3];
+  for (int b = 0; b < NB; b++) {
+    __mmask16 mk = b == NB - 1 ? last : (__mmask16)0xFFFF;
+    __m512 init = bias ? _mm512_maskz_loadu_ps(mk, bias + 16 * b) : _mm512_setzero_ps();
+    for (int r = 0; r < MR; r++) acc[r][b] = init;
+  }
+  for (int k = 0; k < K; k++) {
+    __m512 bv[3];
+    for (int b = 0; b < NB; b++)
+      bv[b] = _mm512_maskz_loadu_ps(b == NB - 1 ? last : (__mmask16)0xFFFF, B + (size_t)k * ldb + 16 * b);
+    for (int r = 0; r < MR; r++) {
+      __m512 a = _mm512_set1_ps(A[(size_t)r * lda + k]);
+      for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(a, bv[b], acc[r][b]);
+    }
+  }
+  for (int r = 0; r < MR; r++)
+    for (int b = 0; b < NB; b++)
+      _mm512_mask_storeu_ps(C + (size_t)r * ldc + 16 * b, b == NB - 1 ? last : (__mmask16)0xFFFF,
+                            acc[r][b]);
+}
+
+LIN_INLINE void lin512_rows_nn_mr(float *C, const float *A, const float *B, const float *bias,
+                                  long m, int K, int N, int n0, int n1, int MR) {
+  float *c = C + (size_t)m * N;
+  const float *a = A + (size_t)m * K;
+  int n = n0;
+#define LIN_TILE(NB, LAST) \
+  lin512_kern_nn(c + n, a, B + n, bias ? bias + n : NULL, K, K, N, N, MR, NB, LAST)
+  for (; n + 48 <= n1; n += 48) LIN_TILE(3, 0xFFFF);
+  int left = n1 - n;
+  if (left > 32) LIN_TILE(3, lin_mask(left - 32));
+  else if (left > 16) LIN_TILE(2, lin_mask(left - 16));
+  else if (left > 0) LIN_TILE(1, lin_mask(left));
+#undef LIN_TILE
+}
+#endif
+
 #define LIN_ROWBLOCK 64  /* rows per parallel work item */
 #define LIN_COLBLOCK 192 /* columns per work item (8 tiles of 24) */
 
@@ -86,8 +132,14 @@ static void lin_gemm_nn(float *C, const float *A, const float *B, const float *b
   for (long item = 0; item < nrb * ncb; item++) {
     long m = (item / ncb) * LIN_ROWBLOCK, end = m + LIN_ROWBLOCK < M ? m + LIN_ROWBLOCK : M;
     int n0 = (int)(item % ncb) * LIN_COLBLOCK, n1 = n0 + LIN_COLBLOCK < N ? n0 + LIN_COLBLOCK : N;
+#if OPS_AVX512
+    for (; m + 8 <= end; m += 8) lin512_rows_nn_mr(C, A, B, bias, m, K, N, n0, n1, 8);
+    if (m + 4 <= end) lin512_rows_nn_mr(C, A, B, bias, m, K, N, n0, n1, 4), m += 4;
+    for (; m < end; m++) lin512_rows_nn_mr(C, A, B, bias, m, K, N, n0, n1, 1);
+#else
     for (; m + 4 <= end; m += 4) lin_rows_nn_mr(C, A, B, bias, m, K, N, n0, n1, 4);
     for (; m < end; m++) lin_rows_nn_mr(C, A, B, bias, m, K, N, n0, n1, 1);
+#endif
   }
 }
 
@@ -126,6 +178,44 @@ LIN_INLINE void lin_tn_kr(float *P, const float *A, const float *B, long m0, lon
     }
 }
 
+#if OPS_AVX512
+/* P[k0..k0+KR)[cols] += sum over rows m in [m0, m1) of A[m][k] * B[m][n]: the AVX-512 tile,
+ * the last of its NB vectors masked as in lin512_kern_nn. */
+LIN_INLINE void lin512_kern_tn(float *P, const float *A, const float *B, long m0, long m1, int lda,
+                               int ldb, int ldp, int KR, int NB, __mmask16 last) {
+  __m512 acc[8][3];
+  for (int r = 0; r < KR; r++)
+    for (int b = 0; b < NB; b++)
+      acc[r][b] = _mm512_maskz_loadu_ps(b == NB - 1 ? last : (__mmask16)0xFFFF, P + (size_t)r * ldp + 16 * b);
+  for (long m = m0; m < m1; m++) {
+    __m512 bv[3];
+    for (int b = 0; b < NB; b++)
+      bv[b] = _mm512_maskz_loadu_ps(b == NB - 1 ? last : (__mmask16)0xFFFF, B + (size_t)m * ldb + 16 * b);
+    for (int r = 0; r < KR; r++) {
+      __m512 a = _mm512_set1_ps(A[(size_t)m * lda + r]);
+      for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(a, bv[b], acc[r][b]);
+    }
+  }
+  for (int r = 0; r < KR; r++)
+    for (int b = 0; b < NB; b++)
+      _mm512_mask_storeu_ps(P + (size_t)r * ldp + 16 * b, b == NB - 1 ? last : (__mmask16)0xFFFF,
+                            acc[r][b]);
+}
+
+LIN_INLINE void lin512_tn_kr(float *P, const float *A, const float *B, long m0, long m1, int K,
+                             int N, int k, int KR) {
+  int n = 0;
+#define LIN_TILE(NB, LAST) \
+  lin512_kern_tn(P + (size_t)k * N + n, A + k, B + n, m0, m1, K, N, N, KR, NB, LAST)
+  for (; n + 48 <= N; n += 48) LIN_TILE(3, 0xFFFF);
+  int left = N - n;
+  if (left > 32) LIN_TILE(3, lin_mask(left - 32));
+  else if (left > 16) LIN_TILE(2, lin_mask(left - 16));
+  else if (left > 0) LIN_TILE(1, lin_mask(left));
+#undef LIN_TILE
+}
+#endif
+
 /* Rows per sub-block of the reduction: its A and B rows (about 16 KiB) stay in L1 while
  * every (k, n) register tile streams over them. */
 static long lin_tn_sub(int K, int N) {
@@ -148,8 +238,14 @@ static void lin_dw(float *dw, const float *B, const float *A, long M, int K, int
     for (long m0 = lo; m0 < hi; m0 += sub) {
       long m1 = m0 + sub < hi ? m0 + sub : hi;
       int k = 0;
+#if OPS_AVX512
+      for (; k + 8 <= K; k += 8) lin512_tn_kr(P, A, B, m0, m1, K, N, k, 8);
+      if (k + 4 <= K) lin512_tn_kr(P, A, B, m0, m1, K, N, k, 4), k += 4;
+      for (; k < K; k++) lin512_tn_kr(P, A, B, m0, m1, K, N, k, 1);
+#else
       for (; k + 4 <= K; k += 4) lin_tn_kr(P, A, B, m0, m1, K, N, k, 4);
       for (; k < K; k++) lin_tn_kr(P, A, B, m0, m1, K, N, k, 1);
+#endif
     }
   }
 #pragma omp parallel for schedule(static) if ((long)kn * nch >= OPS_PAR_MIN)
@@ -205,7 +301,7 @@ void ops_blas_dw(float *dw, const float *dout, const float *in, long M, int K, i
 void linear_forward(float *out, const float *in, const float *w, const float *bias, int M,
                     int Cin, int Cout) {
   if (M <= 0 || Cout <= 0) return;
-#if OPS_VW == 8
+#if OPS_AVX2
   if (Cin > 0 && lin_own(Cin)) {
     /* w^T [Cin][Cout] once per call: the kernel reads B rows along the output channels. */
     float *wt = ops_scratch_get(&lin_wt, sizeof(float) * (size_t)Cin * Cout);
@@ -253,7 +349,7 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
     return;
   }
   if (din) {
-#if OPS_VW == 8
+#if OPS_AVX2
     if (Cout > 0 && Cin > 0 && lin_own(Cout))
       lin_gemm_nn(din, dout, w, NULL, M, Cout, Cin);
     else
@@ -263,7 +359,7 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
     else
       memset(din, 0, sizeof(float) * (size_t)M * Cin);
   }
-#if OPS_VW == 8
+#if OPS_AVX2
   if (Cout > 0 && Cin > 0 && lin_own(Cin))
     lin_dw(dw, dout, in, M, Cin, Cout);
   else

@@ -23,12 +23,34 @@
  *     ops_simd.h; tests compare 1 and 2 threads bit for bit); OpenBLAS's may.
  *   - Nothing here allocates in the steady state: ops that need scratch take it as an argument
  *     and have a *_scratch_floats() function giving the size.
+ *   - Kernel paths: every function below exists once per instruction set (baseline
+ *     x86-64-v2, AVX2+FMA, AVX-512) in the one binary; the best the CPU has runs unless
+ *     POLLEN_KERNELS or ops_kernels_use() picks a lower one. Results are bit-identical across
+ *     thread counts on each path, not across paths (the sums group differently).
  */
 #ifndef POLLEN_OPS_H
 #define POLLEN_OPS_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* ---- kernel paths (dispatch.c) ---- */
+typedef enum { OPS_KERNELS_BASELINE = 0, OPS_KERNELS_AVX2, OPS_KERNELS_AVX512, OPS_KERNELS_COUNT } ops_kernels;
+/* "baseline", "avx2", "avx512". */
+const char *ops_kernels_name(ops_kernels path);
+/* Whether this binary has the path and this CPU (and OS) can run it. */
+int ops_kernels_supported(ops_kernels path);
+/* The path that runs now: the one last passed to ops_kernels_use(), else POLLEN_KERNELS
+ * from the environment (a bad or unsupported value there dies with a one-line message),
+ * else the best supported. */
+ops_kernels ops_kernels_active(void);
+/* Parse a path name; 0 on success. On failure err says why (unknown name, or what this CPU
+ * lacks) in one line. Then ops_kernels_use() switches to it; call between steps only. */
+int ops_kernels_parse(const char *name, ops_kernels *path, char *err, size_t errlen);
+void ops_kernels_use(ops_kernels path);
+/* This path's float32 peak on all threads (threads_get()), measured by FMA chains in
+ * registers (about 0.5 s): what benchmarks quote their GFLOP/s against. */
+double ops_fma_peak_gflops(void);
 
 static inline int conv_out_size(int h, int k, int stride) {
   int pad = (k - 1) / 2;

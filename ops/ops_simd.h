@@ -1,6 +1,8 @@
 /* ops_simd.h - private helpers shared by the ops kernels: an 8-wide float vector when the
- * build targets AVX2+FMA (x86-64-v3, the default here), plain scalars otherwise, and the fixed
- * row chunking used by every reduction.
+ * kernel build targets AVX2+FMA (the avx2 and avx512 builds, CMakeLists.txt), plain scalars
+ * otherwise, and the fixed row chunking used by every reduction.
+ * OPS_AVX2: the hand-written __m256 kernels are compiled (the avx2 and avx512 builds).
+ * OPS_AVX512: the __m512 kernels are too (the avx512 build), where they measured faster.
  *
  * Why fixed chunks: a reduction over M rows is split into ops_nchunks(M) pieces whose bounds
  * depend on M only, each piece is summed in order into its own partial, and the partials are
@@ -17,6 +19,12 @@
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+#define OPS_AVX2 1
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+#define OPS_AVX512 1
+#else
+#define OPS_AVX512 0
+#endif
 #define OPS_VW 8
 typedef __m256 ops_vf;
 #define OPS_VLOAD(p) _mm256_loadu_ps(p)
@@ -28,6 +36,8 @@ typedef __m256 ops_vf;
 #define OPS_VSET1(x) _mm256_set1_ps(x)
 #define OPS_FMA(a, b, c) fmaf((a), (b), (c))
 #else
+#define OPS_AVX2 0
+#define OPS_AVX512 0
 #define OPS_VW 1
 typedef float ops_vf;
 #define OPS_VLOAD(p) (*(p))

@@ -1,0 +1,40 @@
+/* kernels_names.h - force-included (-include) into each per-CPU build of the ops/ sources: gives
+ * every function that kernels_api.h lists (and the two private ones shared between ops files)
+ * that build's suffix, so the three copies link side by side. OPS_KERNEL_SUFFIX comes from
+ * CMakeLists.txt (_baseline, _avx2, _avx512). */
+#ifndef POLLEN_KERNELS_NAMES_H
+#define POLLEN_KERNELS_NAMES_H
+#define OPS_KCAT_(a, b) a##b
+#define OPS_KCAT(a, b) OPS_KCAT_(a, b)
+#define OPS_KSYM(name) OPS_KCAT(name, OPS_KERNEL_SUFFIX)
+#define conv2d_scratch_floats OPS_KSYM(conv2d_scratch_floats)
+#define conv2d_forward OPS_KSYM(conv2d_forward)
+#define conv2d_backward OPS_KSYM(conv2d_backward)
+#define linear_forward OPS_KSYM(linear_forward)
+#define linear_backward OPS_KSYM(linear_backward)
+#define dwconv_forward OPS_KSYM(dwconv_forward)
+#define dwconv_backward OPS_KSYM(dwconv_backward)
+#define batchnorm_forward_train OPS_KSYM(batchnorm_forward_train)
+#define batchnorm_forward_eval OPS_KSYM(batchnorm_forward_eval)
+#define batchnorm_backward OPS_KSYM(batchnorm_backward)
+#define act_forward OPS_KSYM(act_forward)
+#define act_backward OPS_KSYM(act_backward)
+#define act_name OPS_KSYM(act_name)
+#define batchnorm_act_forward_train OPS_KSYM(batchnorm_act_forward_train)
+#define batchnorm_act_forward_eval OPS_KSYM(batchnorm_act_forward_eval)
+#define batchnorm_act_backward OPS_KSYM(batchnorm_act_backward)
+#define avgpool_forward OPS_KSYM(avgpool_forward)
+#define avgpool_backward OPS_KSYM(avgpool_backward)
+#define se_save_floats OPS_KSYM(se_save_floats)
+#define se_forward OPS_KSYM(se_forward)
+#define se_backward OPS_KSYM(se_backward)
+#define residual_forward OPS_KSYM(residual_forward)
+#define residual_backward OPS_KSYM(residual_backward)
+#define dropout_forward OPS_KSYM(dropout_forward)
+#define dropout_backward OPS_KSYM(dropout_backward)
+#define crossentropy_forward OPS_KSYM(crossentropy_forward)
+#define crossentropy_backward OPS_KSYM(crossentropy_backward)
+#define ops_fma_peak_gflops OPS_KSYM(ops_fma_peak_gflops)
+#define ops_blas_rows OPS_KSYM(ops_blas_rows)
+#define ops_blas_dw OPS_KSYM(ops_blas_dw)
+#endif
