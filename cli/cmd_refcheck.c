@@ -115,6 +115,15 @@ static void check_file(const char *path, check_state *s) {
   if (e > s->worst_logits) s->worst_logits = e;
   float ref_loss = *expect_f32(f, "loss", 1, buf);
   report(s, "loss", fabs(loss - ref_loss) / fabs(ref_loss), s->tol_loss);
+  if (st_find(f, "eval_logits")) {
+    /* Eval mode, with the statistics that forward left: the inference path (on the CPU,
+     * batch norm folded into the convolutions). It reuses the activations, not the gradients
+     * backward already wrote. */
+    model_forward(&m, nhwc, NULL, batch, 0, 0.0f);
+    e = rel_error(model_logits(&m), expect_f32(f, "eval_logits", n_logits, buf), n_logits, 0);
+    report(s, "eval_logits", e, s->tol_logits);
+    if (e > s->worst_logits) s->worst_logits = e;
+  }
 
   char name[320];
   /* Lean files (optimizer sequences) carry no gradients. */

@@ -14,7 +14,7 @@
 #include "ops/ops.h"
 #include "ops/ops_simd.h"
 
-static ops_scratch bn_partials;
+static ops_scratch bn_partials, bn_folded;
 
 /* S1, S2 = the chunk partials (s1, s2 per chunk, as bn_sums lays them out) summed in chunk
  * order, so the totals do not depend on which thread did which chunk. */
@@ -412,5 +412,41 @@ void batchnorm_act_backward(float *din, float *dgamma, float *dbeta, const float
 #define BN_DIN(A) bn_act_din_rows(din, dout, in, mu, scale, beta, a, b, k, m0, m1, C, A)
     BN_ACT_DISPATCH(act, BN_DIN)
 #undef BN_DIN
+  }
+}
+
+/* ---- batch norm folded into the convolution before it (inference) ------------------------ */
+
+void conv_bn_act_forward_eval(float *out, const float *in, const float *w, ops_conv_kind kind,
+                              const float *gamma, const float *beta, const float *running_mean,
+                              const float *running_var, float eps, int N, int H, int W, int Cin,
+                              int Cout, int K, int stride, act_kind act, float *scratch) {
+  POLLEN_ASSERT(Cout > 0 && Cout <= BN_MAXC_STACK);
+  float scale[Cout];
+  bn_eval_scale(scale, gamma, running_var, Cout, eps);
+  /* Weights per output channel in the OHWI and [Cout][Cin] layouts; depthwise HWC has the
+   * channel fastest instead. */
+  const size_t per = kind == OPS_CONV_FULL ? (size_t)K * K * Cin : (size_t)Cin;
+  const size_t nw = kind == OPS_CONV_DEPTHWISE ? (size_t)K * K * Cout : per * Cout;
+  const size_t nw_padded = (nw + 15) & ~(size_t)15; /* the bias starts 64-byte aligned */
+  float *wf = ops_scratch_get(&bn_folded, sizeof(float) * (nw_padded + Cout)), *bias = wf + nw_padded;
+  for (int c = 0; c < Cout; c++)
+    bias[c] = (float)((double)beta[c] - (double)running_mean[c] * (double)scale[c]);
+  if (kind == OPS_CONV_DEPTHWISE)
+    for (size_t t = 0; t < (size_t)K * K; t++)
+      for (int c = 0; c < Cout; c++) wf[t * Cout + c] = w[t * Cout + c] * scale[c];
+  else
+    for (int co = 0; co < Cout; co++)
+      for (size_t i = 0; i < per; i++) wf[co * per + i] = w[co * per + i] * scale[co];
+  switch (kind) {
+    case OPS_CONV_FULL:
+      conv2d_act_forward(out, in, wf, bias, N, H, W, Cin, Cout, K, stride, scratch, act);
+      break;
+    case OPS_CONV_DEPTHWISE:
+      dwconv_act_forward(out, in, wf, bias, N, H, W, Cout, K, stride, act);
+      break;
+    case OPS_CONV_POINTWISE:
+      linear_act_forward(out, in, wf, bias, N * H * W, Cin, Cout, act);
+      break;
   }
 }

@@ -99,8 +99,8 @@ C2D_INLINE void c2d_fwd_row(float *orow, const float *img, const float *wt, int 
     c2d_fwd_edge(orow + (size_t)ow * Cout, img, wt, H, W, Cin, K, s, oh, ow, NB);
 }
 
-static void c2d_direct_forward(float *out, const float *in, const float *w, int N, int H, int W,
-                               int Cin, int Cout, int K, int s) {
+static void c2d_direct_forward(float *out, const float *in, const float *w, const float *bias,
+                               int N, int H, int W, int Cin, int Cout, int K, int s, act_kind act) {
   const int Ho = conv_out_size(H, K, s), Wo = conv_out_size(W, K, s), kkc = K * K * Cin;
   float wt[C2D_MAXKKC * C2D_MAXCOUT];
   for (int co = 0; co < Cout; co++)
@@ -117,6 +117,7 @@ static void c2d_direct_forward(float *out, const float *in, const float *w, int 
       case 3: c2d_fwd_row(orow, img, wt, H, W, Cin, K, s, oh, Wo, 3, 2); break;
       default: c2d_fwd_row(orow, img, wt, H, W, Cin, K, s, oh, Wo, 4, 2); break;
     }
+    if (bias || act != ACT_NONE) ops_bias_act_block(orow, Wo, Cout, Cout, bias, act);
   }
 }
 
@@ -232,17 +233,30 @@ static void conv2d_im2col(float *col, const float *img, int H, int W, int Cin, i
 
 void conv2d_forward(float *out, const float *in, const float *w, int N, int H, int W, int Cin,
                     int Cout, int K, int stride, float *scratch) {
+  conv2d_act_forward(out, in, w, NULL, N, H, W, Cin, Cout, K, stride, scratch, ACT_NONE);
+}
+
+void conv2d_act_forward(float *out, const float *in, const float *w, const float *bias, int N,
+                        int H, int W, int Cin, int Cout, int K, int stride, float *scratch,
+                        act_kind act) {
 #if OPS_AVX2
   if (c2d_direct_ok(Cin, Cout, K)) {
-    c2d_direct_forward(out, in, w, N, H, W, Cin, Cout, K, stride);
+    c2d_direct_forward(out, in, w, bias, N, H, W, Cin, Cout, K, stride, act);
     return;
   }
 #endif
   const int Ho = conv_out_size(H, K, stride), Wo = conv_out_size(W, K, stride);
   const int kkc = K * K * Cin, P = Ho * Wo;
   for (int n = 0; n < N; n++) {
+    float *o = out + (size_t)n * P * Cout;
     conv2d_im2col(scratch, in + (size_t)n * H * W * Cin, H, W, Cin, K, stride, Ho, Wo);
-    ops_blas_rows(out + (size_t)n * P * Cout, scratch, w, 1, 0.0f, P, kkc, Cout);
+    ops_blas_rows(o, scratch, w, 1, 0.0f, P, kkc, Cout);
+    if (bias || act != ACT_NONE) {
+      /* one image's output: still in cache when the im2col GEMM is done with it */
+#pragma omp parallel for schedule(static) if ((long)P * Cout >= OPS_PAR_MIN)
+      for (int r = 0; r < P; r += 64)
+        ops_bias_act_block(o + (size_t)r * Cout, P - r < 64 ? P - r : 64, Cout, Cout, bias, act);
+    }
   }
 }
 

@@ -135,6 +135,11 @@ static inline int dwc_fwd_taps(const float **src, const float **wt, const float 
 
 void dwconv_forward(float *out, const float *in, const float *w, int N, int H, int W, int C, int K,
                     int stride) {
+  dwconv_act_forward(out, in, w, NULL, N, H, W, C, K, stride, ACT_NONE);
+}
+
+void dwconv_act_forward(float *out, const float *in, const float *w, const float *bias, int N,
+                        int H, int W, int C, int K, int stride, act_kind act) {
   POLLEN_ASSERT(K >= 1 && K * K <= DWC_MAXTAPS && stride >= 1);
   const int Ho = conv_out_size(H, K, stride), Wo = conv_out_size(W, K, stride);
   const long rows = (long)N * Ho;
@@ -166,6 +171,8 @@ void dwconv_forward(float *out, const float *in, const float *w, int N, int H, i
       int nt = dwc_fwd_taps(src, wt, in, w, n, oh, ow, H, W, C, K, stride);
       dwc_tapsum(orow + (size_t)ow * C, src, wt, nt, C);
     }
+    /* The row is still in cache: bias and activation cost no pass of their own. */
+    if (bias || act != ACT_NONE) ops_bias_act_block(orow, Wo, C, C, bias, act);
   }
 }
 

@@ -72,6 +72,25 @@
                 const float *save_mean, const float *save_rstd, const float *gamma,               \
                 const float *beta, int M, int C, act_kind act),                                   \
                (din, dgamma, dbeta, dout, in, save_mean, save_rstd, gamma, beta, M, C, act))      \
+  OPS_API_VOID(conv2d_act_forward,                                                                \
+               (float *out, const float *in, const float *w, const float *bias, int N, int H,     \
+                int W, int Cin, int Cout, int K, int stride, float *scratch, act_kind act),       \
+               (out, in, w, bias, N, H, W, Cin, Cout, K, stride, scratch, act))                   \
+  OPS_API_VOID(dwconv_act_forward,                                                                \
+               (float *out, const float *in, const float *w, const float *bias, int N, int H,     \
+                int W, int C, int K, int stride, act_kind act),                                   \
+               (out, in, w, bias, N, H, W, C, K, stride, act))                                    \
+  OPS_API_VOID(linear_act_forward,                                                                \
+               (float *out, const float *in, const float *w, const float *bias, int M, int Cin,   \
+                int Cout, act_kind act),                                                          \
+               (out, in, w, bias, M, Cin, Cout, act))                                             \
+  OPS_API_VOID(conv_bn_act_forward_eval,                                                          \
+               (float *out, const float *in, const float *w, ops_conv_kind kind,                  \
+                const float *gamma, const float *beta, const float *running_mean,                 \
+                const float *running_var, float eps, int N, int H, int W, int Cin, int Cout,      \
+                int K, int stride, act_kind act, float *scratch),                                 \
+               (out, in, w, kind, gamma, beta, running_mean, running_var, eps, N, H, W, Cin,      \
+                Cout, K, stride, act, scratch))                                                   \
   OPS_API_VOID(avgpool_forward, (float *out, const float *in, int N, int HW, int C),             \
                (out, in, N, HW, C))                                                               \
   OPS_API_VOID(avgpool_backward, (float *din, const float *dout, int N, int HW, int C),          \

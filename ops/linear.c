@@ -125,12 +125,13 @@ LIN_INLINE void lin512_rows_nn_mr(float *C, const float *A, const float *B, cons
 /* C[M][N] = bias + A[M][K] . B[K][N], parallel over fixed (row block, column block) items,
  * so that a few rows (a classifier's batch) still spread over the threads. */
 static void lin_gemm_nn(float *C, const float *A, const float *B, const float *bias, long M,
-                        int K, int N) {
+                        int K, int N, act_kind act) {
   const long nrb = (M + LIN_ROWBLOCK - 1) / LIN_ROWBLOCK;
   const int ncb = (N + LIN_COLBLOCK - 1) / LIN_COLBLOCK;
 #pragma omp parallel for schedule(static) if (M * (long)N * K >= 4 * OPS_PAR_MIN)
   for (long item = 0; item < nrb * ncb; item++) {
     long m = (item / ncb) * LIN_ROWBLOCK, end = m + LIN_ROWBLOCK < M ? m + LIN_ROWBLOCK : M;
+    const long m_first = m;
     int n0 = (int)(item % ncb) * LIN_COLBLOCK, n1 = n0 + LIN_COLBLOCK < N ? n0 + LIN_COLBLOCK : N;
 #if OPS_AVX512
     for (; m + 8 <= end; m += 8) lin512_rows_nn_mr(C, A, B, bias, m, K, N, n0, n1, 8);
@@ -140,6 +141,9 @@ static void lin_gemm_nn(float *C, const float *A, const float *B, const float *b
     for (; m + 4 <= end; m += 4) lin_rows_nn_mr(C, A, B, bias, m, K, N, n0, n1, 4);
     for (; m < end; m++) lin_rows_nn_mr(C, A, B, bias, m, K, N, n0, n1, 1);
 #endif
+    /* The item's block is still in cache: the activation costs no pass of its own. */
+    if (act != ACT_NONE)
+      ops_bias_act_block(C + (size_t)m_first * N + n0, end - m_first, n1 - n0, N, NULL, act);
   }
 }
 
@@ -300,6 +304,11 @@ void ops_blas_dw(float *dw, const float *dout, const float *in, long M, int K, i
 
 void linear_forward(float *out, const float *in, const float *w, const float *bias, int M,
                     int Cin, int Cout) {
+  linear_act_forward(out, in, w, bias, M, Cin, Cout, ACT_NONE);
+}
+
+void linear_act_forward(float *out, const float *in, const float *w, const float *bias, int M,
+                        int Cin, int Cout, act_kind act) {
   if (M <= 0 || Cout <= 0) return;
 #if OPS_AVX2
   if (Cin > 0 && lin_own(Cin)) {
@@ -308,7 +317,7 @@ void linear_forward(float *out, const float *in, const float *w, const float *bi
 #pragma omp parallel for schedule(static) if ((long)Cin * Cout >= OPS_PAR_MIN)
     for (int ci = 0; ci < Cin; ci++)
       for (int co = 0; co < Cout; co++) wt[(size_t)ci * Cout + co] = w[(size_t)co * Cin + ci];
-    lin_gemm_nn(out, in, wt, bias, M, Cin, Cout);
+    lin_gemm_nn(out, in, wt, bias, M, Cin, Cout, act);
     return;
   }
 #endif
@@ -321,9 +330,10 @@ void linear_forward(float *out, const float *in, const float *w, const float *bi
   }
   if (Cin <= 0) {
     if (!bias) memset(out, 0, sizeof(float) * (size_t)M * Cout);
-    return;
+  } else {
+    ops_blas_rows(out, in, w, 1, beta, M, Cin, Cout);
   }
-  ops_blas_rows(out, in, w, 1, beta, M, Cin, Cout);
+  if (act != ACT_NONE) act_forward(out, out, (size_t)M * Cout, act);
 }
 
 /* dbias[c] += sum_m dout[m][c], in a thread-count-independent order. */
@@ -351,7 +361,7 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
   if (din) {
 #if OPS_AVX2
     if (Cout > 0 && Cin > 0 && lin_own(Cout))
-      lin_gemm_nn(din, dout, w, NULL, M, Cout, Cin);
+      lin_gemm_nn(din, dout, w, NULL, M, Cout, Cin, ACT_NONE);
     else
 #endif
     if (Cout > 0)

@@ -128,6 +128,28 @@ void batchnorm_act_backward(float *din, float *dgamma, float *dbeta, const float
                             const float *in, const float *save_mean, const float *save_rstd,
                             const float *gamma, const float *beta, int M, int C, act_kind act);
 
+/* ---- inference kernels: a convolution with its bias and activation fused in, and batch norm
+ * folded into them. Each fused kernel equals the plain one, then + bias[c] (bias may be
+ * NULL), then act_forward, bit for bit; the bias and activation are applied to each block of
+ * output while it is still in cache, so they cost no pass over memory. ---- */
+void conv2d_act_forward(float *out, const float *in, const float *w, const float *bias, int N,
+                        int H, int W, int Cin, int Cout, int K, int stride, float *scratch,
+                        act_kind act);
+void dwconv_act_forward(float *out, const float *in, const float *w, const float *bias, int N,
+                        int H, int W, int C, int K, int stride, act_kind act);
+void linear_act_forward(float *out, const float *in, const float *w, const float *bias, int M,
+                        int Cin, int Cout, act_kind act);
+/* act(BN_eval(conv(in, w))), the eval forward of a conv + BN + act layer, in one pass: BN's
+ * scale s = gamma/sqrt(var+eps) multiplies a copy of the weights (w is not changed), and
+ * beta - mean*s is the fused kernel's bias. Equal to the conv then batchnorm_act_forward_eval
+ * up to rounding. kind: OPS_CONV_FULL (w OHWI, scratch as conv2d_forward), OPS_CONV_DEPTHWISE
+ * (Cin = Cout), OPS_CONV_POINTWISE (in is [N*H*W][Cin]). */
+typedef enum { OPS_CONV_FULL = 0, OPS_CONV_DEPTHWISE, OPS_CONV_POINTWISE } ops_conv_kind;
+void conv_bn_act_forward_eval(float *out, const float *in, const float *w, ops_conv_kind kind,
+                              const float *gamma, const float *beta, const float *running_mean,
+                              const float *running_var, float eps, int N, int H, int W, int Cin,
+                              int Cout, int K, int stride, act_kind act, float *scratch);
+
 /* ---- global average pool: in [N][HW][C] -> out [N][C]. ---- */
 void avgpool_forward(float *out, const float *in, int N, int HW, int C);
 void avgpool_backward(float *din, const float *dout, int N, int HW, int C);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 
 #include "base/core.h"
+#include "ops/ops.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -49,6 +50,45 @@ typedef float ops_vf;
 #define OPS_VSET1(x) (x)
 #define OPS_FMA(a, b, c) ((a) * (b) + (c))
 #endif
+
+/* act.c's forward formulas for one element, in PyTorch's operation order. */
+static inline __attribute__((always_inline)) float ops_act1(float x, act_kind act) {
+  float y;
+  switch (act) {
+    case ACT_RELU: return x > 0.0f ? x : 0.0f;
+    case ACT_RELU6: y = x > 0.0f ? x : 0.0f; return y < 6.0f ? y : 6.0f;
+    case ACT_HARDSWISH: y = x + 3.0f > 0.0f ? x + 3.0f : 0.0f; return x * (y < 6.0f ? y : 6.0f) / 6.0f;
+    case ACT_HARDSIGMOID: y = x + 3.0f > 0.0f ? x + 3.0f : 0.0f; return (y < 6.0f ? y : 6.0f) / 6.0f;
+    case ACT_NONE: break;
+  }
+  return x;
+}
+
+/* The epilogue of the fused inference kernels: p = act(p + bias[col]) over a block of rows x
+ * cols floats (row stride ld) that the kernel has just written, so still in cache. bias may
+ * be NULL. Each act gets a loop of its own, so GCC vectorises it. */
+#define OPS_BIAS_ACT_ROWS(A)                                                  \
+  for (long r = 0; r < rows; r++) {                                           \
+    float *q = p + r * ld;                                                    \
+    if (bias)                                                                 \
+      for (int c = 0; c < cols; c++) q[c] = ops_act1(q[c] + bias[c], (A));    \
+    else                                                                      \
+      for (int c = 0; c < cols; c++) q[c] = ops_act1(q[c], (A));              \
+  }
+static inline __attribute__((always_inline)) void ops_bias_act_block(float *p, long rows, int cols,
+                                                                     long ld, const float *bias,
+                                                                     act_kind act) {
+  switch (act) {
+    case ACT_NONE:
+      if (bias) OPS_BIAS_ACT_ROWS(ACT_NONE);
+      break;
+    case ACT_RELU: OPS_BIAS_ACT_ROWS(ACT_RELU); break;
+    case ACT_RELU6: OPS_BIAS_ACT_ROWS(ACT_RELU6); break;
+    case ACT_HARDSWISH: OPS_BIAS_ACT_ROWS(ACT_HARDSWISH); break;
+    case ACT_HARDSIGMOID: OPS_BIAS_ACT_ROWS(ACT_HARDSIGMOID); break;
+  }
+}
+#undef OPS_BIAS_ACT_ROWS
 
 /* Below this many elements a parallel region costs more than it saves. */
 #define OPS_PAR_MIN 16384

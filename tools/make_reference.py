@@ -4,7 +4,8 @@
 Builds a torchvision MobileNet (its own seeded init, dropout p=0, train mode), runs one
 forward + cross-entropy + backward on a random batch and writes one safetensors file with
 the input, labels, every state_dict entry before the step, logits, loss, every parameter's
-gradient and the BN running statistics after the forward. With --steps K it also records the
+gradient, the BN running statistics after the forward, and the eval-mode logits of the same
+batch with those statistics. With --steps K it also records the
 loss of K consecutive training steps on the same batch with the chosen optimizer.
 The file format, every key and the tolerances are documented in tests/ref/README.md.
 
@@ -125,8 +126,15 @@ def run(args, dtype=torch.float32):
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
     after = {k: v.detach().clone() for k, v in model.state_dict().items()
              if k.endswith("running_mean") or k.endswith("running_var")}
+    # Eval mode on the same batch, with the running statistics that one forward left: checks
+    # pollen's inference path (batch norm folded into the convolutions) against PyTorch's.
+    model.eval()
+    with torch.no_grad():
+        eval_logits = model(x).detach()
+    model.train()
     out = {"model": model, "x": x, "y": y, "before": before, "logits": logits, "loss": loss,
-           "grads": grads, "after": after, "loss_seq": None, "opt_meta": {}}
+           "grads": grads, "after": after, "eval_logits": eval_logits, "loss_seq": None,
+           "opt_meta": {}}
     if args.steps:
         # loss_seq[k] is the loss of the forward at step k, i.e. after k optimizer updates
         # (loss_seq[0] == loss). The gradients of step 0 are the ones above.
@@ -146,6 +154,7 @@ def write(args, r):
     t.update({k: v for k, v in r["before"].items()})
     t["logits"] = r["logits"]
     t["loss"] = r["loss"].reshape(1)
+    t["eval_logits"] = r["eval_logits"]
     if not args.lean:
         t.update({f"grad.{k}": v for k, v in r["grads"].items()})
         t.update({f"after.{k}": v for k, v in r["after"].items()})
@@ -191,6 +200,7 @@ def check_f64(args, r32):
     grads = {k: rel_err(r32["grads"][k], r64["grads"][k], 1e-3 * G) for k in r64["grads"]}
     worst = max(grads, key=grads.get)
     rep = {"logits": rel_err(r32["logits"], r64["logits"], 1e-30),
+           "eval_logits": rel_err(r32["eval_logits"], r64["eval_logits"], 1e-30),
            "loss": rel_err(r32["loss"], r64["loss"], 1e-30),
            "grads": grads[worst], "grads_worst": worst,
            "after": max(rel_err(r32["after"][k], r64["after"][k], 1.0) for k in r64["after"])}

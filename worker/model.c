@@ -510,6 +510,13 @@ static void forward_layers(model *m, const float *images, const int *labels, int
     case LAYER_CONV: {
       float *x = m->tensors[l->pre].data;
       int M = N * l->ho * l->wo;
+      float *stats = S + m->bn[l->bn].offset;
+      if (!train) {
+        ops->conv_bn_act_forward_eval(m, out, x, in, P + l->weight, l->conv, P + l->gamma,
+                                      P + l->beta, stats, stats + l->cout, m->bn_eps, N, l->h,
+                                      l->w, l->cin, l->cout, l->k, l->stride, l->act, m->scratch);
+        break;
+      }
       if (l->conv == CONV_FULL)
         ops->conv2d_forward(m, x, in, P + l->weight, N, l->h, l->w, l->cin, l->cout, l->k,
                             l->stride, m->scratch);
@@ -517,17 +524,11 @@ static void forward_layers(model *m, const float *images, const int *labels, int
         ops->dwconv_forward(m, x, in, P + l->weight, N, l->h, l->w, l->cin, l->k, l->stride);
       else
         ops->linear_forward(m, x, in, P + l->weight, NULL, M, l->cin, l->cout);
-      float *stats = S + m->bn[l->bn].offset;
-      if (train) {
-        float *mean = m->save + l->save;
-        ops->batchnorm_act_forward_train(m, out, mean, mean + l->cout, stats, stats + l->cout, x,
-                                         P + l->gamma, P + l->beta, M, l->cout, m->bn_eps,
-                                         m->bn_momentum, l->act);
-        m->bn_tracked[l->bn]++;
-      } else {
-        ops->batchnorm_act_forward_eval(m, out, x, P + l->gamma, P + l->beta, stats,
-                                        stats + l->cout, M, l->cout, m->bn_eps, l->act);
-      }
+      float *mean = m->save + l->save;
+      ops->batchnorm_act_forward_train(m, out, mean, mean + l->cout, stats, stats + l->cout, x,
+                                       P + l->gamma, P + l->beta, M, l->cout, m->bn_eps,
+                                       m->bn_momentum, l->act);
+      m->bn_tracked[l->bn]++;
       break;
     }
     case LAYER_SE:

@@ -78,13 +78,6 @@ static void cpu_batchnorm_act_forward_train(model *m, float *out, float *save_me
                               M, C, eps, momentum, act);
 }
 
-static void cpu_batchnorm_act_forward_eval(model *m, float *out, const float *in, const float *gamma,
-                                           const float *beta, const float *running_mean,
-                                           const float *running_var, int M, int C, float eps,
-                                           act_kind act) {
-  batchnorm_act_forward_eval(out, in, gamma, beta, running_mean, running_var, M, C, eps, act);
-}
-
 static void cpu_batchnorm_act_backward(model *m, float *din, float *dgamma, float *dbeta,
                                        const float *dout, const float *in, const float *save_mean,
                                        const float *save_rstd, const float *gamma, const float *beta,
@@ -99,6 +92,19 @@ static void cpu_act_forward(model *m, float *out, const float *in, size_t n, act
 static void cpu_act_backward(model *m, float *din, const float *dout, const float *in, size_t n,
                              act_kind act) {
   act_backward(din, dout, in, n, act);
+}
+
+static void cpu_conv_bn_act_forward_eval(model *m, float *out, float *x, const float *in,
+                                         const float *w, conv_kind kind, const float *gamma,
+                                         const float *beta, const float *running_mean,
+                                         const float *running_var, float eps, int N, int H, int W,
+                                         int Cin, int Cout, int K, int stride, act_kind act,
+                                         float *scratch) {
+  static const ops_conv_kind kinds[] = {[CONV_FULL] = OPS_CONV_FULL,
+                                        [CONV_DEPTHWISE] = OPS_CONV_DEPTHWISE,
+                                        [CONV_POINTWISE] = OPS_CONV_POINTWISE};
+  conv_bn_act_forward_eval(out, in, w, kinds[kind], gamma, beta, running_mean, running_var, eps,
+                           N, H, W, Cin, Cout, K, stride, act, scratch);
 }
 
 static void cpu_avgpool_forward(model *m, float *out, const float *in, int N, int HW, int C) {
@@ -164,7 +170,7 @@ const model_ops model_cpu_ops = {
     .linear_forward = cpu_linear_forward,
     .linear_backward = cpu_linear_backward,
     .batchnorm_act_forward_train = cpu_batchnorm_act_forward_train,
-    .batchnorm_act_forward_eval = cpu_batchnorm_act_forward_eval,
+    .conv_bn_act_forward_eval = cpu_conv_bn_act_forward_eval,
     .batchnorm_act_backward = cpu_batchnorm_act_backward,
     .act_forward = cpu_act_forward,
     .act_backward = cpu_act_backward,

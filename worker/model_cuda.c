@@ -173,6 +173,24 @@ static void gpu_batchnorm_act_forward_eval(model *m, float *out, const float *in
   cuda_batchnorm_forward_eval(CTX(m), out, in, gamma, beta, running_mean, running_var, M, C, eps, act);
 }
 
+/* The conv, then batch norm and the activation over its output, as in training. */
+static void gpu_conv_bn_act_forward_eval(model *m, float *out, float *x, const float *in,
+                                         const float *w, conv_kind kind, const float *gamma,
+                                         const float *beta, const float *running_mean,
+                                         const float *running_var, float eps, int N, int H, int W,
+                                         int Cin, int Cout, int K, int stride, act_kind act,
+                                         float *scratch) {
+  int M = N * conv_out_size(H, K, stride) * conv_out_size(W, K, stride);
+  if (kind == CONV_FULL)
+    gpu_conv2d_forward(m, x, in, w, N, H, W, Cin, Cout, K, stride, scratch);
+  else if (kind == CONV_DEPTHWISE)
+    gpu_dwconv_forward(m, x, in, w, N, H, W, Cin, K, stride);
+  else
+    gpu_linear_forward(m, x, in, w, NULL, M, Cin, Cout);
+  gpu_batchnorm_act_forward_eval(m, out, x, gamma, beta, running_mean, running_var, M, Cout, eps,
+                                 act);
+}
+
 static void gpu_batchnorm_act_backward(model *m, float *din, float *dgamma, float *dbeta,
                                        const float *dout, const float *in, const float *save_mean,
                                        const float *save_rstd, const float *gamma, const float *beta,
@@ -253,7 +271,7 @@ static const model_ops model_cuda_ops = {
     .linear_forward = gpu_linear_forward,
     .linear_backward = gpu_linear_backward,
     .batchnorm_act_forward_train = gpu_batchnorm_act_forward_train,
-    .batchnorm_act_forward_eval = gpu_batchnorm_act_forward_eval,
+    .conv_bn_act_forward_eval = gpu_conv_bn_act_forward_eval,
     .batchnorm_act_backward = gpu_batchnorm_act_backward,
     .act_forward = gpu_act_forward,
     .act_backward = gpu_act_backward,

@@ -65,10 +65,15 @@ struct model_ops {
                                       float *running_mean, float *running_var, const float *in,
                                       const float *gamma, const float *beta, int M, int C,
                                       float eps, float momentum, act_kind act);
-  void (*batchnorm_act_forward_eval)(model *m, float *out, const float *in, const float *gamma,
-                                     const float *beta, const float *running_mean,
-                                     const float *running_var, int M, int C, float eps,
-                                     act_kind act);
+  /* The eval forward of a conv + BN + act layer, ops.h's conv_bn_act_forward_eval: out =
+   * act(BN_eval(conv(in))). x is the layer's conv output buffer, for a device that does it
+   * in two steps (the CPU folds BN into the conv and does not write it). */
+  void (*conv_bn_act_forward_eval)(model *m, float *out, float *x, const float *in,
+                                   const float *w, conv_kind kind, const float *gamma,
+                                   const float *beta, const float *running_mean,
+                                   const float *running_var, float eps, int N, int H, int W,
+                                   int Cin, int Cout, int K, int stride, act_kind act,
+                                   float *scratch);
   void (*batchnorm_act_backward)(model *m, float *din, float *dgamma, float *dbeta,
                                  const float *dout, const float *in, const float *save_mean,
                                  const float *save_rstd, const float *gamma, const float *beta,
