@@ -11,6 +11,10 @@
 #
 #   tools/bench_vs_torch.sh                # POLLEN=path/to/pollen, default build/pollen
 #   REPEATS=5 TORCH_ONLY=1 tools/bench_vs_torch.sh   (also TRAIN_STEPS, INFER_STEPS, THREADS, BATCH)
+#   ISA=avx2 tools/bench_vs_torch.sh      # both sides limited to AVX2: pollen --kernels avx2,
+#                                          # PyTorch ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+# The output starts with lscpu's model and vector flags, and ends with pollen's ratio to the
+# fastest PyTorch variant of each configuration.
 # Raw results (one JSON per run) go to $BENCH_OUT (default /tmp/bench_vs_torch.jsonl).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +26,16 @@ POLLEN=${POLLEN:-build/pollen}
 OUTF=${BENCH_OUT:-/tmp/bench_vs_torch.jsonl}
 JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 : > "$OUTF"
+ISA=${ISA:-}
+torch_env=()
+pollen_kernels=()
+if [ -n "$ISA" ]; then
+  [ "$ISA" = avx2 ] || { echo "bench_vs_torch: ISA=$ISA: only avx2 is supported" >&2; exit 1; }
+  torch_env=(ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)
+  pollen_kernels=(--kernels avx2)
+fi
+echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'); flags: $(grep -o 'avx[^ ]*\|fma\|amx[^ ]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+echo "limits: ${ISA:-none} (PyTorch env: ${torch_env[*]:-none}; pollen: ${pollen_kernels[*]:-best path})"
 
 if ! $PY -c 'import torch, torchvision' 2>/dev/null; then
   echo "bench_vs_torch: /usr/bin/python3 lacks torch/torchvision (apt-get install python3-torchvision)" >&2
@@ -43,7 +57,7 @@ run_pollen() { # config mode size
   local out
   local extra=()
   [ "$2" = infer ] && extra=(--mode infer)
-  if out=$("$POLLEN" bench --model mnv3-small --size "$3" --batch "$BATCH" --threads "$THREADS" "${extra[@]}" --json 2>/dev/null); then
+  if out=$("$POLLEN" bench --model mnv3-small --size "$3" --batch "$BATCH" --threads "$THREADS" "${extra[@]}" "${pollen_kernels[@]}" --json 2>/dev/null); then
     local line
     line=$(printf '%s\n' "$out" | grep '^{' | tail -1)
     if [ -n "$line" ] && $PY -c 'import json,sys; json.loads(sys.argv[1])' "$line" 2>/dev/null; then
@@ -61,10 +75,10 @@ for rep in $(seq 1 "$REPEATS"); do
     if [ "$mode" = train ]; then steps=${TRAIN_STEPS:-6}; warm=2; else steps=${INFER_STEPS:-10}; warm=3; fi
     common=(tools/bench_torch.py --model mnv3-small --size "$size" --batch "$BATCH" --threads "$THREADS" --mode "$mode" --steps "$steps" --warmup "$warm")
     echo "run $rep/$REPEATS: $cfg" >&2
-    record "$cfg" "torch" "$($PY "${common[@]}")"
-    record "$cfg" "torch-cl" "$($PY "${common[@]}" --channels-last)"
+    record "$cfg" "torch" "$(env "${torch_env[@]}" $PY "${common[@]}")"
+    record "$cfg" "torch-cl" "$(env "${torch_env[@]}" $PY "${common[@]}" --channels-last)"
     if [ "$have_jemalloc" = 1 ]; then
-      record "$cfg" "torch-cl-jemalloc" "$(LD_PRELOAD=$JEMALLOC $PY "${common[@]}" --channels-last)"
+      record "$cfg" "torch-cl-jemalloc" "$(env "${torch_env[@]}" LD_PRELOAD=$JEMALLOC $PY "${common[@]}" --channels-last)"
     fi
     if [ "$pollen_ok" = 1 ]; then run_pollen "$cfg" "$mode" "$size"; fi
   done
@@ -95,4 +109,18 @@ for cfg in ["train-224", "train-128", "infer-224"]:
         ratio = f"{med / base[0]:.2f}x / {best / base[1]:.2f}x" if base else "-"
         rss_s = f"{statistics.median(rss):.0f}" if rss else "-"
         print(f"| {cfg} | {names[v]} | {med:.1f} | {best:.1f} | {min(ips):.1f} | {rss_s} | {ratio} |")
+print()
+def med_of(cfg, v, key):
+    vals = [r.get(key) for r in rows if r["config"] == cfg and r["variant"] == v and r.get(key)]
+    return statistics.median(vals) if vals else None
+for cfg in ["train-224", "train-128", "infer-224"]:
+    p = med_of(cfg, "pollen", "images_per_s")
+    t = {v: med_of(cfg, v, "images_per_s") for v in ["torch", "torch-cl", "torch-cl-jemalloc"]}
+    t = {v: x for v, x in t.items() if x}
+    if not p or not t:
+        continue
+    v = max(t, key=t.get)
+    rp, rt = med_of(cfg, "pollen", "peak_rss_mib"), med_of(cfg, v, "peak_rss_mib")
+    mem = f"; peak RSS {rp / rt:.2f}x" if rp and rt else ""
+    print(f"{cfg}: pollen / fastest PyTorch ({names[v]}) = {p / t[v]:.2f}x (medians){mem}")
 PY
