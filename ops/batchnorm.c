@@ -14,7 +14,7 @@
 #include "ops/ops.h"
 #include "ops/ops_simd.h"
 
-static ops_scratch bn_partials, bn_folded;
+static ops_scratch bn_partials, bn_folded, bn_block_stats;
 
 /* S1, S2 = the chunk partials (s1, s2 per chunk, as bn_sums lays them out) summed in chunk
  * order, so the totals do not depend on which thread did which chunk. */
@@ -74,42 +74,73 @@ static void bn_affine(float *out, const float *in, const float *mean, const floa
 /* Small per-call arrays: C floats or doubles each; C is at most a few thousand channels. */
 #define BN_MAXC_STACK 4096
 
-/* Mean, rstd and the running statistics from the shifted sums. scale = gamma*rstd is taken
- * from the SAVED (float) rstd, so a backward that recomputes the output from save_mean and
- * save_rstd gets the forward's exact bits (the fused activation's break points need that). */
-static void bn_finish_stats(float *save_mean, float *save_rstd, float *scale, float *running_mean,
-                            float *running_var, const double *S1, const double *S2,
-                            const float *ref, const float *gamma, int M, int C, float eps,
-                            float momentum) {
+/* Mean, rstd and the running statistics from the batch mean and (biased) variance. scale =
+ * gamma*rstd is taken from the SAVED (float) rstd, so a backward that recomputes the output
+ * from save_mean and save_rstd gets the forward's exact bits (the fused activation's break
+ * points need that). */
+static void bn_finish_moments(float *save_mean, float *save_rstd, float *scale,
+                              float *running_mean, float *running_var, const double *mean,
+                              const double *var, const float *gamma, int M, int C, float eps,
+                              float momentum) {
   for (int c = 0; c < C; c++) {
-    double dm = S1[c] / M;
-    double var = S2[c] / M - dm * dm;
-    if (var < 0.0) var = 0.0;
-    double mean = (double)ref[c] + dm;
-    double rstd = 1.0 / sqrt(var + (double)eps);
-    save_mean[c] = (float)mean;
+    double rstd = 1.0 / sqrt(var[c] + (double)eps);
+    save_mean[c] = (float)mean[c];
     save_rstd[c] = (float)rstd;
     scale[c] = (float)((double)gamma[c] * (double)save_rstd[c]);
     if (running_mean)
-      running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * (float)mean;
+      running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * (float)mean[c];
     if (running_var) {
-      double unbiased = M > 1 ? var * M / (M - 1) : var;
+      double unbiased = M > 1 ? var[c] * M / (M - 1) : var[c];
       running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (float)unbiased;
     }
   }
 }
 
-/* The training forward's statistics: sums shifted by the first row, then bn_finish_stats. */
+/* The training forward's statistics: sums shifted by the first row, then the moments. */
 static void bn_train_stats(float *save_mean, float *save_rstd, float *scale, float *running_mean,
                            float *running_var, const float *in, const float *gamma, int M, int C,
                            float eps, float momentum) {
   POLLEN_ASSERT(C > 0 && C <= BN_MAXC_STACK && M > 0); /* also tells GCC the arrays are set */
-  double S1[C], S2[C];
+  double S1[C], S2[C], mean[C], var[C];
   float ref[C];
   for (int c = 0; c < C; c++) ref[c] = in[c]; /* first row: the shift */
   bn_sums(S1, S2, NULL, in, ref, 1, M, C);
-  bn_finish_stats(save_mean, save_rstd, scale, running_mean, running_var, S1, S2, ref, gamma, M,
-                  C, eps, momentum);
+  for (int c = 0; c < C; c++) {
+    double dm = S1[c] / M;
+    var[c] = S2[c] / M - dm * dm;
+    if (var[c] < 0.0) var[c] = 0.0;
+    mean[c] = (double)ref[c] + dm;
+  }
+  bn_finish_moments(save_mean, save_rstd, scale, running_mean, running_var, mean, var, gamma, M,
+                    C, eps, momentum);
+}
+
+/* The blocks' means and squared deviations (ops_block_stats) combined in block order: the
+ * batch mean and biased variance over all M rows. Each block moves to a common reference (the
+ * first block's mean, close to the batch's, so nothing cancels): S1 = sum n_b (mean_b - ref),
+ * S2 = sum m2_b + n_b (mean_b - ref)^2. No division per block, and the loop over channels
+ * vectorises. */
+static void bn_combine_blocks(double *mean, double *var, const double *bmean, const double *bm2,
+                              long M, long block_rows, int C) {
+  const long nb = ops_stats_blocks(M, block_rows);
+  double S1[C], S2[C];
+  const double *ref = bmean;
+  for (int c = 0; c < C; c++) S1[c] = S2[c] = 0.0;
+  for (long b = 0; b < nb; b++) {
+    const double n = (double)(M - b * block_rows < block_rows ? M - b * block_rows : block_rows);
+    const double *mb = bmean + (size_t)b * C, *qb = bm2 + (size_t)b * C;
+    for (int c = 0; c < C; c++) {
+      double d = mb[c] - ref[c];
+      S1[c] += n * d;
+      S2[c] += qb[c] + n * d * d;
+    }
+  }
+  for (int c = 0; c < C; c++) {
+    double dm = S1[c] / (double)M;
+    mean[c] = ref[c] + dm;
+    var[c] = S2[c] / (double)M - dm * dm;
+    if (var[c] < 0.0) var[c] = 0.0;
+  }
 }
 
 /* Evaluation: scale = gamma / sqrt(running_var + eps). */
@@ -449,4 +480,36 @@ void conv_bn_act_forward_eval(float *out, const float *in, const float *w, ops_c
       linear_act_forward(out, in, wf, bias, N * H * W, Cin, Cout, act);
       break;
   }
+}
+
+/* ---- batch norm whose statistics the convolution took (training) ------------------------- */
+
+void conv_bn_act_forward_train(float *y, float *x, float *save_mean, float *save_rstd,
+                               float *running_mean, float *running_var, const float *in,
+                               const float *w, ops_conv_kind kind, const float *gamma,
+                               const float *beta, float eps, float momentum, int N, int H, int W,
+                               int Cin, int Cout, int K, int stride, act_kind act, float *scratch) {
+  const long M = (long)N * conv_out_size(H, K, stride) * conv_out_size(W, K, stride);
+  POLLEN_ASSERT(Cout > 0 && Cout <= BN_MAXC_STACK && M > 0);
+  if (kind == OPS_CONV_FULL) {
+    conv2d_forward(x, in, w, N, H, W, Cin, Cout, K, stride, scratch);
+    batchnorm_act_forward_train(y, save_mean, save_rstd, running_mean, running_var, x, gamma,
+                                beta, (int)M, Cout, eps, momentum, act);
+    return;
+  }
+  /* Blocks: 64 rows of the GEMM, or one output row of the depthwise conv (its width). */
+  const long block_rows = kind == OPS_CONV_POINTWISE ? OPS_STATS_ROWS_LINEAR
+                                                     : conv_out_size(W, K, stride);
+  const size_t n = (size_t)ops_stats_blocks(M, block_rows) * Cout;
+  double *bmean = ops_scratch_get(&bn_block_stats, sizeof(double) * 2 * n), *bm2 = bmean + n;
+  long got = kind == OPS_CONV_POINTWISE
+                 ? linear_stats_forward(x, in, w, (int)M, Cin, Cout, bmean, bm2)
+                 : dwconv_stats_forward(x, in, w, N, H, W, Cout, K, stride, bmean, bm2);
+  POLLEN_ASSERT(got == block_rows);
+  double mean[Cout], var[Cout];
+  float scale[Cout];
+  bn_combine_blocks(mean, var, bmean, bm2, M, block_rows, Cout);
+  bn_finish_moments(save_mean, save_rstd, scale, running_mean, running_var, mean, var, gamma,
+                    (int)M, Cout, eps, momentum);
+  bn_affine_act(y, x, save_mean, scale, beta, (int)M, Cout, act);
 }

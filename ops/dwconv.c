@@ -138,8 +138,26 @@ void dwconv_forward(float *out, const float *in, const float *w, int N, int H, i
   dwconv_act_forward(out, in, w, NULL, N, H, W, C, K, stride, ACT_NONE);
 }
 
+static void dwc_forward(float *out, const float *in, const float *w, const float *bias, int N,
+                        int H, int W, int C, int K, int stride, act_kind act, double *stat_mean,
+                        double *stat_m2);
+
 void dwconv_act_forward(float *out, const float *in, const float *w, const float *bias, int N,
                         int H, int W, int C, int K, int stride, act_kind act) {
+  dwc_forward(out, in, w, bias, N, H, W, C, K, stride, act, NULL, NULL);
+}
+
+/* Each output row is one statistics block. */
+long dwconv_stats_forward(float *out, const float *in, const float *w, int N, int H, int W, int C,
+                          int K, int stride, double *mean, double *m2) {
+  dwc_forward(out, in, w, NULL, N, H, W, C, K, stride, ACT_NONE, mean, m2);
+  return conv_out_size(W, K, stride);
+}
+
+/* The forward: optional bias and activation, or (stat_mean) the rows' BN statistics. */
+static void dwc_forward(float *out, const float *in, const float *w, const float *bias, int N,
+                        int H, int W, int C, int K, int stride, act_kind act, double *stat_mean,
+                        double *stat_m2) {
   POLLEN_ASSERT(K >= 1 && K * K <= DWC_MAXTAPS && stride >= 1);
   const int Ho = conv_out_size(H, K, stride), Wo = conv_out_size(W, K, stride);
   const long rows = (long)N * Ho;
@@ -173,6 +191,8 @@ void dwconv_act_forward(float *out, const float *in, const float *w, const float
     }
     /* The row is still in cache: bias and activation cost no pass of their own. */
     if (bias || act != ACT_NONE) ops_bias_act_block(orow, Wo, C, C, bias, act);
+    if (stat_mean)
+      ops_block_stats(orow, Wo, C, C, stat_mean + (size_t)r * C, stat_m2 + (size_t)r * C);
   }
 }
 

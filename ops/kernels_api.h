@@ -91,6 +91,13 @@
                 int K, int stride, act_kind act, float *scratch),                                 \
                (out, in, w, kind, gamma, beta, running_mean, running_var, eps, N, H, W, Cin,      \
                 Cout, K, stride, act, scratch))                                                   \
+  OPS_API_VOID(conv_bn_act_forward_train,                                                         \
+               (float *y, float *x, float *save_mean, float *save_rstd, float *running_mean,      \
+                float *running_var, const float *in, const float *w, ops_conv_kind kind,          \
+                const float *gamma, const float *beta, float eps, float momentum, int N, int H,   \
+                int W, int Cin, int Cout, int K, int stride, act_kind act, float *scratch),       \
+               (y, x, save_mean, save_rstd, running_mean, running_var, in, w, kind, gamma, beta,  \
+                eps, momentum, N, H, W, Cin, Cout, K, stride, act, scratch))                      \
   OPS_API_VOID(avgpool_forward, (float *out, const float *in, int N, int HW, int C),             \
                (out, in, N, HW, C))                                                               \
   OPS_API_VOID(avgpool_backward, (float *din, const float *dout, int N, int HW, int C),          \

@@ -119,13 +119,13 @@ LIN_INLINE void lin512_rows_nn_mr(float *C, const float *A, const float *B, cons
 }
 #endif
 
-#define LIN_ROWBLOCK 64  /* rows per parallel work item */
+#define LIN_ROWBLOCK OPS_STATS_ROWS_LINEAR /* rows per parallel work item: 64 */
 #define LIN_COLBLOCK 192 /* columns per work item (8 tiles of 24) */
 
 /* C[M][N] = bias + A[M][K] . B[K][N], parallel over fixed (row block, column block) items,
  * so that a few rows (a classifier's batch) still spread over the threads. */
 static void lin_gemm_nn(float *C, const float *A, const float *B, const float *bias, long M,
-                        int K, int N, act_kind act) {
+                        int K, int N, act_kind act, double *stat_mean, double *stat_m2) {
   const long nrb = (M + LIN_ROWBLOCK - 1) / LIN_ROWBLOCK;
   const int ncb = (N + LIN_COLBLOCK - 1) / LIN_COLBLOCK;
 #pragma omp parallel for schedule(static) if (M * (long)N * K >= 4 * OPS_PAR_MIN)
@@ -144,6 +144,11 @@ static void lin_gemm_nn(float *C, const float *A, const float *B, const float *b
     /* The item's block is still in cache: the activation costs no pass of its own. */
     if (act != ACT_NONE)
       ops_bias_act_block(C + (size_t)m_first * N + n0, end - m_first, n1 - n0, N, NULL, act);
+    if (stat_mean) {
+      const size_t at = (size_t)(m_first / LIN_ROWBLOCK) * N + n0;
+      ops_block_stats(C + (size_t)m_first * N + n0, end - m_first, n1 - n0, N, stat_mean + at,
+                      stat_m2 + at);
+    }
   }
 }
 
@@ -317,7 +322,7 @@ void linear_act_forward(float *out, const float *in, const float *w, const float
 #pragma omp parallel for schedule(static) if ((long)Cin * Cout >= OPS_PAR_MIN)
     for (int ci = 0; ci < Cin; ci++)
       for (int co = 0; co < Cout; co++) wt[(size_t)ci * Cout + co] = w[(size_t)co * Cin + ci];
-    lin_gemm_nn(out, in, wt, bias, M, Cin, Cout, act);
+    lin_gemm_nn(out, in, wt, bias, M, Cin, Cout, act, NULL, NULL);
     return;
   }
 #endif
@@ -334,6 +339,31 @@ void linear_act_forward(float *out, const float *in, const float *w, const float
     ops_blas_rows(out, in, w, 1, beta, M, Cin, Cout);
   }
   if (act != ACT_NONE) act_forward(out, out, (size_t)M * Cout, act);
+}
+
+long linear_stats_forward(float *out, const float *in, const float *w, int M, int Cin, int Cout,
+                          double *mean, double *m2) {
+  const long rows = OPS_STATS_ROWS_LINEAR;
+#if OPS_AVX2
+  if (Cin > 0 && lin_own(Cin)) {
+    float *wt = ops_scratch_get(&lin_wt, sizeof(float) * (size_t)Cin * Cout);
+#pragma omp parallel for schedule(static) if ((long)Cin * Cout >= OPS_PAR_MIN)
+    for (int ci = 0; ci < Cin; ci++)
+      for (int co = 0; co < Cout; co++) wt[(size_t)ci * Cout + co] = w[(size_t)co * Cin + ci];
+    lin_gemm_nn(out, in, wt, NULL, M, Cin, Cout, ACT_NONE, mean, m2);
+    return rows;
+  }
+#endif
+  /* OpenBLAS: the statistics in a pass of their own. */
+  linear_forward(out, in, w, NULL, M, Cin, Cout);
+  const long nb = ops_stats_blocks(M, rows);
+#pragma omp parallel for schedule(static) if ((long)M * Cout >= OPS_PAR_MIN)
+  for (long b = 0; b < nb; b++) {
+    long r0 = b * rows, n = M - r0 < rows ? M - r0 : rows;
+    ops_block_stats(out + (size_t)r0 * Cout, n, Cout, Cout, mean + (size_t)b * Cout,
+                    m2 + (size_t)b * Cout);
+  }
+  return rows;
 }
 
 /* dbias[c] += sum_m dout[m][c], in a thread-count-independent order. */
@@ -361,7 +391,7 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
   if (din) {
 #if OPS_AVX2
     if (Cout > 0 && Cin > 0 && lin_own(Cout))
-      lin_gemm_nn(din, dout, w, NULL, M, Cout, Cin, ACT_NONE);
+      lin_gemm_nn(din, dout, w, NULL, M, Cout, Cin, ACT_NONE, NULL, NULL);
     else
 #endif
     if (Cout > 0)

@@ -150,6 +150,20 @@ void conv_bn_act_forward_eval(float *out, const float *in, const float *w, ops_c
                               const float *running_var, float eps, int N, int H, int W, int Cin,
                               int Cout, int K, int stride, act_kind act, float *scratch);
 
+/* ---- training: batch-norm statistics taken by the convolution that produces their input ----
+ * The conv's own kernel sums each block of output while it is in cache (per GEMM work item,
+ * per depthwise output row), so batch norm's forward needs one pass over x, not two. Per
+ * block, mean and sum of squared deviations; blocks combined in a fixed order (Chan et al.),
+ * so results do not depend on the thread count; they differ from batchnorm_forward_train's
+ * shifted sums in the last bits. out is the conv output x, kept for backward; y the layer's
+ * output act(BN(x)). Saves and running statistics as batchnorm_act_forward_train. kind as
+ * conv_bn_act_forward_eval (OPS_CONV_FULL takes its statistics in a pass of their own). */
+void conv_bn_act_forward_train(float *y, float *x, float *save_mean, float *save_rstd,
+                               float *running_mean, float *running_var, const float *in,
+                               const float *w, ops_conv_kind kind, const float *gamma,
+                               const float *beta, float eps, float momentum, int N, int H, int W,
+                               int Cin, int Cout, int K, int stride, act_kind act, float *scratch);
+
 /* ---- global average pool: in [N][HW][C] -> out [N][C]. ---- */
 void avgpool_forward(float *out, const float *in, int N, int HW, int C);
 void avgpool_backward(float *din, const float *dout, int N, int HW, int C);

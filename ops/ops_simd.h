@@ -90,6 +90,42 @@ static inline __attribute__((always_inline)) void ops_bias_act_block(float *p, l
 }
 #undef OPS_BIAS_ACT_ROWS
 
+/* Batch-norm statistics of a block of rows x cols floats (row stride ld) that a kernel has
+ * just written: per column, mean[c] and m2[c] = sum of squared deviations from that mean.
+ * Two passes over the block while it is in cache, in float but on deviations from the
+ * block's first row (a block is at most a few hundred rows of one channel, so x - x0 is
+ * small and exact enough: a mean 10^4 times the spread keeps batch norm's accuracy; the
+ * shift goes back in double). The blocks are combined in double, in a fixed order
+ * (batchnorm.c), so the totals do not depend on the thread count. */
+static inline void ops_block_stats(const float *p, long rows, int cols, long ld, double *mean,
+                                   double *m2) {
+  float s[cols], q[cols];
+  for (int c = 0; c < cols; c++) s[c] = q[c] = 0.0f;
+  for (long r = 0; r < rows; r++)
+    for (int c = 0; c < cols; c++) s[c] += p[r * ld + c] - p[c];
+  const float inv = 1.0f / (float)rows;
+  for (int c = 0; c < cols; c++) s[c] *= inv;
+  for (long r = 0; r < rows; r++)
+    for (int c = 0; c < cols; c++) {
+      float d = (p[r * ld + c] - p[c]) - s[c];
+      q[c] += d * d;
+    }
+  for (int c = 0; c < cols; c++) mean[c] = (double)p[c] + (double)s[c], m2[c] = q[c];
+}
+
+/* The conv kernels that leave those statistics (conv_bn_act_forward_train, batchnorm.c): the
+ * plain forward, plus per block b of rows [b*block_rows, min((b+1)*block_rows, M)) the
+ * column means and squared deviations in mean[b*C + c], m2[b*C + c]. Each returns its
+ * block_rows; the caller sizes the arrays for ops_stats_blocks(M, that). */
+#define OPS_STATS_ROWS_LINEAR 64
+long linear_stats_forward(float *out, const float *in, const float *w, int M, int Cin, int Cout,
+                          double *mean, double *m2);
+long dwconv_stats_forward(float *out, const float *in, const float *w, int N, int H, int W, int C,
+                          int K, int stride, double *mean, double *m2);
+static inline long ops_stats_blocks(long M, long block_rows) {
+  return (M + block_rows - 1) / block_rows;
+}
+
 /* Below this many elements a parallel region costs more than it saves. */
 #define OPS_PAR_MIN 16384
 

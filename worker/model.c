@@ -509,7 +509,6 @@ static void forward_layers(model *m, const float *images, const int *labels, int
     switch (l->kind) {
     case LAYER_CONV: {
       float *x = m->tensors[l->pre].data;
-      int M = N * l->ho * l->wo;
       float *stats = S + m->bn[l->bn].offset;
       if (!train) {
         ops->conv_bn_act_forward_eval(m, out, x, in, P + l->weight, l->conv, P + l->gamma,
@@ -517,17 +516,11 @@ static void forward_layers(model *m, const float *images, const int *labels, int
                                       l->w, l->cin, l->cout, l->k, l->stride, l->act, m->scratch);
         break;
       }
-      if (l->conv == CONV_FULL)
-        ops->conv2d_forward(m, x, in, P + l->weight, N, l->h, l->w, l->cin, l->cout, l->k,
-                            l->stride, m->scratch);
-      else if (l->conv == CONV_DEPTHWISE)
-        ops->dwconv_forward(m, x, in, P + l->weight, N, l->h, l->w, l->cin, l->k, l->stride);
-      else
-        ops->linear_forward(m, x, in, P + l->weight, NULL, M, l->cin, l->cout);
       float *mean = m->save + l->save;
-      ops->batchnorm_act_forward_train(m, out, mean, mean + l->cout, stats, stats + l->cout, x,
-                                       P + l->gamma, P + l->beta, M, l->cout, m->bn_eps,
-                                       m->bn_momentum, l->act);
+      ops->conv_bn_act_forward_train(m, out, x, mean, mean + l->cout, stats, stats + l->cout, in,
+                                     P + l->weight, l->conv, P + l->gamma, P + l->beta,
+                                     m->bn_eps, m->bn_momentum, N, l->h, l->w, l->cin, l->cout,
+                                     l->k, l->stride, l->act, m->scratch);
       m->bn_tracked[l->bn]++;
       break;
     }

@@ -70,14 +70,6 @@ static void cpu_linear_backward(model *m, float *din, float *dw, float *dbias, c
   linear_backward(din, dw, dbias, dout, in, w, M, Cin, Cout);
 }
 
-static void cpu_batchnorm_act_forward_train(model *m, float *out, float *save_mean, float *save_rstd,
-                                            float *running_mean, float *running_var, const float *in,
-                                            const float *gamma, const float *beta, int M, int C,
-                                            float eps, float momentum, act_kind act) {
-  batchnorm_act_forward_train(out, save_mean, save_rstd, running_mean, running_var, in, gamma, beta,
-                              M, C, eps, momentum, act);
-}
-
 static void cpu_batchnorm_act_backward(model *m, float *din, float *dgamma, float *dbeta,
                                        const float *dout, const float *in, const float *save_mean,
                                        const float *save_rstd, const float *gamma, const float *beta,
@@ -94,16 +86,29 @@ static void cpu_act_backward(model *m, float *din, const float *dout, const floa
   act_backward(din, dout, in, n, act);
 }
 
+static const ops_conv_kind cpu_conv_kinds[] = {[CONV_FULL] = OPS_CONV_FULL,
+                                               [CONV_DEPTHWISE] = OPS_CONV_DEPTHWISE,
+                                               [CONV_POINTWISE] = OPS_CONV_POINTWISE};
+
+static void cpu_conv_bn_act_forward_train(model *m, float *y, float *x, float *save_mean,
+                                          float *save_rstd, float *running_mean,
+                                          float *running_var, const float *in, const float *w,
+                                          conv_kind kind, const float *gamma, const float *beta,
+                                          float eps, float momentum, int N, int H, int W, int Cin,
+                                          int Cout, int K, int stride, act_kind act,
+                                          float *scratch) {
+  conv_bn_act_forward_train(y, x, save_mean, save_rstd, running_mean, running_var, in, w,
+                            cpu_conv_kinds[kind], gamma, beta, eps, momentum, N, H, W, Cin, Cout,
+                            K, stride, act, scratch);
+}
+
 static void cpu_conv_bn_act_forward_eval(model *m, float *out, float *x, const float *in,
                                          const float *w, conv_kind kind, const float *gamma,
                                          const float *beta, const float *running_mean,
                                          const float *running_var, float eps, int N, int H, int W,
                                          int Cin, int Cout, int K, int stride, act_kind act,
                                          float *scratch) {
-  static const ops_conv_kind kinds[] = {[CONV_FULL] = OPS_CONV_FULL,
-                                        [CONV_DEPTHWISE] = OPS_CONV_DEPTHWISE,
-                                        [CONV_POINTWISE] = OPS_CONV_POINTWISE};
-  conv_bn_act_forward_eval(out, in, w, kinds[kind], gamma, beta, running_mean, running_var, eps,
+  conv_bn_act_forward_eval(out, in, w, cpu_conv_kinds[kind], gamma, beta, running_mean, running_var, eps,
                            N, H, W, Cin, Cout, K, stride, act, scratch);
 }
 
@@ -169,7 +174,7 @@ const model_ops model_cpu_ops = {
     .dwconv_backward = cpu_dwconv_backward,
     .linear_forward = cpu_linear_forward,
     .linear_backward = cpu_linear_backward,
-    .batchnorm_act_forward_train = cpu_batchnorm_act_forward_train,
+    .conv_bn_act_forward_train = cpu_conv_bn_act_forward_train,
     .conv_bn_act_forward_eval = cpu_conv_bn_act_forward_eval,
     .batchnorm_act_backward = cpu_batchnorm_act_backward,
     .act_forward = cpu_act_forward,

@@ -173,7 +173,26 @@ static void gpu_batchnorm_act_forward_eval(model *m, float *out, const float *in
   cuda_batchnorm_forward_eval(CTX(m), out, in, gamma, beta, running_mean, running_var, M, C, eps, act);
 }
 
-/* The conv, then batch norm and the activation over its output, as in training. */
+/* The conv, then batch norm (its statistics) and the activation over its output. */
+static void gpu_conv_bn_act_forward_train(model *m, float *y, float *x, float *save_mean,
+                                          float *save_rstd, float *running_mean,
+                                          float *running_var, const float *in, const float *w,
+                                          conv_kind kind, const float *gamma, const float *beta,
+                                          float eps, float momentum, int N, int H, int W, int Cin,
+                                          int Cout, int K, int stride, act_kind act,
+                                          float *scratch) {
+  int M = N * conv_out_size(H, K, stride) * conv_out_size(W, K, stride);
+  if (kind == CONV_FULL)
+    gpu_conv2d_forward(m, x, in, w, N, H, W, Cin, Cout, K, stride, scratch);
+  else if (kind == CONV_DEPTHWISE)
+    gpu_dwconv_forward(m, x, in, w, N, H, W, Cin, K, stride);
+  else
+    gpu_linear_forward(m, x, in, w, NULL, M, Cin, Cout);
+  gpu_batchnorm_act_forward_train(m, y, save_mean, save_rstd, running_mean, running_var, x, gamma,
+                                  beta, M, Cout, eps, momentum, act);
+}
+
+/* The conv, then batch norm and the activation over its output, with the running statistics. */
 static void gpu_conv_bn_act_forward_eval(model *m, float *out, float *x, const float *in,
                                          const float *w, conv_kind kind, const float *gamma,
                                          const float *beta, const float *running_mean,
@@ -270,7 +289,7 @@ static const model_ops model_cuda_ops = {
     .dwconv_backward = gpu_dwconv_backward,
     .linear_forward = gpu_linear_forward,
     .linear_backward = gpu_linear_backward,
-    .batchnorm_act_forward_train = gpu_batchnorm_act_forward_train,
+    .conv_bn_act_forward_train = gpu_conv_bn_act_forward_train,
     .conv_bn_act_forward_eval = gpu_conv_bn_act_forward_eval,
     .batchnorm_act_backward = gpu_batchnorm_act_backward,
     .act_forward = gpu_act_forward,

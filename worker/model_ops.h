@@ -61,10 +61,15 @@ struct model_ops {
                          const float *bias, int M, int Cin, int Cout);
   void (*linear_backward)(model *m, float *din, float *dw, float *dbias, const float *dout,
                           const float *in, const float *w, int M, int Cin, int Cout);
-  void (*batchnorm_act_forward_train)(model *m, float *out, float *save_mean, float *save_rstd,
-                                      float *running_mean, float *running_var, const float *in,
-                                      const float *gamma, const float *beta, int M, int C,
-                                      float eps, float momentum, act_kind act);
+  /* The training forward of a conv + BN + act layer, ops.h's conv_bn_act_forward_train: x =
+   * conv(in) (kept for backward), y = act(BN(x)) with the batch's statistics, saved in
+   * save_mean/save_rstd and folded into the running ones. */
+  void (*conv_bn_act_forward_train)(model *m, float *y, float *x, float *save_mean,
+                                    float *save_rstd, float *running_mean, float *running_var,
+                                    const float *in, const float *w, conv_kind kind,
+                                    const float *gamma, const float *beta, float eps,
+                                    float momentum, int N, int H, int W, int Cin, int Cout, int K,
+                                    int stride, act_kind act, float *scratch);
   /* The eval forward of a conv + BN + act layer, ops.h's conv_bn_act_forward_eval: out =
    * act(BN_eval(conv(in))). x is the layer's conv output buffer, for a device that does it
    * in two steps (the CPU folds BN into the conv and does not write it). */
