@@ -3,11 +3,14 @@
  * MobileNet's 1x1 convolutions are tall and skinny (M = N*H*W up to 100352 rows, 16..576
  * channels): OpenBLAS spends most of its time packing there, and in the weight gradient
  * (a reduction over all M rows) even more; and its results can change with the thread count
- * for some shapes. So GEMM kernels written here (AVX2, 4 rows x 24 columns in registers)
- * do all three products: out = in . w^T + bias and din = dout . w over fixed (row block,
- * column block) work items, and dw = dout^T . in summed per fixed chunk of rows with the
- * chunks added in order, so every result is the same for any thread count. OpenBLAS
- * (OpenMP build: it shares pollen's threads) is left for builds without AVX2 and huge K.
+ * for some shapes. So GEMM kernels written here (AVX2: 4 rows x 24 columns in registers;
+ * AVX-512: 8 rows x 48, the last vector masked) do all three products: out = in . w^T + bias
+ * and din = dout . w over fixed (row block, column block) work items, and dw = dout^T . in
+ * summed per fixed chunk of rows with the chunks added in order, so every result is the same
+ * for any thread count. A work item's block is still in cache when it is done: the fused
+ * epilogues (activation, batch-norm statistics) run on it there. OpenBLAS (OpenMP build: it
+ * shares pollen's threads) is left for the baseline path and huge K.
+ * (tools/gemm_compare measures these kernels against oneDNN and libxsmm: BENCHMARKS.md.)
  * dbias is a column sum over fixed row chunks (ops_simd.h). The chunk partials live in
  * static buffers grown on demand (no steady-state allocation). */
 #include <cblas.h>

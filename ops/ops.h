@@ -17,7 +17,7 @@
  *     OVERWRITE input gradients (din), unless noted. din may be NULL where stated, to skip it.
  *   - Padding is "same" for odd K: pad = (K - 1) / 2 on every side; output size is
  *     conv_out_size(H, K, stride) = (H + 2*pad - K) / stride + 1, as PyTorch computes it.
- *   - Threads: OpenMP inside each op; GEMMs in linear.c's and conv2d.c's own AVX2 kernels at
+ *   - Threads: OpenMP inside each op; GEMMs in linear.c's and conv2d.c's own kernels at
  *     the networks' shapes, OpenBLAS (OpenMP build) otherwise. Call from one thread. On the
  *     own kernels results do not depend on the thread count (reductions over fixed chunks,
  *     ops_simd.h; tests compare 1 and 2 threads bit for bit); OpenBLAS's may.
