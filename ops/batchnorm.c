@@ -233,8 +233,8 @@ BN_INLINE float bn_act_f(float y, act_kind act) {
   switch (act) {
     case ACT_RELU: return y > 0.0f ? y : 0.0f;
     case ACT_RELU6: return bn_relu6f(y);
-    case ACT_HARDSWISH: return y * bn_relu6f(y + 3.0f) / 6.0f;
-    case ACT_HARDSIGMOID: return bn_relu6f(y + 3.0f) / 6.0f;
+    case ACT_HARDSWISH: return y * bn_relu6f(y + 3.0f) * OPS_SIXTH;
+    case ACT_HARDSIGMOID: return bn_relu6f(y + 3.0f) * OPS_SIXTH;
     case ACT_NONE: break;
   }
   return y;
@@ -246,10 +246,10 @@ BN_INLINE float bn_act_grad(float y, float g, act_kind act) {
     case ACT_RELU: return y > 0.0f ? g : 0.0f;
     case ACT_RELU6: return (y > 0.0f && y < 6.0f) ? g : 0.0f;
     case ACT_HARDSWISH: {
-      float mid = g * (y / 3.0f + 0.5f);
+      float mid = g * (y * OPS_THIRD + 0.5f);
       return y < -3.0f ? 0.0f : (y <= 3.0f ? mid : g);
     }
-    case ACT_HARDSIGMOID: return (y > -3.0f && y < 3.0f) ? g / 6.0f : 0.0f;
+    case ACT_HARDSIGMOID: return (y > -3.0f && y < 3.0f) ? g * OPS_SIXTH : 0.0f;
     case ACT_NONE: break;
   }
   return g;
@@ -258,20 +258,20 @@ BN_INLINE float bn_act_grad(float y, float g, act_kind act) {
 #if OPS_AVX2
 /* The same formulas on 8 lanes with AVX2, bit for bit: max_ps(a, b) is exactly a > b ? a : b
  * and min_ps(a, b) is a < b ? a : b. Written out because GCC does not if-convert the
- * hardswish gradient (it keeps the division in a branch: scalar code). */
+ * hardswish gradient (it keeps the arithmetic in a branch: scalar code). */
 BN_INLINE __m256 bn_act_fv(__m256 y, act_kind act) {
   const __m256 zero = _mm256_setzero_ps(), three = _mm256_set1_ps(3.0f),
-               six = _mm256_set1_ps(6.0f);
+               six = _mm256_set1_ps(6.0f), sixth = _mm256_set1_ps(OPS_SIXTH);
   switch (act) {
     case ACT_RELU: return _mm256_max_ps(y, zero);
     case ACT_RELU6: return _mm256_min_ps(_mm256_max_ps(y, zero), six);
     case ACT_HARDSWISH:
-      return _mm256_div_ps(
+      return _mm256_mul_ps(
           _mm256_mul_ps(y, _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(y, three), zero), six)),
-          six);
+          sixth);
     case ACT_HARDSIGMOID:
-      return _mm256_div_ps(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(y, three), zero), six),
-                           six);
+      return _mm256_mul_ps(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(y, three), zero), six),
+                           sixth);
     case ACT_NONE: break;
   }
   return y;
@@ -287,14 +287,15 @@ BN_INLINE __m256 bn_act_gradv(__m256 y, __m256 g, act_kind act) {
                                          _mm256_cmp_ps(y, six, _CMP_LT_OQ)),
                            g);
     case ACT_HARDSWISH: {
-      __m256 mid = _mm256_mul_ps(g, _mm256_add_ps(_mm256_div_ps(y, three), _mm256_set1_ps(0.5f)));
+      __m256 mid = _mm256_mul_ps(
+          g, _mm256_add_ps(_mm256_mul_ps(y, _mm256_set1_ps(OPS_THIRD)), _mm256_set1_ps(0.5f)));
       __m256 r = _mm256_blendv_ps(g, mid, _mm256_cmp_ps(y, three, _CMP_LE_OQ));
       return _mm256_and_ps(_mm256_cmp_ps(y, mthree, _CMP_NLT_UQ), r); /* y < -3: 0 */
     }
     case ACT_HARDSIGMOID:
       return _mm256_and_ps(_mm256_and_ps(_mm256_cmp_ps(y, mthree, _CMP_GT_OQ),
                                          _mm256_cmp_ps(y, three, _CMP_LT_OQ)),
-                           _mm256_div_ps(g, six));
+                           _mm256_mul_ps(g, _mm256_set1_ps(OPS_SIXTH)));
     case ACT_NONE: break;
   }
   return g;

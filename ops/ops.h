@@ -100,7 +100,8 @@ void batchnorm_backward(float *din, float *dgamma, float *dbeta, const float *do
                         const float *in, const float *save_mean, const float *save_rstd,
                         const float *gamma, int M, int C);
 
-/* ---- pointwise activations, PyTorch's exact definitions and gradients:
+/* ---- pointwise activations, PyTorch's definitions and gradients (its divisions by 6 and 3
+ * done as multiplications by the float reciprocals, within an ulp):
  *   relu       max(x,0)                      grad 1 where x > 0
  *   relu6      min(max(x,0),6)               grad 1 where 0 < x < 6
  *   hardswish  x*relu6(x+3)/6                grad 0 where x < -3, x/3+0.5 where -3 <= x <= 3,
