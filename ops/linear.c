@@ -81,43 +81,57 @@ LIN_INLINE void lin_rows_nn_mr(float *C, const float *A, const float *B, const f
  * (so 24-, 40- or 88-channel layers need no scalar tail), MR up to 8 rows: 24 of the 32
  * registers accumulate. Same sums in the same order as the AVX2 kernels' per element. */
 static inline __mmask16 lin_mask(int cols) { return cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1); }
+/* Vector b of an NB-vector tile: all lanes but in the last. */
+static inline __mmask16 lin_vmask(int b, int NB, __mmask16 last) {
+  return b == NB - 1 ? last : (__mmask16)0xFFFF;
+}
 
-/* C[MR][cols] = bias + A[MR][K] . B[K][cols], cols in (16*(NB-1), 16*NB]. */
-LIN_INLINE void lin512_kern_nn(float *C, const float *A, const float *B, const float *bias, int K,
-                               int lda, int ldb, int ldc, int MR, int NB, __mmask16 last) {
+/* One tile, for all three products: C[r][cols] = init[r][cols] + sum over i < len of
+ * A[r*ars + i*ais] * B[i*ldb][cols], r < MR, cols in (16*(NB-1), 16*NB]. init rows have
+ * stride init_ld (0: one row for all, a bias; init NULL: zero). out and din walk A's rows
+ * (i = k, ais = 1); dw walks its columns (i = m) and accumulates onto the partial (init = C). */
+LIN_INLINE void lin512_tile(float *C, long ldc, const float *init, long init_ld, const float *A,
+                            long ars, long ais, const float *B, long ldb, long len, int MR,
+                            int NB, __mmask16 last) {
   __m512 acc[8][3];
-  for (int b = 0; b < NB; b++) {
-    __mmask16 mk = b == NB - 1 ? last : (__mmask16)0xFFFF;
-    __m512 init = bias ? _mm512_maskz_loadu_ps(mk, bias + 16 * b) : _mm512_setzero_ps();
-    for (int r = 0; r < MR; r++) acc[r][b] = init;
-  }
-  for (int k = 0; k < K; k++) {
+  for (int r = 0; r < MR; r++)
+    for (int b = 0; b < NB; b++)
+      acc[r][b] = init ? _mm512_maskz_loadu_ps(lin_vmask(b, NB, last), init + r * init_ld + 16 * b)
+                       : _mm512_setzero_ps();
+  for (long i = 0; i < len; i++) {
     __m512 bv[3];
     for (int b = 0; b < NB; b++)
-      bv[b] = _mm512_maskz_loadu_ps(b == NB - 1 ? last : (__mmask16)0xFFFF, B + (size_t)k * ldb + 16 * b);
+      bv[b] = _mm512_maskz_loadu_ps(lin_vmask(b, NB, last), B + i * ldb + 16 * b);
     for (int r = 0; r < MR; r++) {
-      __m512 a = _mm512_set1_ps(A[(size_t)r * lda + k]);
+      __m512 a = _mm512_set1_ps(A[r * ars + i * ais]);
       for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(a, bv[b], acc[r][b]);
     }
   }
   for (int r = 0; r < MR; r++)
     for (int b = 0; b < NB; b++)
-      _mm512_mask_storeu_ps(C + (size_t)r * ldc + 16 * b, b == NB - 1 ? last : (__mmask16)0xFFFF,
-                            acc[r][b]);
+      _mm512_mask_storeu_ps(C + r * ldc + 16 * b, lin_vmask(b, NB, last), acc[r][b]);
 }
 
+/* Columns [n, end) in tiles: 48 wide, then one of 1-3 vectors with the last masked.
+ * TILE(NB, LAST) reads n. */
+#define LIN512_COLUMN_TILES(n, end, TILE)                                 \
+  do {                                                                    \
+    for (; (n) + 48 <= (end); (n) += 48) TILE(3, (__mmask16)0xFFFF);      \
+    int left_ = (end) - (n);                                              \
+    if (left_ > 32) TILE(3, lin_mask(left_ - 32));                        \
+    else if (left_ > 16) TILE(2, lin_mask(left_ - 16));                   \
+    else if (left_ > 0) TILE(1, lin_mask(left_));                         \
+  } while (0)
+
+/* Rows m..m+MR-1, columns [n0, n1) of C[M][N] = bias + A[M][K] . B[K][N]. */
 LIN_INLINE void lin512_rows_nn_mr(float *C, const float *A, const float *B, const float *bias,
                                   long m, int K, int N, int n0, int n1, int MR) {
   float *c = C + (size_t)m * N;
   const float *a = A + (size_t)m * K;
   int n = n0;
 #define LIN_TILE(NB, LAST) \
-  lin512_kern_nn(c + n, a, B + n, bias ? bias + n : NULL, K, K, N, N, MR, NB, LAST)
-  for (; n + 48 <= n1; n += 48) LIN_TILE(3, 0xFFFF);
-  int left = n1 - n;
-  if (left > 32) LIN_TILE(3, lin_mask(left - 32));
-  else if (left > 16) LIN_TILE(2, lin_mask(left - 16));
-  else if (left > 0) LIN_TILE(1, lin_mask(left));
+  lin512_tile(c + n, N, bias ? bias + n : NULL, 0, a, K, 1, B + n, N, K, MR, NB, LAST)
+  LIN512_COLUMN_TILES(n, n1, LIN_TILE);
 #undef LIN_TILE
 }
 #endif
@@ -191,39 +205,16 @@ LIN_INLINE void lin_tn_kr(float *P, const float *A, const float *B, long m0, lon
 }
 
 #if OPS_AVX512
-/* P[k0..k0+KR)[cols] += sum over rows m in [m0, m1) of A[m][k] * B[m][n]: the AVX-512 tile,
- * the last of its NB vectors masked as in lin512_kern_nn. */
-LIN_INLINE void lin512_kern_tn(float *P, const float *A, const float *B, long m0, long m1, int lda,
-                               int ldb, int ldp, int KR, int NB, __mmask16 last) {
-  __m512 acc[8][3];
-  for (int r = 0; r < KR; r++)
-    for (int b = 0; b < NB; b++)
-      acc[r][b] = _mm512_maskz_loadu_ps(b == NB - 1 ? last : (__mmask16)0xFFFF, P + (size_t)r * ldp + 16 * b);
-  for (long m = m0; m < m1; m++) {
-    __m512 bv[3];
-    for (int b = 0; b < NB; b++)
-      bv[b] = _mm512_maskz_loadu_ps(b == NB - 1 ? last : (__mmask16)0xFFFF, B + (size_t)m * ldb + 16 * b);
-    for (int r = 0; r < KR; r++) {
-      __m512 a = _mm512_set1_ps(A[(size_t)m * lda + r]);
-      for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(a, bv[b], acc[r][b]);
-    }
-  }
-  for (int r = 0; r < KR; r++)
-    for (int b = 0; b < NB; b++)
-      _mm512_mask_storeu_ps(P + (size_t)r * ldp + 16 * b, b == NB - 1 ? last : (__mmask16)0xFFFF,
-                            acc[r][b]);
-}
-
+/* P[k..k+KR)[0..N) += sum over rows m in [m0, m1) of A[m][k+r] * B[m][n]: lin512_tile down
+ * A's columns, onto the partial. */
 LIN_INLINE void lin512_tn_kr(float *P, const float *A, const float *B, long m0, long m1, int K,
                              int N, int k, int KR) {
+  float *p = P + (size_t)k * N;
+  const float *a = A + (size_t)m0 * K + k, *b = B + (size_t)m0 * N;
   int n = 0;
 #define LIN_TILE(NB, LAST) \
-  lin512_kern_tn(P + (size_t)k * N + n, A + k, B + n, m0, m1, K, N, N, KR, NB, LAST)
-  for (; n + 48 <= N; n += 48) LIN_TILE(3, 0xFFFF);
-  int left = N - n;
-  if (left > 32) LIN_TILE(3, lin_mask(left - 32));
-  else if (left > 16) LIN_TILE(2, lin_mask(left - 16));
-  else if (left > 0) LIN_TILE(1, lin_mask(left));
+  lin512_tile(p + n, N, p + n, N, a, 1, K, b + n, N, m1 - m0, KR, NB, LAST)
+  LIN512_COLUMN_TILES(n, N, LIN_TILE);
 #undef LIN_TILE
 }
 #endif
