@@ -39,20 +39,10 @@ static size_t cpu_conv2d_scratch_floats(const model *m, int N, int H, int W, int
   return conv2d_scratch_floats(H, W, Cin, K, stride);
 }
 
-static void cpu_conv2d_forward(model *m, float *out, const float *in, const float *w, int N, int H,
-                               int W, int Cin, int Cout, int K, int stride, float *scratch) {
-  conv2d_forward(out, in, w, N, H, W, Cin, Cout, K, stride, scratch);
-}
-
 static void cpu_conv2d_backward(model *m, float *din, float *dw, const float *dout, const float *in,
                                 const float *w, int N, int H, int W, int Cin, int Cout, int K,
                                 int stride, float *scratch) {
   conv2d_backward(din, dw, dout, in, w, N, H, W, Cin, Cout, K, stride, scratch);
-}
-
-static void cpu_dwconv_forward(model *m, float *out, const float *in, const float *w, int N, int H,
-                               int W, int C, int K, int stride) {
-  dwconv_forward(out, in, w, N, H, W, C, K, stride);
 }
 
 static void cpu_dwconv_backward(model *m, float *din, float *dw, const float *dout, const float *in,
@@ -168,9 +158,7 @@ const model_ops model_cpu_ops = {
     .logits = cpu_logits,
     .loss_backward = cpu_loss_backward,
     .conv2d_scratch_floats = cpu_conv2d_scratch_floats,
-    .conv2d_forward = cpu_conv2d_forward,
     .conv2d_backward = cpu_conv2d_backward,
-    .dwconv_forward = cpu_dwconv_forward,
     .dwconv_backward = cpu_dwconv_backward,
     .linear_forward = cpu_linear_forward,
     .linear_backward = cpu_linear_backward,

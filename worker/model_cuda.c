@@ -173,6 +173,20 @@ static void gpu_batchnorm_act_forward_eval(model *m, float *out, const float *in
   cuda_batchnorm_forward_eval(CTX(m), out, in, gamma, beta, running_mean, running_var, M, C, eps, act);
 }
 
+/* x = the layer's convolution of in; returns its output rows, N * Ho * Wo. */
+static int gpu_conv_forward(model *m, float *x, const float *in, const float *w, conv_kind kind,
+                            int N, int H, int W, int Cin, int Cout, int K, int stride,
+                            float *scratch) {
+  int M = N * conv_out_size(H, K, stride) * conv_out_size(W, K, stride);
+  if (kind == CONV_FULL)
+    gpu_conv2d_forward(m, x, in, w, N, H, W, Cin, Cout, K, stride, scratch);
+  else if (kind == CONV_DEPTHWISE)
+    gpu_dwconv_forward(m, x, in, w, N, H, W, Cin, K, stride);
+  else
+    gpu_linear_forward(m, x, in, w, NULL, M, Cin, Cout);
+  return M;
+}
+
 /* The conv, then batch norm (its statistics) and the activation over its output. */
 static void gpu_conv_bn_act_forward_train(model *m, float *y, float *x, float *save_mean,
                                           float *save_rstd, float *running_mean,
@@ -181,13 +195,7 @@ static void gpu_conv_bn_act_forward_train(model *m, float *y, float *x, float *s
                                           float eps, float momentum, int N, int H, int W, int Cin,
                                           int Cout, int K, int stride, act_kind act,
                                           float *scratch) {
-  int M = N * conv_out_size(H, K, stride) * conv_out_size(W, K, stride);
-  if (kind == CONV_FULL)
-    gpu_conv2d_forward(m, x, in, w, N, H, W, Cin, Cout, K, stride, scratch);
-  else if (kind == CONV_DEPTHWISE)
-    gpu_dwconv_forward(m, x, in, w, N, H, W, Cin, K, stride);
-  else
-    gpu_linear_forward(m, x, in, w, NULL, M, Cin, Cout);
+  int M = gpu_conv_forward(m, x, in, w, kind, N, H, W, Cin, Cout, K, stride, scratch);
   gpu_batchnorm_act_forward_train(m, y, save_mean, save_rstd, running_mean, running_var, x, gamma,
                                   beta, M, Cout, eps, momentum, act);
 }
@@ -199,13 +207,7 @@ static void gpu_conv_bn_act_forward_eval(model *m, float *out, float *x, const f
                                          const float *running_var, float eps, int N, int H, int W,
                                          int Cin, int Cout, int K, int stride, act_kind act,
                                          float *scratch) {
-  int M = N * conv_out_size(H, K, stride) * conv_out_size(W, K, stride);
-  if (kind == CONV_FULL)
-    gpu_conv2d_forward(m, x, in, w, N, H, W, Cin, Cout, K, stride, scratch);
-  else if (kind == CONV_DEPTHWISE)
-    gpu_dwconv_forward(m, x, in, w, N, H, W, Cin, K, stride);
-  else
-    gpu_linear_forward(m, x, in, w, NULL, M, Cin, Cout);
+  int M = gpu_conv_forward(m, x, in, w, kind, N, H, W, Cin, Cout, K, stride, scratch);
   gpu_batchnorm_act_forward_eval(m, out, x, gamma, beta, running_mean, running_var, M, Cout, eps,
                                  act);
 }
@@ -283,9 +285,7 @@ static const model_ops model_cuda_ops = {
     .logits = gpu_logits,
     .loss_backward = gpu_loss_backward,
     .conv2d_scratch_floats = gpu_conv2d_scratch_floats,
-    .conv2d_forward = gpu_conv2d_forward,
     .conv2d_backward = gpu_conv2d_backward,
-    .dwconv_forward = gpu_dwconv_forward,
     .dwconv_backward = gpu_dwconv_backward,
     .linear_forward = gpu_linear_forward,
     .linear_backward = gpu_linear_backward,

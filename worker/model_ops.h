@@ -48,13 +48,9 @@ struct model_ops {
 
   /* ---- the ops (ops/ops.h) ---- */
   size_t (*conv2d_scratch_floats)(const model *m, int N, int H, int W, int Cin, int K, int stride);
-  void (*conv2d_forward)(model *m, float *out, const float *in, const float *w, int N, int H,
-                         int W, int Cin, int Cout, int K, int stride, float *scratch);
   void (*conv2d_backward)(model *m, float *din, float *dw, const float *dout, const float *in,
                           const float *w, int N, int H, int W, int Cin, int Cout, int K,
                           int stride, float *scratch);
-  void (*dwconv_forward)(model *m, float *out, const float *in, const float *w, int N, int H,
-                         int W, int C, int K, int stride);
   void (*dwconv_backward)(model *m, float *din, float *dw, const float *dout, const float *in,
                           const float *w, int N, int H, int W, int C, int K, int stride);
   void (*linear_forward)(model *m, float *out, const float *in, const float *w,
