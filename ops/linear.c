@@ -260,6 +260,16 @@ static void lin_dw(float *dw, const float *B, const float *A, long M, int K, int
     }
 }
 
+/* w^T [Cin][Cout], once per forward call into a scratch buffer: the kernel reads B rows along
+ * the output channels. */
+static const float *lin_transposed(const float *w, int Cin, int Cout) {
+  float *wt = ops_scratch_get(&lin_wt, sizeof(float) * (size_t)Cin * Cout);
+#pragma omp parallel for schedule(static) if ((long)Cin * Cout >= OPS_PAR_MIN)
+  for (int ci = 0; ci < Cin; ci++)
+    for (int co = 0; co < Cout; co++) wt[(size_t)ci * Cout + co] = w[(size_t)co * Cin + ci];
+  return wt;
+}
+
 /* The kernels here take every shape the networks have. OpenBLAS is left for the rest: a
  * very long reduction (K), or a build without AVX2. */
 static int lin_own(int K) { return K <= LIN_SMALL_KMAX; }
@@ -311,12 +321,7 @@ void linear_act_forward(float *out, const float *in, const float *w, const float
   if (M <= 0 || Cout <= 0) return;
 #if OPS_AVX2
   if (Cin > 0 && lin_own(Cin)) {
-    /* w^T [Cin][Cout] once per call: the kernel reads B rows along the output channels. */
-    float *wt = ops_scratch_get(&lin_wt, sizeof(float) * (size_t)Cin * Cout);
-#pragma omp parallel for schedule(static) if ((long)Cin * Cout >= OPS_PAR_MIN)
-    for (int ci = 0; ci < Cin; ci++)
-      for (int co = 0; co < Cout; co++) wt[(size_t)ci * Cout + co] = w[(size_t)co * Cin + ci];
-    lin_gemm_nn(out, in, wt, bias, M, Cin, Cout, act, NULL, NULL);
+    lin_gemm_nn(out, in, lin_transposed(w, Cin, Cout), bias, M, Cin, Cout, act, NULL, NULL);
     return;
   }
 #endif
@@ -340,11 +345,7 @@ long linear_stats_forward(float *out, const float *in, const float *w, int M, in
   const long rows = OPS_STATS_ROWS_LINEAR;
 #if OPS_AVX2
   if (Cin > 0 && lin_own(Cin)) {
-    float *wt = ops_scratch_get(&lin_wt, sizeof(float) * (size_t)Cin * Cout);
-#pragma omp parallel for schedule(static) if ((long)Cin * Cout >= OPS_PAR_MIN)
-    for (int ci = 0; ci < Cin; ci++)
-      for (int co = 0; co < Cout; co++) wt[(size_t)ci * Cout + co] = w[(size_t)co * Cin + ci];
-    lin_gemm_nn(out, in, wt, NULL, M, Cin, Cout, ACT_NONE, mean, m2);
+    lin_gemm_nn(out, in, lin_transposed(w, Cin, Cout), NULL, M, Cin, Cout, ACT_NONE, mean, m2);
     return rows;
   }
 #endif
