@@ -148,10 +148,9 @@ void dwconv_act_forward(float *out, const float *in, const float *w, const float
 }
 
 /* Each output row is one statistics block. */
-long dwconv_stats_forward(float *out, const float *in, const float *w, int N, int H, int W, int C,
+void dwconv_stats_forward(float *out, const float *in, const float *w, int N, int H, int W, int C,
                           int K, int stride, double *mean, double *m2) {
   dwc_forward(out, in, w, NULL, N, H, W, C, K, stride, ACT_NONE, mean, m2);
-  return conv_out_size(W, K, stride);
 }
 
 /* The forward: optional bias and activation, or (stat_mean) the rows' BN statistics. */

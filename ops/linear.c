@@ -340,13 +340,13 @@ void linear_act_forward(float *out, const float *in, const float *w, const float
   if (act != ACT_NONE) act_forward(out, out, (size_t)M * Cout, act);
 }
 
-long linear_stats_forward(float *out, const float *in, const float *w, int M, int Cin, int Cout,
+void linear_stats_forward(float *out, const float *in, const float *w, int M, int Cin, int Cout,
                           double *mean, double *m2) {
   const long rows = OPS_STATS_ROWS_LINEAR;
 #if OPS_AVX2
   if (Cin > 0 && lin_own(Cin)) {
     lin_gemm_nn(out, in, lin_transposed(w, Cin, Cout), NULL, M, Cin, Cout, ACT_NONE, mean, m2);
-    return rows;
+    return;
   }
 #endif
   /* OpenBLAS: the statistics in a pass of their own. */
@@ -358,7 +358,6 @@ long linear_stats_forward(float *out, const float *in, const float *w, int M, in
     ops_block_stats(out + (size_t)r0 * Cout, n, Cout, Cout, mean + (size_t)b * Cout,
                     m2 + (size_t)b * Cout);
   }
-  return rows;
 }
 
 /* dbias[c] += sum_m dout[m][c], in a thread-count-independent order. */

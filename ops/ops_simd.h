@@ -121,12 +121,13 @@ static inline void ops_block_stats(const float *p, long rows, int cols, long ld,
 
 /* The conv kernels that leave those statistics (conv_bn_act_forward_train, batchnorm.c): the
  * plain forward, plus per block b of rows [b*block_rows, min((b+1)*block_rows, M)) the
- * column means and squared deviations in mean[b*C + c], m2[b*C + c]. Each returns its
- * block_rows; the caller sizes the arrays for ops_stats_blocks(M, that). */
+ * column means and squared deviations in mean[b*C + c], m2[b*C + c]. Blocks are
+ * OPS_STATS_ROWS_LINEAR rows for the GEMM and one output row (Wo pixels) for the depthwise
+ * conv; the caller sizes the arrays for ops_stats_blocks(M, block_rows). */
 #define OPS_STATS_ROWS_LINEAR 64
-long linear_stats_forward(float *out, const float *in, const float *w, int M, int Cin, int Cout,
+void linear_stats_forward(float *out, const float *in, const float *w, int M, int Cin, int Cout,
                           double *mean, double *m2);
-long dwconv_stats_forward(float *out, const float *in, const float *w, int N, int H, int W, int C,
+void dwconv_stats_forward(float *out, const float *in, const float *w, int N, int H, int W, int C,
                           int K, int stride, double *mean, double *m2);
 static inline long ops_stats_blocks(long M, long block_rows) {
   return (M + block_rows - 1) / block_rows;
