@@ -117,7 +117,7 @@ static void c2d_direct_forward(float *out, const float *in, const float *w, cons
       case 3: c2d_fwd_row(orow, img, wt, H, W, Cin, K, s, oh, Wo, 3, 2); break;
       default: c2d_fwd_row(orow, img, wt, H, W, Cin, K, s, oh, Wo, 4, 2); break;
     }
-    if (bias || act != ACT_NONE) ops_bias_act_block(orow, Wo, Cout, Cout, bias, act);
+    ops_bias_act_block(orow, Wo, Cout, Cout, bias, act);
   }
 }
 

@@ -189,7 +189,7 @@ static void dwc_forward(float *out, const float *in, const float *w, const float
       dwc_tapsum(orow + (size_t)ow * C, src, wt, nt, C);
     }
     /* The row is still in cache: bias and activation cost no pass of their own. */
-    if (bias || act != ACT_NONE) ops_bias_act_block(orow, Wo, C, C, bias, act);
+    ops_bias_act_block(orow, Wo, C, C, bias, act);
     if (stat_mean)
       ops_block_stats(orow, Wo, C, C, stat_mean + (size_t)r * C, stat_m2 + (size_t)r * C);
   }

@@ -159,8 +159,7 @@ static void lin_gemm_nn(float *C, const float *A, const float *B, const float *b
     for (; m < end; m++) lin_rows_nn_mr(C, A, B, bias, m, K, N, n0, n1, 1);
 #endif
     /* The item's block is still in cache: the activation costs no pass of its own. */
-    if (act != ACT_NONE)
-      ops_bias_act_block(C + (size_t)m_first * N + n0, end - m_first, n1 - n0, N, NULL, act);
+    ops_bias_act_block(C + (size_t)m_first * N + n0, end - m_first, n1 - n0, N, NULL, act);
     if (stat_mean) {
       const size_t at = (size_t)(m_first / LIN_ROWBLOCK) * N + n0;
       ops_block_stats(C + (size_t)m_first * N + n0, end - m_first, n1 - n0, N, stat_mean + at,

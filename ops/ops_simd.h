@@ -72,7 +72,8 @@ static inline __attribute__((always_inline)) float ops_act1(float x, act_kind ac
 
 /* The epilogue of the fused inference kernels: p = act(p + bias[col]) over a block of rows x
  * cols floats (row stride ld) that the kernel has just written, so still in cache. bias may
- * be NULL. Each act gets a loop of its own, so GCC vectorises it. */
+ * be NULL; with no bias and ACT_NONE it does nothing, so kernels call it unconditionally.
+ * Each act gets a loop of its own, so GCC vectorises it. */
 #define OPS_BIAS_ACT_ROWS(A)                                                  \
   for (long r = 0; r < rows; r++) {                                           \
     float *q = p + r * ld;                                                    \
