@@ -3,8 +3,8 @@
  * CMakeLists.txt compiles the ops/ sources three times (kernels_api.h says how): baseline x86-64-v2,
  * AVX2+FMA x86-64-v3 and AVX-512 x86-64-v4. One binary then runs well everywhere a node may
  * land, and a lower path can be forced (POLLEN_KERNELS, `pollen bench --kernels`) to test it or
- * to compare. The table pointer is read once per op call: a predictable indirect call, noise
- * next to any kernel here. */
+ * to compare. The path is read once per op call: a predictable indirect call, noise next to
+ * any kernel here. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,13 +96,12 @@ int ops_kernels_parse(const char *name, ops_kernels *path, char *err, size_t err
   return -1;
 }
 
-static _Atomic(const ops_table *) ops_active_table;
+/* The path in use, -1 until the first call chooses it. */
 static _Atomic int ops_active_path = -1;
 
 void ops_kernels_use(ops_kernels path) {
   POLLEN_ASSERT(ops_kernels_supported(path));
   atomic_store(&ops_active_path, (int)path);
-  atomic_store(&ops_active_table, ops_table_of(path));
 }
 
 static ops_kernels ops_kernels_choose(void) {
@@ -119,7 +118,7 @@ static ops_kernels ops_kernels_choose(void) {
 }
 
 ops_kernels ops_kernels_active(void) {
-  int p = atomic_load(&ops_active_path);
+  int p = atomic_load_explicit(&ops_active_path, memory_order_relaxed);
   if (p < 0) {
     ops_kernels_use(ops_kernels_choose());
     p = atomic_load(&ops_active_path);
@@ -127,14 +126,7 @@ ops_kernels ops_kernels_active(void) {
   return (ops_kernels)p;
 }
 
-static const ops_table *ops_kernels_table(void) {
-  const ops_table *t = atomic_load_explicit(&ops_active_table, memory_order_relaxed);
-  if (!t) {
-    ops_kernels_active();
-    t = atomic_load(&ops_active_table);
-  }
-  return t;
-}
+static const ops_table *ops_kernels_table(void) { return ops_table_of(ops_kernels_active()); }
 
 #define OPS_WRAP_VOID(name, params, args) \
   void name params { ops_kernels_table()->name args; }
