@@ -306,7 +306,7 @@ static void op_costs(bop *o) {
 
 static void usage(FILE *to) {
   fprintf(to,
-          "usage: pollen bench ops [--batch N] [--size PX] [--threads T] [--reps R] [--json]\n\n"
+          "usage: pollen bench ops [--batch N] [--size PX] [--threads T] [--reps R] [--precision P] [--json]\n\n"
           "Times each op's forward and backward at MobileNetV3-Small's layer shapes and prints\n"
           "ms (median of R), GFLOP/s and GB/s beside the machine's peaks, then the NHWC versus\n"
           "NCHW depthwise conv comparison.\n\n"
@@ -317,12 +317,14 @@ static void usage(FILE *to) {
           "  --classes K   classifier outputs (default 5, tf_flowers)\n"
           "  --kernels K   CPU kernels: baseline, avx2 or avx512 (default: the best this CPU\n"
           "                runs; also POLLEN_KERNELS)\n"
+          "  --precision P the GEMMs' inputs: fp32 (default) or bf16 (needs AVX512_BF16)\n"
           "  --json        one JSON object on stdout\n"
           "  --help        this text\n");
 }
 
 int bench_ops(int argc, char **argv) {
   int batch = 32, size = 224, threads = 0, reps = 5, json = 0, classes = 5;
+  const char *precision = "fp32";
   static const struct option opts[] = {{"batch", required_argument, 0, 'b'},
                                        {"size", required_argument, 0, 's'},
                                        {"threads", required_argument, 0, 't'},
@@ -330,6 +332,7 @@ int bench_ops(int argc, char **argv) {
                                        {"classes", required_argument, 0, 'k'},
                                        {"json", no_argument, 0, 'j'},
                                        {"kernels", required_argument, 0, 'K'},
+                                       {"precision", required_argument, 0, 'p'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
   optind = 1;
@@ -343,11 +346,13 @@ int bench_ops(int argc, char **argv) {
       case 'k': classes = (int)cli_parse_long("--classes", optarg, 2, 100000); break;
       case 'j': json = 1; break;
       case 'K': cli_use_kernels(optarg); break;
+      case 'p': precision = optarg; break;
       case 'h': usage(stdout); return EXIT_OK;
       default: return cli_usage_error("bench ops");
     }
   }
   if (optind < argc) return cli_usage_error("bench ops");
+  cli_use_cpu_precision(precision);
   threads_set(threads);
   n_ops = 0;
   build_network(batch, size, classes);
@@ -447,9 +452,9 @@ int bench_ops(int argc, char **argv) {
   for (int i = 0; i < ndw; i++) sn += dw_nhwc[i], sc += dw_nchw[i];
 
   if (json) {
-    printf("{\"batch\":%d,\"size\":%d,\"threads\":%d,\"reps\":%d,\"kernels\":\"%s\","
+    printf("{\"batch\":%d,\"size\":%d,\"threads\":%d,\"reps\":%d,\"kernels\":\"%s\",\"precision\":\"%s\","
            "\"cpuinfo_mhz\":%.0f,\"peak_gflops\":%.1f,\"stream_copy_gbs\":%.2f,\"ops\":[",
-           batch, size, nthreads, reps, kernels, mhz, peak_gflops, bw);
+           batch, size, nthreads, reps, kernels, precision, mhz, peak_gflops, bw);
     for (int i = 0; i < n_ops; i++) {
       bop *o = &ops_list[i];
       printf("%s{\"op\":\"%s\",\"layer\":\"%s\",\"n\":%d,\"h\":%d,\"w\":%d,\"cin\":%d,\"cout\":%d,"
@@ -470,7 +475,7 @@ int bench_ops(int argc, char **argv) {
     printf("],\"layout_total\":{\"nhwc_ms\":%.3f,\"nchw_ms\":%.3f}}\n", sn, sc);
   } else {
     printf("pollen bench ops: MobileNetV3-Small shapes, batch %d, %dx%d, %d threads, %s kernels, "
-           "median of %d\n", batch, size, size, nthreads, kernels, reps);
+           "%s GEMMs, median of %d\n", batch, size, size, nthreads, kernels, precision, reps);
     printf("machine peak: %.1f GFLOP/s (FMA chains on the %s path's vectors, %d threads; cpuinfo "
            "%.0f MHz), %.1f GB/s STREAM-like copy\n\n", peak_gflops, kernels, nthreads, mhz, bw);
     printf("%-22s %-24s %9s %9s %8s %8s %8s %8s\n", "layer", "shape (NHWC in)", "fwd ms",

@@ -47,6 +47,9 @@ int cli_parse_precision(const char *text);
 /* --kernels: "baseline" | "avx2" | "avx512": runs the CPU kernels of that path from now on,
  * or exits 2 naming what is wrong (unknown, or not on this CPU). */
 void cli_use_kernels(const char *text);
+/* --precision on the CPU (fp32, bf16; device_cpu_precision_use), or exit 2 saying why. Call
+ * after --kernels is applied. */
+void cli_use_cpu_precision(const char *text);
 /* For the commands that run a model in one process: resolves kind and moves the prepared
  * model to the GPU when it is cuda (exact fp32 GEMMs). Dies with the reason when cuda was
  * asked for and cannot be had. Returns 1 on the GPU, 0 on the CPU. */

@@ -27,7 +27,8 @@ static void usage(FILE *to) {
           "  --device D      cpu (default), cuda or auto; on a GPU each step copies its batch\n"
           "                  from page-locked host memory, overlapping the previous step, as\n"
           "                  in training\n"
-          "  --precision P   GPU GEMMs: fp32 (default), tf32, bf16, fp16\n"
+          "  --precision P   GEMM inputs: fp32 (default), bf16 (CPU: needs AVX512_BF16);\n"
+          "                  on a GPU also tf32, fp16\n"
           "  --kernels K     CPU kernels: baseline, avx2 or avx512 (default: the best this\n"
           "                  CPU runs; also POLLEN_KERNELS)\n"
           "  --steps N       timed steps (default 10)\n"
@@ -125,6 +126,7 @@ int cmd_bench(int argc, char **argv) {
     snprintf(where, sizeof where, "cpu, %d threads, %s kernels", threads_get(),
              ops_kernels_name(ops_kernels_active()));
   if (dev == DEVICE_CUDA) model_use_cuda(&m, math);
+  if (dev == DEVICE_CPU) cli_use_cpu_precision(precision);
   size_t n_in = (size_t)batch * size * size * 3;
   float *x = model_host_alloc(&m, n_in * sizeof(float));
   int *labels = model_host_alloc(&m, (size_t)batch * sizeof(int));
@@ -170,13 +172,13 @@ int cmd_bench(int argc, char **argv) {
            "\"train_images_per_s\":%.2f,\"train_step_ms\":%.2f,\"train_gflops\":%.2f,"
            "\"infer_images_per_s\":%.2f,\"infer_batch_ms\":%.2f,\"infer_gflops\":%.2f,"
            "\"activation_mib\":%.1f,\"peak_rss_mib\":%.1f,\"peak_rss_train_mib\":%.1f}\n",
-           do_train ? train_ips : infer_ips, where, dev == DEVICE_CUDA ? precision : "fp32", ops_kernels_name(ops_kernels_active()), model_arch_name(cfg.arch), width, size, batch, threads_get(), m.n_params, 2 * macs / 1e6,
+           do_train ? train_ips : infer_ips, where, precision, ops_kernels_name(ops_kernels_active()), model_arch_name(cfg.arch), width, size, batch, threads_get(), m.n_params, 2 * macs / 1e6,
            train_ips, train_ms, train_gflops, infer_ips, infer_ms, infer_gflops,
            model_activation_bytes(&m) / 1048576.0, peak_rss_kib() / 1024.0, rss_train / 1024.0);
   } else {
     printf("%s width %g, %dx%d, batch %d, on %s: %zu parameters, %.1f MFLOPs/image\n",
            model_arch_name(cfg.arch), width, size, size, batch, where, m.n_params, 2 * macs / 1e6);
-    if (dev == DEVICE_CUDA) printf("  GEMM precision: %s\n", precision);
+    printf("  GEMM precision: %s\n", precision);
     if (do_train)
       printf("  train: %8.1f images/s  (%.1f ms/step, %.1f GFLOP/s)\n", train_ips, train_ms, train_gflops);
     if (do_infer)

@@ -90,6 +90,11 @@ void cli_use_kernels(const char *text) {
   ops_kernels_use(path);
 }
 
+void cli_use_cpu_precision(const char *text) {
+  char err[256];
+  if (device_cpu_precision_use(text, err, sizeof err) != 0) die_status(EXIT_USAGE, "--precision %s: %s", text, err);
+}
+
 int cli_use_device(model *m, int kind) {
   int gpu = -1;
   if (device_select((device_kind)kind, 0, &gpu) != DEVICE_CUDA) return 0;

@@ -126,6 +126,40 @@ ops_kernels ops_kernels_active(void) {
   return (ops_kernels)p;
 }
 
+/* GEMM inputs: float32 unless ops_gemm_precision_use() asked for bfloat16. */
+static _Atomic int ops_gemm_active = OPS_GEMM_FP32;
+
+static int ops_cpu_has_bf16(void) {
+#if POLLEN_KERNELS_X86
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return 0;
+#endif
+}
+
+int ops_gemm_precision_use(ops_gemm_precision p, char *err, size_t errlen) {
+  if (p == OPS_GEMM_BF16 && !ops_cpu_has_bf16()) {
+    err_set(err, errlen, "bf16 GEMMs need AVX512_BF16, which this CPU lacks; use fp32");
+    return -1;
+  }
+  if (p == OPS_GEMM_BF16 && ops_kernels_active() != OPS_KERNELS_AVX512) {
+    err_set(err, errlen, "bf16 GEMMs run on the avx512 kernel path, not '%s'; drop POLLEN_KERNELS or --kernels, or use fp32",
+            ops_kernels_name(ops_kernels_active()));
+    return -1;
+  }
+  atomic_store(&ops_gemm_active, (int)p);
+  return 0;
+}
+
+ops_gemm_precision ops_gemm_precision_active(void) {
+  return (ops_gemm_precision)atomic_load_explicit(&ops_gemm_active, memory_order_relaxed);
+}
+
+const char *ops_gemm_precision_name(ops_gemm_precision p) {
+  return p == OPS_GEMM_BF16 ? "bf16" : "fp32";
+}
+
 static const ops_table *ops_kernels_table(void) { return ops_table_of(ops_kernels_active()); }
 
 #define OPS_WRAP_VOID(name, params, args) \

@@ -218,11 +218,26 @@ LIN_INLINE void lin512_tn_kr(float *P, const float *A, const float *B, long m0, 
 }
 #endif
 
-/* Rows per sub-block of the reduction: its A and B rows (about 16 KiB) stay in L1 while
- * every (k, n) register tile streams over them. */
-static long lin_tn_sub(int K, int N) {
-  long sub = 16384 / (4L * (K + N));
-  return sub < 8 ? 8 : (sub > 64 ? 64 : sub);
+/* Rows per sub-block of dw's reduction: its rows of in and dout (about 256 KiB of elements
+ * of elem_bytes) stay in L2 while every (k, n) register tile accumulates over all of them,
+ * so each tile of the partial is loaded and stored once per sub-block. (Sub-blocks of a few
+ * rows that fit L1 measured 15-25% slower on Zen 5: the partial's traffic dominated.) An
+ * even count, for the bf16 row pairs; the sums are the same whatever the size. */
+static long lin_tn_sub(int K, int N, int elem_bytes) {
+  long sub = (262144 / ((long)elem_bytes * (K + N))) & ~1L;
+  return sub < 8 ? 8 : (sub > 1024 ? 1024 : sub);
+}
+
+/* dw[n][k] += the chunk partials part[ch][k][n], added in chunk order. */
+static void lin_dw_add_chunks(float *dw, const float *part, long nch, int K, int N) {
+  const size_t kn = (size_t)K * N;
+#pragma omp parallel for schedule(static) if ((long)kn * nch >= OPS_PAR_MIN)
+  for (int n = 0; n < N; n++)
+    for (int k = 0; k < K; k++) {
+      float a = 0.0f;
+      for (long ch = 0; ch < nch; ch++) a += part[kn * ch + (size_t)k * N + n];
+      dw[(size_t)n * K + k] += a;
+    }
 }
 
 /* dw[n][k] += sum_m A[m][k] * B[m][n] (A = in [M][K=Cin], B = dout [M][N=Cout]), over
@@ -231,7 +246,7 @@ static void lin_dw(float *dw, const float *B, const float *A, long M, int K, int
   const size_t kn = (size_t)K * N;
   const long nch = lin_dw_nchunks(M);
   float *part = ops_scratch_get(&lin_dw_partials, sizeof(float) * kn * nch);
-  const long sub = lin_tn_sub(K, N);
+  const long sub = lin_tn_sub(K, N, sizeof(float));
 #pragma omp parallel for schedule(static) if (M * (long)kn >= 4 * OPS_PAR_MIN)
   for (long ch = 0; ch < nch; ch++) {
     float *P = part + kn * ch;
@@ -250,28 +265,242 @@ static void lin_dw(float *dw, const float *B, const float *A, long M, int K, int
 #endif
     }
   }
-#pragma omp parallel for schedule(static) if ((long)kn * nch >= OPS_PAR_MIN)
-  for (int n = 0; n < N; n++)
-    for (int k = 0; k < K; k++) {
-      float a = 0.0f;
-      for (long ch = 0; ch < nch; ch++) a += part[kn * ch + (size_t)k * N + n];
-      dw[(size_t)n * K + k] += a;
-    }
+  lin_dw_add_chunks(dw, part, nch, K, N);
+}
+
+/* dst[c][r] = src[r][c] for 32-bit elements, src [rows][cols], in 32 x 32 tiles: a plain
+ * column walk of a wide matrix misses the cache on every read (the classifier's 1024 x 576
+ * weights took longer to transpose than to multiply). */
+static void lin_transpose_words(void *dst, const void *src, long rows, long cols) {
+  uint32_t *d = dst;
+  const uint32_t *s = src;
+  enum { T = 32 };
+#pragma omp parallel for schedule(static) if (rows * cols >= OPS_PAR_MIN)
+  for (long c0 = 0; c0 < cols; c0 += T)
+    for (long r0 = 0; r0 < rows; r0 += T)
+      for (long c = c0; c < c0 + T && c < cols; c++)
+        for (long r = r0; r < r0 + T && r < rows; r++) d[c * rows + r] = s[r * cols + c];
 }
 
 /* w^T [Cin][Cout], once per forward call into a scratch buffer: the kernel reads B rows along
  * the output channels. */
 static const float *lin_transposed(const float *w, int Cin, int Cout) {
   float *wt = ops_scratch_get(&lin_wt, sizeof(float) * (size_t)Cin * Cout);
-#pragma omp parallel for schedule(static) if ((long)Cin * Cout >= OPS_PAR_MIN)
-  for (int ci = 0; ci < Cin; ci++)
-    for (int co = 0; co < Cout; co++) wt[(size_t)ci * Cout + co] = w[(size_t)co * Cin + ci];
+  lin_transpose_words(wt, w, Cout, Cin);
   return wt;
 }
 
 /* The kernels here take every shape the networks have. OpenBLAS is left for the rest: a
  * very long reduction (K), or a build without AVX2. */
 static int lin_own(int K) { return K <= LIN_SMALL_KMAX; }
+#endif
+
+/* ---- bfloat16 GEMMs (OPS_GEMM_BF16: AVX512_BF16) -----------------------------------------
+ * VDPBF16PS multiplies pairs of bfloat16 and adds both products into one float32 lane, so
+ * the reduction runs over pairs: (k, k+1) share a 32-bit word. The B side is packed as
+ * words [pairs][N] (the weights once per call; dout per sub-block for dw); the A side is
+ * one broadcast word per row and pair: plain bf16 rows for out and din, rows interleaved in
+ * pairs for dw. An odd reduction length pairs its last element with zero. Rounding is
+ * VCVTNEPS2BF16's (to nearest even) everywhere; the sums keep the float32 kernels' fixed
+ * order, so results are bit-identical across thread counts here too. */
+#if OPS_AVX512
+#include <omp.h>
+#pragma GCC push_options
+#pragma GCC target("avx512bf16")
+
+static ops_scratch lin_bf16_b, lin_bf16_rowbuf, lin_bf16_a;
+
+static int lin_bf16(void) { return ops_gemm_precision_active() == OPS_GEMM_BF16; }
+
+/* dst[r][0..ldd) = bf16(src[r][0..n)), zero past n (ldd even, >= n). */
+static void lin_bf16_rows(uint16_t *dst, long ldd, const float *src, long lds, long rows, int n) {
+  for (long r = 0; r < rows; r++) {
+    uint16_t *d = dst + r * ldd;
+    const float *s = src + r * lds;
+    for (long c = 0; c < ldd; c += 16) {
+      long left = n - c;
+      __mmask16 in = left >= 16 ? (__mmask16)0xFFFF : (left > 0 ? lin_mask((int)left) : 0);
+      long room = ldd - c;
+      __mmask16 out = room >= 16 ? (__mmask16)0xFFFF : lin_mask((int)room);
+      __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(in, s + c));
+      _mm256_mask_storeu_epi16(d + c, out, (__m256i)v);
+    }
+  }
+}
+
+/* dst[p][c] = the word (bf16(src[2p][c]), bf16(src[2p+1][c])) for c < n, p < (rows + 1) / 2;
+ * a missing last row is zero. */
+static void lin_bf16_pairs(uint32_t *dst, const float *src, long lds, long rows, int n) {
+  /* cvtne2ps puts row 2p's 16 values in the low half, row 2p+1's in the high half; the
+   * permutation interleaves them into 16 words. */
+  const __m512i weave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9,
+                                         24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1,
+                                         16, 0);
+  for (long p = 0; 2 * p < rows; p++) {
+    const float *r0 = src + 2 * p * lds, *r1 = r0 + lds;
+    const int has_r1 = 2 * p + 1 < rows;
+    for (int c = 0; c < n; c += 16) {
+      __mmask16 m = lin_mask(n - c);
+      __m512 lo = _mm512_maskz_loadu_ps(m, r0 + c);
+      __m512 hi = has_r1 ? _mm512_maskz_loadu_ps(m, r1 + c) : _mm512_setzero_ps();
+      __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+      _mm512_mask_storeu_epi32(dst + p * n + c, m, _mm512_permutexvar_epi16(weave, both));
+    }
+  }
+}
+
+/* w [N][K] as the words of w^T: Bp[p][n] = (w[n][2p], w[n][2p+1]), for the forward product. */
+static const uint32_t *lin_bf16_weights_t(const float *w, int K, int N) {
+  const int kp = (K + 1) / 2;
+  uint32_t *rows = ops_scratch_get(&lin_bf16_rowbuf, sizeof(uint32_t) * (size_t)N * kp);
+  uint32_t *bp = ops_scratch_get(&lin_bf16_b, sizeof(uint32_t) * (size_t)N * kp);
+  lin_bf16_rows((uint16_t *)rows, 2L * kp, w, K, N, K);
+  lin_transpose_words(bp, rows, N, kp);
+  return bp;
+}
+
+/* w [K][N] (K = Cout, N = Cin) as words over pairs of its rows, for din = dout . w. */
+static const uint32_t *lin_bf16_weights(const float *w, int K, int N) {
+  uint32_t *bp = ops_scratch_get(&lin_bf16_b, sizeof(uint32_t) * (size_t)((K + 1) / 2) * N);
+  lin_bf16_pairs(bp, w, N, K, N);
+  return bp;
+}
+
+/* lin512_tile on words: C[r][cols] = init[r][cols] + sum over pairs p < npairs of
+ * dot(A[r*ars + p*ais], B[p*ldb][cols]). */
+LIN_INLINE void lin_bf16_tile(float *C, long ldc, const float *init, long init_ld,
+                              const uint32_t *A, long ars, long ais, const uint32_t *B, long ldb,
+                              long npairs, int MR, int NB, __mmask16 last) {
+  __m512 acc[8][3];
+  for (int r = 0; r < MR; r++)
+    for (int b = 0; b < NB; b++)
+      acc[r][b] = init ? _mm512_maskz_loadu_ps(lin_vmask(b, NB, last), init + r * init_ld + 16 * b)
+                       : _mm512_setzero_ps();
+  for (long p = 0; p < npairs; p++) {
+    __m512bh bv[3];
+    for (int b = 0; b < NB; b++)
+      bv[b] = (__m512bh)_mm512_maskz_loadu_epi32(lin_vmask(b, NB, last), B + p * ldb + 16 * b);
+    for (int r = 0; r < MR; r++) {
+      __m512bh a = (__m512bh)_mm512_set1_epi32((int)A[r * ars + p * ais]);
+      for (int b = 0; b < NB; b++) acc[r][b] = _mm512_dpbf16_ps(acc[r][b], a, bv[b]);
+    }
+  }
+  for (int r = 0; r < MR; r++)
+    for (int b = 0; b < NB; b++)
+      _mm512_mask_storeu_ps(C + r * ldc + 16 * b, lin_vmask(b, NB, last), acc[r][b]);
+}
+
+/* MR rows of C (row stride N), columns [n0, n1), from MR bf16 rows of A (kp words each). */
+LIN_INLINE void lin_bf16_rows_mr(float *C, const uint32_t *A, int kp, const uint32_t *Bp,
+                                 const float *bias, int N, int n0, int n1, int MR) {
+  int n = n0;
+#define LIN_TILE(NB, LAST) \
+  lin_bf16_tile(C + n, N, bias ? bias + n : NULL, 0, A, kp, 1, Bp + n, N, kp, MR, NB, LAST)
+  LIN512_COLUMN_TILES(n, n1, LIN_TILE);
+#undef LIN_TILE
+}
+
+/* lin_gemm_nn with B as words (Bp [kp][N]): each work item rounds its A rows to bf16 in
+ * its thread's buffer, then runs the tiles and the same epilogues. */
+static void lin_bf16_gemm(float *C, const float *A, const uint32_t *Bp, const float *bias, long M,
+                          int K, int N, act_kind act, double *stat_mean, double *stat_m2) {
+  const long nrb = (M + LIN_ROWBLOCK - 1) / LIN_ROWBLOCK;
+  const int ncb = (N + LIN_COLBLOCK - 1) / LIN_COLBLOCK, kp = (K + 1) / 2;
+  const size_t per_thread = (size_t)LIN_ROWBLOCK * kp;
+  uint32_t *abuf = ops_scratch_get(&lin_bf16_a, sizeof(uint32_t) * per_thread * omp_get_max_threads());
+#pragma omp parallel for schedule(static) if (M * (long)N * K >= 4 * OPS_PAR_MIN)
+  for (long item = 0; item < nrb * ncb; item++) {
+    const long m0 = (item / ncb) * LIN_ROWBLOCK, rows = m0 + LIN_ROWBLOCK < M ? LIN_ROWBLOCK : M - m0;
+    int n0 = (int)(item % ncb) * LIN_COLBLOCK, n1 = n0 + LIN_COLBLOCK < N ? n0 + LIN_COLBLOCK : N;
+    uint32_t *a = abuf + per_thread * omp_get_thread_num();
+    lin_bf16_rows((uint16_t *)a, 2L * kp, A + (size_t)m0 * K, K, rows, K);
+    float *c = C + (size_t)m0 * N;
+    long r = 0;
+    for (; r + 8 <= rows; r += 8) lin_bf16_rows_mr(c + r * N, a + r * kp, kp, Bp, bias, N, n0, n1, 8);
+    if (r + 4 <= rows) lin_bf16_rows_mr(c + r * N, a + r * kp, kp, Bp, bias, N, n0, n1, 4), r += 4;
+    for (; r < rows; r++) lin_bf16_rows_mr(c + r * N, a + r * kp, kp, Bp, bias, N, n0, n1, 1);
+    ops_bias_act_block(c + n0, rows, n1 - n0, N, NULL, act);
+    if (stat_mean) {
+      const size_t at = (size_t)(m0 / LIN_ROWBLOCK) * N + n0;
+      ops_block_stats(c + n0, rows, n1 - n0, N, stat_mean + at, stat_m2 + at);
+    }
+  }
+}
+
+/* P[k..k+KR)[0..N) += the products of np word pairs of in (Ap [np][K]) and dout
+ * (Bp [np][N]): lin512_tn_kr on words. */
+LIN_INLINE void lin_bf16_tn_kr(float *P, const uint32_t *Ap, const uint32_t *Bp, long np, int K,
+                               int N, int k, int KR) {
+  float *p = P + (size_t)k * N;
+  int n = 0;
+#define LIN_TILE(NB, LAST) lin_bf16_tile(p + n, N, p + n, N, Ap + k, 1, K, Bp + n, N, np, KR, NB, LAST)
+  LIN512_COLUMN_TILES(n, N, LIN_TILE);
+#undef LIN_TILE
+}
+
+
+/* lin_dw in bf16: each sub-block of rows packs in (A) and dout (B) as row pairs, then the
+ * tiles walk A's columns onto the chunk's partial, as lin512_tn_kr does. */
+static void lin_bf16_dw(float *dw, const float *B, const float *A, long M, int K, int N) {
+  const size_t kn = (size_t)K * N;
+  const long nch = lin_dw_nchunks(M);
+  const long sub = lin_tn_sub(K, N, 2), pairs = sub / 2;
+  const size_t pack = (size_t)pairs * (K + N);
+  float *part = ops_scratch_get(&lin_dw_partials, sizeof(float) * kn * nch);
+  uint32_t *packs = ops_scratch_get(&lin_bf16_a, sizeof(uint32_t) * pack * nch);
+#pragma omp parallel for schedule(static) if (M * (long)kn >= 4 * OPS_PAR_MIN)
+  for (long ch = 0; ch < nch; ch++) {
+    float *P = part + kn * ch;
+    uint32_t *ap = packs + pack * ch, *bp = ap + (size_t)pairs * K;
+    memset(P, 0, sizeof(float) * kn);
+    long lo = ops_chunk_lo(M, (int)nch, (int)ch), hi = ops_chunk_lo(M, (int)nch, (int)ch + 1);
+    for (long m0 = lo; m0 < hi; m0 += sub) {
+      const long rows = m0 + sub < hi ? sub : hi - m0, np = (rows + 1) / 2;
+      lin_bf16_pairs(ap, A + (size_t)m0 * K, K, rows, K);
+      lin_bf16_pairs(bp, B + (size_t)m0 * N, N, rows, N);
+      int k = 0;
+      for (; k + 8 <= K; k += 8) lin_bf16_tn_kr(P, ap, bp, np, K, N, k, 8);
+      if (k + 4 <= K) lin_bf16_tn_kr(P, ap, bp, np, K, N, k, 4), k += 4;
+      for (; k < K; k++) lin_bf16_tn_kr(P, ap, bp, np, K, N, k, 1);
+    }
+  }
+  lin_dw_add_chunks(dw, part, nch, K, N);
+}
+#pragma GCC pop_options
+#endif
+
+#if OPS_AVX2
+/* The three products on the kernels above, in bf16 where it was asked for. */
+static void lin_forward_own(float *out, const float *in, const float *w, const float *bias, long M,
+                            int Cin, int Cout, act_kind act, double *mean, double *m2) {
+#if OPS_AVX512
+  if (lin_bf16()) {
+    lin_bf16_gemm(out, in, lin_bf16_weights_t(w, Cin, Cout), bias, M, Cin, Cout, act, mean, m2);
+    return;
+  }
+#endif
+  lin_gemm_nn(out, in, lin_transposed(w, Cin, Cout), bias, M, Cin, Cout, act, mean, m2);
+}
+
+static void lin_din_own(float *din, const float *dout, const float *w, long M, int Cin, int Cout) {
+#if OPS_AVX512
+  if (lin_bf16()) {
+    lin_bf16_gemm(din, dout, lin_bf16_weights(w, Cout, Cin), NULL, M, Cout, Cin, ACT_NONE, NULL, NULL);
+    return;
+  }
+#endif
+  lin_gemm_nn(din, dout, w, NULL, M, Cout, Cin, ACT_NONE, NULL, NULL);
+}
+
+static void lin_dw_own(float *dw, const float *dout, const float *in, long M, int Cin, int Cout) {
+#if OPS_AVX512
+  if (lin_bf16()) {
+    lin_bf16_dw(dw, dout, in, M, Cin, Cout);
+    return;
+  }
+#endif
+  lin_dw(dw, dout, in, M, Cin, Cout);
+}
 #endif
 
 /* ---- OpenBLAS, for what the kernels above do not take ------------------------------------
@@ -320,7 +549,7 @@ void linear_act_forward(float *out, const float *in, const float *w, const float
   if (M <= 0 || Cout <= 0) return;
 #if OPS_AVX2
   if (Cin > 0 && lin_own(Cin)) {
-    lin_gemm_nn(out, in, lin_transposed(w, Cin, Cout), bias, M, Cin, Cout, act, NULL, NULL);
+    lin_forward_own(out, in, w, bias, M, Cin, Cout, act, NULL, NULL);
     return;
   }
 #endif
@@ -344,7 +573,7 @@ void linear_stats_forward(float *out, const float *in, const float *w, int M, in
   const long rows = OPS_STATS_ROWS_LINEAR;
 #if OPS_AVX2
   if (Cin > 0 && lin_own(Cin)) {
-    lin_gemm_nn(out, in, lin_transposed(w, Cin, Cout), NULL, M, Cin, Cout, ACT_NONE, mean, m2);
+    lin_forward_own(out, in, w, NULL, M, Cin, Cout, ACT_NONE, mean, m2);
     return;
   }
 #endif
@@ -384,7 +613,7 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
   if (din) {
 #if OPS_AVX2
     if (Cout > 0 && Cin > 0 && lin_own(Cout))
-      lin_gemm_nn(din, dout, w, NULL, M, Cout, Cin, ACT_NONE, NULL, NULL);
+      lin_din_own(din, dout, w, M, Cin, Cout);
     else
 #endif
     if (Cout > 0)
@@ -394,7 +623,7 @@ void linear_backward(float *din, float *dw, float *dbias, const float *dout, con
   }
 #if OPS_AVX2
   if (Cout > 0 && Cin > 0 && lin_own(Cin))
-    lin_dw(dw, dout, in, M, Cin, Cout);
+    lin_dw_own(dw, dout, in, M, Cin, Cout);
   else
 #endif
   if (Cout > 0 && Cin > 0)

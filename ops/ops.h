@@ -48,6 +48,21 @@ ops_kernels ops_kernels_active(void);
  * lacks) in one line. Then ops_kernels_use() switches to it; call between steps only. */
 int ops_kernels_parse(const char *name, ops_kernels *path, char *err, size_t errlen);
 void ops_kernels_use(ops_kernels path);
+/* ---- GEMM input precision (dispatch.c) ----
+ * OPS_GEMM_BF16 (opt-in, `--precision bf16`): linear.c's GEMMs - every 1x1 convolution and
+ * fully connected layer, forward, input and weight gradients - round both inputs to bfloat16
+ * and accumulate in float32 (AVX512_BF16's VDPBF16PS). Only on the avx512 path of a CPU with
+ * AVX512_BF16; everything else stays float32 (the stem, depthwise, batch norm, weights,
+ * gradients, optimizer state). Still bit-identical across thread counts. A lower kernel path
+ * chosen later runs its float32 GEMMs. */
+typedef enum { OPS_GEMM_FP32 = 0, OPS_GEMM_BF16 } ops_gemm_precision;
+/* Switch (between steps only); 0 on success, else -1 and err says in one line what the
+ * CPU or the kernel path lacks. */
+int ops_gemm_precision_use(ops_gemm_precision p, char *err, size_t errlen);
+ops_gemm_precision ops_gemm_precision_active(void);
+/* "fp32", "bf16". */
+const char *ops_gemm_precision_name(ops_gemm_precision p);
+
 /* This path's float32 peak on all threads (threads_get()), measured by FMA chains in
  * registers (about 0.5 s): what benchmarks quote their GFLOP/s against. */
 double ops_fma_peak_gflops(void);

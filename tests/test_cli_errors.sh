@@ -35,6 +35,20 @@ expect 2 "pollen: train: --status-token-file is the token of the TCP endpoint: g
   train --job "$T/tok" --status-token-file /etc/hostname
 [ -e "$T/tok" ] && fail "--status-token-file without --status-tcp left $T/tok behind"
 expect 2 "pollen: train: --job DIR is required" -- train --job ""
+# --precision on the CPU: fp32, or bf16 where the CPU has AVX512_BF16 and the avx512 path runs.
+expect 2 "pollen: --precision fp16: 'fp16' GEMMs run on a GPU only; on the CPU use fp32 or bf16" -- \
+  train --job "$T/fp16" --device cpu --precision fp16
+[ -e "$T/fp16" ] && fail "a refused --precision left $T/fp16 behind"
+expect 2 "bf16 GEMMs run on the avx512 kernel path, not 'baseline'" -- \
+  env POLLEN_KERNELS=baseline "$P" bench --precision bf16 --steps 1 --size 32 --batch 2
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+  train --job "$T/bf16" --device cpu --precision bf16 --max-steps 2 > "$T/log" 2>&1 || fail "train --precision bf16: $(tail -n 3 "$T/log")"
+  grep -q "GEMMs in bf16" "$T/log" || fail "train --precision bf16 did not say it ran bf16 GEMMs"
+  "$P" bench --precision bf16 --steps 1 --size 32 --batch 2 --json | grep -q '"precision":"bf16"' || fail "bench --json does not report bf16"
+else
+  expect 2 "bf16 GEMMs need AVX512_BF16, which this CPU lacks; use fp32" -- train --job "$T/bf16" --device cpu --precision bf16
+fi
+ok "--precision on the CPU"
 if command -v mpirun > /dev/null; then
   # Ranks launched with other flags: found before rank 0 freezes config.json.
   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout -k 5 120 mpirun --oversubscribe \

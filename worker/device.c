@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/core.h"
+#include "ops/ops.h"
 
 /* ---- the CUDA runtime: all that differs in a build without CUDA ---------------------- */
 
@@ -71,6 +72,16 @@ int device_precision_parse(const char *name) {
   for (int i = 0; name && i < 4; i++)
     if (strcmp(name, names[i]) == 0) return i;
   return -1;
+}
+
+int device_cpu_precision_use(const char *name, char *err, size_t errlen) {
+  switch (device_precision_parse(name)) {
+    case 0: return ops_gemm_precision_use(OPS_GEMM_FP32, err, errlen);
+    case 2: return ops_gemm_precision_use(OPS_GEMM_BF16, err, errlen);
+    default:
+      err_set(err, errlen, "'%s' GEMMs run on a GPU only; on the CPU use fp32 or bf16", name ? name : "");
+      return -1;
+  }
 }
 
 const char *device_name(device_kind kind) {

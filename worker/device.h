@@ -17,8 +17,11 @@ int device_parse(const char *name);
 const char *device_name(device_kind kind);
 
 /* GEMM precision on a GPU: "fp32" | "tf32" | "bf16" | "fp16" -> 0..3 (ops/cuda's cuda_math
- * values); -1 for anything else. Every build parses it; the CPU always computes in fp32. */
+ * values); -1 for anything else. Every build parses it. */
 int device_precision_parse(const char *name);
+/* The same names on the CPU: fp32, or bf16 where the CPU has AVX512_BF16 (ops.h,
+ * ops_gemm_precision_use); 0 when in use, else -1 and err says why in one line. */
+int device_cpu_precision_use(const char *name, char *err, size_t errlen);
 
 /* 1 when this pollen was built with CUDA. */
 int device_built_with_cuda(void);

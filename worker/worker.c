@@ -69,6 +69,27 @@ static void end_job(const worker *w, int status, const char *why) {
 
 /* ---- set-up -------------------------------------------------------------------------- */
 
+/* --precision on the CPU: every rank must be able to run it (a node without AVX512_BF16
+ * cannot take bf16), or the job ends naming the first such rank's reason. */
+static void use_cpu_precision(worker *w) {
+  const comm *c = w->c;
+  char err[256] = "";
+  double failed = device_cpu_precision_use(w->cfg->precision, err, sizeof err) != 0;
+  if (failed && c->rank != 0) /* rank 0's reason is the job's last line */
+    log_warn("rank %d (%s): --precision %s: %s", c->rank, c->host, w->cfg->precision, err);
+  comm_allreduce_sum_f64(c, &failed, 1);
+  if (failed > 0) {
+    char why[400];
+    if (err[0])
+      snprintf(why, sizeof why, "--precision %s: %s", w->cfg->precision, err);
+    else
+      snprintf(why, sizeof why, "--precision %s: %d rank(s) cannot run it (their lines above say why); use fp32",
+               w->cfg->precision, (int)failed);
+    end_job(w, EXIT_USAGE, why);
+  }
+  worker_log(w, "training on the CPU, GEMMs in %s", w->cfg->precision);
+}
+
 /* Resolves --device for this rank (its GPU from the node-local rank) and checks that every
  * rank agrees: NCCL needs all of them on GPUs, MPI's CPU path all on CPUs. */
 static int select_device(worker *w) {
@@ -91,7 +112,7 @@ static int select_device(worker *w) {
     worker_log(w, "training on %s, GEMMs in %s%s", what, w->cfg->precision,
                c->world > 1 ? " (rank 0's; every rank takes its node-local GPU)" : "");
   else
-    worker_log(w, "training on the CPU");
+    use_cpu_precision(w);
   return kind == DEVICE_CUDA;
 }
 
