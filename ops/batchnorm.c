@@ -347,6 +347,15 @@ void batchnorm_act_forward_train(float *out, float *save_mean, float *save_rstd,
   bn_affine_act(out, in, save_mean, scale, beta, M, C, act);
 }
 
+void batchnorm_act_recompute(float *y, const float *x, const float *save_mean,
+                             const float *save_rstd, const float *gamma, const float *beta, int M,
+                             int C, act_kind act) {
+  POLLEN_ASSERT(C > 0 && C <= BN_MAXC_STACK && M > 0);
+  float scale[C];
+  for (int c = 0; c < C; c++) scale[c] = (float)((double)gamma[c] * (double)save_rstd[c]); /* bn_finish_moments' */
+  bn_affine_act(y, x, save_mean, scale, beta, M, C, act);
+}
+
 void batchnorm_act_forward_eval(float *out, const float *in, const float *gamma,
                                 const float *beta, const float *running_mean,
                                 const float *running_var, int M, int C, float eps,

@@ -72,6 +72,10 @@
                 const float *save_mean, const float *save_rstd, const float *gamma,               \
                 const float *beta, int M, int C, act_kind act),                                   \
                (din, dgamma, dbeta, dout, in, save_mean, save_rstd, gamma, beta, M, C, act))      \
+  OPS_API_VOID(batchnorm_act_recompute,                                                           \
+               (float *y, const float *x, const float *save_mean, const float *save_rstd,         \
+                const float *gamma, const float *beta, int M, int C, act_kind act),               \
+               (y, x, save_mean, save_rstd, gamma, beta, M, C, act))                              \
   OPS_API_VOID(conv2d_act_forward,                                                                \
                (float *out, const float *in, const float *w, const float *bias, int N, int H,     \
                 int W, int Cin, int Cout, int K, int stride, float *scratch, act_kind act),       \

@@ -23,6 +23,7 @@
 #define batchnorm_act_forward_train OPS_KSYM(batchnorm_act_forward_train)
 #define batchnorm_act_forward_eval OPS_KSYM(batchnorm_act_forward_eval)
 #define batchnorm_act_backward OPS_KSYM(batchnorm_act_backward)
+#define batchnorm_act_recompute OPS_KSYM(batchnorm_act_recompute)
 #define conv2d_act_forward OPS_KSYM(conv2d_act_forward)
 #define dwconv_act_forward OPS_KSYM(dwconv_act_forward)
 #define linear_act_forward OPS_KSYM(linear_act_forward)

@@ -140,6 +140,12 @@ void batchnorm_act_forward_train(float *out, float *save_mean, float *save_rstd,
 void batchnorm_act_forward_eval(float *out, const float *in, const float *gamma,
                                 const float *beta, const float *running_mean,
                                 const float *running_var, int M, int C, float eps, act_kind act);
+/* y = act(BN(x)) again, from a training forward's save_mean and save_rstd: bit for bit the y
+ * that forward wrote (its scale is taken from the saved rstd too), so a backward can
+ * recompute an activation instead of keeping it. */
+void batchnorm_act_recompute(float *y, const float *x, const float *save_mean,
+                             const float *save_rstd, const float *gamma, const float *beta, int M,
+                             int C, act_kind act);
 void batchnorm_act_backward(float *din, float *dgamma, float *dbeta, const float *dout,
                             const float *in, const float *save_mean, const float *save_rstd,
                             const float *gamma, const float *beta, int M, int C, act_kind act);

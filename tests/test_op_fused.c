@@ -7,6 +7,7 @@
  *   - conv_bn_act_forward_train (statistics taken by the conv's kernel) agrees with the conv
  *     followed by batchnorm_act_forward_train: outputs, saved mean and rstd, running
  *     statistics; also for a channel whose mean is 10^4 times its spread;
+ *   - batchnorm_act_recompute gives that forward's y again, bit for bit;
  *   - 1 and 2 threads give the same bits. */
 #include <omp.h>
 
@@ -145,6 +146,12 @@ static void run(shape s) {
     snprintf(what, sizeof what, "conv_bn_act_forward_train 1 thread == 2 threads  %s %s",
              kinds[s.kind], act_name(act));
     gc_expect(same_bits(y2, y, nout) && same_bits(sm2, sm, C) && same_bits(sr2, sr, C), what);
+    /* What backward recomputes instead of keeping y: the same bits. */
+    for (size_t i = 0; i < nout; i++) y2[i] = NAN;
+    batchnorm_act_recompute(y2, got, sm, sr, gamma, beta, (int)(nout / C), C, act);
+    snprintf(what, sizeof what, "batchnorm_act_recompute == the forward's y bits  %s %s",
+             kinds[s.kind], act_name(act));
+    gc_expect(same_bits(y2, y, nout), what);
     free(sm), free(sr), free(rm), free(rv), free(sm2), free(sr2), free(rm2), free(rv2);
     free(y), free(y2), free(x2);
   }

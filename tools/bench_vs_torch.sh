@@ -13,6 +13,8 @@
 #   REPEATS=5 TORCH_ONLY=1 tools/bench_vs_torch.sh   (also TRAIN_STEPS, INFER_STEPS, THREADS, BATCH)
 #   ISA=avx2 tools/bench_vs_torch.sh      # both sides limited to AVX2: pollen --kernels avx2,
 #                                          # PyTorch ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2
+#   BF16=1 tools/bench_vs_torch.sh        # also pollen --precision bf16 and PyTorch's bfloat16
+#                                          # autocast (channels_last + jemalloc + --amp)
 # The output starts with lscpu's model and vector flags, and ends with pollen's ratio to the
 # fastest PyTorch variant of each configuration.
 # Raw results (one JSON per run) go to $BENCH_OUT (default /tmp/bench_vs_torch.jsonl).
@@ -53,15 +55,15 @@ pollen_ok=0
 if [ -z "${TORCH_ONLY:-}" ] && [ -x "$POLLEN" ]; then pollen_ok=1; fi
 [ "$pollen_ok" = 1 ] || echo "note: pollen not run (POLLEN=$POLLEN not executable or TORCH_ONLY set)" >&2
 
-run_pollen() { # config mode size
-  local out
-  local extra=()
-  [ "$2" = infer ] && extra=(--mode infer)
+run_pollen() { # config mode size [variant precision]
+  local out variant=${4:-pollen}
+  local extra=(--precision "${5:-fp32}")
+  [ "$2" = infer ] && extra+=(--mode infer)
   if out=$("$POLLEN" bench --model mnv3-small --size "$3" --batch "$BATCH" --threads "$THREADS" "${extra[@]}" "${pollen_kernels[@]}" --json 2>/dev/null); then
     local line
     line=$(printf '%s\n' "$out" | grep '^{' | tail -1)
     if [ -n "$line" ] && $PY -c 'import json,sys; json.loads(sys.argv[1])' "$line" 2>/dev/null; then
-      record "$1" pollen "$line"
+      record "$1" "$variant" "$line"
       return
     fi
   fi
@@ -81,6 +83,10 @@ for rep in $(seq 1 "$REPEATS"); do
       record "$cfg" "torch-cl-jemalloc" "$(env "${torch_env[@]}" LD_PRELOAD=$JEMALLOC $PY "${common[@]}" --channels-last)"
     fi
     if [ "$pollen_ok" = 1 ]; then run_pollen "$cfg" "$mode" "$size"; fi
+    if [ -n "${BF16:-}" ]; then
+      record "$cfg" "torch-cl-jemalloc-amp" "$(env "${torch_env[@]}" LD_PRELOAD=$JEMALLOC $PY "${common[@]}" --channels-last --amp)"
+      if [ "$pollen_ok" = 1 ]; then run_pollen "$cfg" "$mode" "$size" pollen-bf16 bf16; fi
+    fi
   done
 done
 
@@ -88,7 +94,9 @@ $PY - "$OUTF" "$REPEATS" "$THREADS" "$BATCH" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 names = {"torch": "PyTorch (NCHW)", "torch-cl": "PyTorch channels_last",
-         "torch-cl-jemalloc": "PyTorch channels_last + jemalloc", "pollen": "pollen"}
+         "torch-cl-jemalloc": "PyTorch channels_last + jemalloc", "pollen": "pollen",
+         "torch-cl-jemalloc-amp": "PyTorch channels_last + jemalloc, bf16 autocast",
+         "pollen-bf16": "pollen --precision bf16"}
 torch_v = next((r["torch_version"] for r in rows if "torch_version" in r), "?")
 print(f"MobileNetV3-Small 1.0, 5 classes, batch {sys.argv[4]}, {sys.argv[3]} threads, "
       f"PyTorch {torch_v}; median of {sys.argv[2]} runs (each the median of its timed steps)\n")
@@ -96,7 +104,7 @@ print("| config | engine | images/s (median) | best run | worst run | peak RSS M
 print("|---|---|---:|---:|---:|---:|---:|")
 for cfg in ["train-224", "train-128", "infer-224"]:
     base = None
-    for v in ["torch", "torch-cl", "torch-cl-jemalloc", "pollen"]:
+    for v in ["torch", "torch-cl", "torch-cl-jemalloc", "pollen", "torch-cl-jemalloc-amp", "pollen-bf16"]:
         rs = [r for r in rows if r["config"] == cfg and r["variant"] == v]
         ips = [r.get("images_per_s") or r.get("img_per_s") or r.get("images_per_sec") for r in rs]
         ips = [x for x in ips if x]
@@ -123,4 +131,8 @@ for cfg in ["train-224", "train-128", "infer-224"]:
     rp, rt = med_of(cfg, "pollen", "peak_rss_mib"), med_of(cfg, v, "peak_rss_mib")
     mem = f"; peak RSS {rp / rt:.2f}x" if rp and rt else ""
     print(f"{cfg}: pollen / fastest PyTorch ({names[v]}) = {p / t[v]:.2f}x (medians){mem}")
+    pb, ta = med_of(cfg, "pollen-bf16", "images_per_s"), med_of(cfg, "torch-cl-jemalloc-amp", "images_per_s")
+    if pb:
+        print(f"{cfg}: pollen bf16 / fastest PyTorch float32 = {pb / t[v]:.2f}x; pollen bf16 / pollen = {pb / p:.2f}x"
+              + (f"; pollen bf16 / PyTorch bf16 autocast = {pb / ta:.2f}x" if ta else ""))
 PY

@@ -44,6 +44,7 @@ static int new_tensor(model *m, int channels) {
   tensor *t = &m->tensors[m->n_tensors];
   memset(t, 0, sizeof *t);
   t->hw_c[2] = channels;
+  t->producer = t->last_read = -1;
   return m->n_tensors++;
 }
 
@@ -259,10 +260,12 @@ void model_init(model *m, const model_config *cfg, uint64_t seed) {
   init_params(m, seed);
 }
 
+static int recomputed(const model *m, int t) { return m->tensors[t].producer >= 0; }
+
 static void free_activations(model *m) {
   m->tensors[0].data = NULL; /* the caller's images (model_forward) */
   for (int t = 1; t < m->n_tensors; t++) {
-    m->ops->act_free(m, m->tensors[t].data);
+    if (!recomputed(m, t)) m->ops->act_free(m, m->tensors[t].data); /* else a pool buffer's */
     m->tensors[t].data = NULL;
   }
   for (int i = 0; i < m->n_grad_pool; i++) m->ops->act_free(m, m->grad_pool[i]);
@@ -291,6 +294,23 @@ static void set_shape(model *m, int t, int h, int w, int c) {
   tensor *x = &m->tensors[t];
   x->hw_c[0] = h, x->hw_c[1] = w, x->hw_c[2] = c;
   x->per_image = (size_t)h * w * c;
+}
+
+/* Which CONV outputs backward recomputes (tensor.producer) and each tensor's last reader in
+ * forward. Not an output that another layer writes too (an in-place residual sum). Every
+ * other one: on MobileNetV3-Small at 224 px they are about 40% of the activations, and
+ * recomputing one costs a pass over its conv output. */
+static void plan_recompute(model *m) {
+  const int on = m->ops->bn_act_recompute != NULL;
+  for (int t = 0; t < m->n_tensors; t++) m->tensors[t].producer = m->tensors[t].last_read = -1;
+  for (int i = 0; i < m->n_layers; i++) {
+    const layer *l = &m->layers[i];
+    m->tensors[l->in].last_read = i;
+    if (l->kind == LAYER_ADD) m->tensors[l->skip].last_read = i;
+    m->tensors[l->out].producer = on && l->kind == LAYER_CONV ? i : -1;
+  }
+  for (int t = 0; t < m->n_tensors; t++)
+    if (m->tensors[t].last_read < m->tensors[t].producer) m->tensors[t].producer = -1;
 }
 
 void model_prepare(model *m, int batch, int size) {
@@ -338,11 +358,13 @@ void model_prepare(model *m, int batch, int size) {
       break;
     }
   }
-  /* Tensor 0 is not allocated: it points at the caller's images, which backward reads. */
+  /* Tensor 0 is not allocated: it points at the caller's images, which backward reads. A
+   * recomputed tensor borrows from the gradient pool, whose buffers fit any tensor. */
+  plan_recompute(m);
   for (int t = 1; t < m->n_tensors; t++) {
     size_t n = m->tensors[t].per_image * (size_t)batch;
     if (n > largest) largest = n;
-    m->tensors[t].data = m->ops->act_alloc(m, n);
+    if (!recomputed(m, t)) m->tensors[t].data = m->ops->act_alloc(m, n);
   }
   size_t logits = (size_t)batch * m->cfg.num_classes;
   m->n_save = save, m->n_scratch = scratch, m->grad_floats = largest;
@@ -373,7 +395,8 @@ void model_host_free(const model *m, void *p) { m->ops->host_free(m, p); }
 
 size_t model_activation_bytes(const model *m) {
   size_t floats = m->n_save + m->n_scratch + (size_t)m->n_grad_pool * m->grad_floats;
-  for (int t = 1; t < m->n_tensors; t++) floats += m->tensors[t].per_image * (size_t)m->batch;
+  for (int t = 1; t < m->n_tensors; t++)
+    if (!recomputed(m, t)) floats += m->tensors[t].per_image * (size_t)m->batch;
   return floats * sizeof(float);
 }
 
@@ -491,7 +514,46 @@ void model_profile_print(const model *m, FILE *to, int top) {
   free(order);
 }
 
+/* ---- the buffer pool ------------------------------------------------------------- */
+
+/* Gradient buffers come from a small pool of largest-tensor-sized buffers: a tensor's
+ * gradient lives only from the layer that produces it to the layer that consumes it. So do
+ * the recomputed activations, in forward and in backward. The pool grows during the first
+ * step and is reused afterwards. */
+static float *pool_acquire(model *m) {
+  for (int i = 0; i < m->n_grad_pool; i++) {
+    float *b = m->grad_pool[i];
+    if (b) {
+      m->grad_pool[i] = NULL;
+      return b;
+    }
+  }
+  return m->ops->act_alloc(m, m->grad_floats);
+}
+
+static void pool_release(model *m, float *b) {
+  for (int i = 0; i < m->n_grad_pool; i++)
+    if (!m->grad_pool[i]) {
+      m->grad_pool[i] = b;
+      return;
+    }
+  if (m->n_grad_pool == m->grad_pool_cap) {
+    m->grad_pool_cap = m->grad_pool_cap ? 2 * m->grad_pool_cap : 8;
+    m->grad_pool = xrealloc(m->grad_pool, (size_t)m->grad_pool_cap * sizeof *m->grad_pool);
+  }
+  m->grad_pool[m->n_grad_pool++] = b;
+}
+
 /* ---- forward ----------------------------------------------------------------------- */
+
+/* After layer i: a recomputed tensor i read last goes back to the pool. */
+static void release_after(model *m, int i, int t) {
+  tensor *x = &m->tensors[t];
+  if (recomputed(m, t) && x->last_read == i && x->data) {
+    pool_release(m, x->data);
+    x->data = NULL;
+  }
+}
 
 static void forward_layers(model *m, const float *images, const int *labels, int N, int train) {
   POLLEN_ASSERT(m->batch > 0 && N >= 1 && N <= m->batch);
@@ -503,6 +565,7 @@ static void forward_layers(model *m, const float *images, const int *labels, int
   if (m->prof && train) m->prof_steps++;
   for (int i = 0; i < m->n_layers; i++) {
     const layer *l = &m->layers[i];
+    if (recomputed(m, l->out)) m->tensors[l->out].data = pool_acquire(m);
     const float *in = m->tensors[l->in].data;
     float *out = m->tensors[l->out].data;
     double t0 = m->prof ? layer_clock(m) : 0;
@@ -553,6 +616,8 @@ static void forward_layers(model *m, const float *images, const int *labels, int
       break;
     }
     }
+    release_after(m, i, l->in);
+    if (l->kind == LAYER_ADD) release_after(m, i, l->skip);
     if (m->prof) m->prof[2 * i] += layer_clock(m) - t0;
   }
 }
@@ -575,33 +640,6 @@ float model_forward_mixed(model *m, const float *images, const int *labels, cons
 
 /* ---- backward ---------------------------------------------------------------------- */
 
-/* Gradient buffers come from a small pool of largest-tensor-sized buffers: a tensor's
- * gradient lives only from the layer that produces it to the layer that consumes it. The
- * pool grows during the first backward and is reused afterwards. */
-static float *pool_acquire(model *m) {
-  for (int i = 0; i < m->n_grad_pool; i++) {
-    float *b = m->grad_pool[i];
-    if (b) {
-      m->grad_pool[i] = NULL;
-      return b;
-    }
-  }
-  return m->ops->act_alloc(m, m->grad_floats);
-}
-
-static void pool_release(model *m, float *b) {
-  for (int i = 0; i < m->n_grad_pool; i++)
-    if (!m->grad_pool[i]) {
-      m->grad_pool[i] = b;
-      return;
-    }
-  if (m->n_grad_pool == m->grad_pool_cap) {
-    m->grad_pool_cap = m->grad_pool_cap ? 2 * m->grad_pool_cap : 8;
-    m->grad_pool = xrealloc(m->grad_pool, (size_t)m->grad_pool_cap * sizeof *m->grad_pool);
-  }
-  m->grad_pool[m->n_grad_pool++] = b;
-}
-
 /* Where a layer writes the gradient of its input t: t's own buffer the first time; a
  * temporary to be accumulated (grad_finish) when another consumer already gave t one. */
 static float *grad_target(model *m, int t, int *accumulate) {
@@ -615,6 +653,20 @@ static void grad_finish(model *m, int t, float *b, int accumulate, int N) {
   if (!accumulate) return;
   m->ops->residual_backward(m, m->grad_of[t], b, (size_t)N * m->tensors[t].per_image);
   pool_release(m, b);
+}
+
+/* The forward input of layer l, for its backward: kept, or recomputed from its producer's
+ * conv output into a pool buffer (*borrowed, for the caller to release). */
+static const float *backward_input(model *m, const layer *l, int N, float **borrowed) {
+  const tensor *t = &m->tensors[l->in];
+  *borrowed = NULL;
+  if (!recomputed(m, l->in)) return t->data;
+  const layer *p = &m->layers[t->producer];
+  const float *mean = m->save + p->save, *P = m->live_params;
+  float *y = pool_acquire(m);
+  m->ops->bn_act_recompute(m, y, m->tensors[p->pre].data, mean, mean + p->cout, P + p->gamma,
+                           P + p->beta, N * p->ho * p->wo, p->cout, p->act);
+  return *borrowed = y;
 }
 
 void model_backward(model *m, const int *labels, int N, float smoothing) {
@@ -641,7 +693,11 @@ void model_backward_mixed(model *m, const int *labels, const int *labels2, float
     float *g = m->grad_of[l->out];
     POLLEN_ASSERT(g != NULL);
     m->grad_of[l->out] = NULL;
-    const float *in = m->tensors[l->in].data;
+    /* Only these read their forward input in backward. */
+    float *borrowed = NULL;
+    const float *in = l->kind == LAYER_CONV || l->kind == LAYER_SE || l->kind == LAYER_LINEAR
+                          ? backward_input(m, l, N, &borrowed)
+                          : NULL;
     int acc = 0;
     float *d = NULL;
     double t0 = m->prof ? layer_clock(m) : 0;
@@ -713,6 +769,7 @@ void model_backward_mixed(model *m, const int *labels, const int *labels2, float
       m->grad_of[l->in] = g;
       break;
     }
+    if (borrowed) pool_release(m, borrowed);
     if (m->prof) m->prof[2 * i + 1] += layer_clock(m) - t0;
     if (m->grads_ready && (l->kind == LAYER_CONV || l->kind == LAYER_SE || l->kind == LAYER_LINEAR))
       m->grads_ready(m->grads_ready_ctx, l->weight);

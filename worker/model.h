@@ -57,8 +57,9 @@ typedef enum { CONV_FULL, CONV_DEPTHWISE, CONV_POINTWISE } conv_kind;
 
 /* A layer reads tensor `in` (and `skip` for ADD) and writes tensor `out`. CONV is
  * conv + batch norm + activation: it keeps its conv output `pre` (before BN) for backward,
- * whose fused BN+act kernel recomputes the BN output on the fly instead of storing it.
- * LINEAR keeps its pre-activation in `pre` when it has an activation. */
+ * whose fused BN+act kernel recomputes the BN output on the fly instead of storing it. On the
+ * CPU its output `out` is not kept either: backward recomputes it from `pre` for the layers
+ * that read it (tensor.producer). LINEAR keeps its pre-activation in `pre` when it has an activation. */
 typedef struct {
   layer_kind kind;
   int in, out, skip, pre;
@@ -78,6 +79,11 @@ typedef struct {
   int hw_c[3];            /* per-image shape: H, W, C (pooled/linear tensors: 1, 1, C) */
   size_t per_image;       /* floats per image */
   float *data;
+  /* A CONV layer's output on a device that recomputes it (model_ops.bn_act_recompute): the
+   * layer (producer) that writes it; -1 for a tensor kept from forward to backward. Such a
+   * tensor borrows a pool buffer in forward from its producer to its last reader
+   * (last_read), and again in backward for each layer that reads it there. */
+  int producer, last_read;
 } tensor;
 
 struct model_ops;    /* model_ops.h: the device's functions */

@@ -67,6 +67,12 @@ static void cpu_batchnorm_act_backward(model *m, float *din, float *dgamma, floa
   batchnorm_act_backward(din, dgamma, dbeta, dout, in, save_mean, save_rstd, gamma, beta, M, C, act);
 }
 
+static void cpu_bn_act_recompute(model *m, float *y, const float *x, const float *save_mean,
+                                 const float *save_rstd, const float *gamma, const float *beta,
+                                 int M, int C, act_kind act) {
+  batchnorm_act_recompute(y, x, save_mean, save_rstd, gamma, beta, M, C, act);
+}
+
 static void cpu_act_forward(model *m, float *out, const float *in, size_t n, act_kind act) {
   act_forward(out, in, n, act);
 }
@@ -165,6 +171,7 @@ const model_ops model_cpu_ops = {
     .conv_bn_act_forward_train = cpu_conv_bn_act_forward_train,
     .conv_bn_act_forward_eval = cpu_conv_bn_act_forward_eval,
     .batchnorm_act_backward = cpu_batchnorm_act_backward,
+    .bn_act_recompute = cpu_bn_act_recompute,
     .act_forward = cpu_act_forward,
     .act_backward = cpu_act_backward,
     .avgpool_forward = cpu_avgpool_forward,

@@ -79,6 +79,10 @@ struct model_ops {
                                  const float *dout, const float *in, const float *save_mean,
                                  const float *save_rstd, const float *gamma, const float *beta,
                                  int M, int C, act_kind act);
+  /* ops.h's batchnorm_act_recompute; NULL where the device keeps every activation instead. */
+  void (*bn_act_recompute)(model *m, float *y, const float *x, const float *save_mean,
+                           const float *save_rstd, const float *gamma, const float *beta, int M,
+                           int C, act_kind act);
   void (*act_forward)(model *m, float *out, const float *in, size_t n, act_kind act);
   void (*act_backward)(model *m, float *din, const float *dout, const float *in, size_t n,
                        act_kind act);
