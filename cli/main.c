@@ -148,6 +148,11 @@ int main(int argc, char **argv) {
     for (int p = 0; p < OPS_KERNELS_COUNT; p++)
       if (ops_kernels_supported((ops_kernels)p)) printf(" %s", ops_kernels_name((ops_kernels)p));
     printf(")\n");
+    char why[256];
+    if (ops_gemm_precision_check(OPS_GEMM_BF16, why, sizeof why) == 0)
+      printf("bf16 GEMMs: available (--precision bf16)\n");
+    else
+      printf("bf16 GEMMs: not here (%s)\n", why);
     return EXIT_OK;
   }
   if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {

@@ -138,7 +138,7 @@ static int ops_cpu_has_bf16(void) {
 #endif
 }
 
-int ops_gemm_precision_use(ops_gemm_precision p, char *err, size_t errlen) {
+int ops_gemm_precision_check(ops_gemm_precision p, char *err, size_t errlen) {
   if (p == OPS_GEMM_BF16 && !ops_cpu_has_bf16()) {
     err_set(err, errlen, "bf16 GEMMs need AVX512_BF16, which this CPU lacks; use fp32");
     return -1;
@@ -148,6 +148,11 @@ int ops_gemm_precision_use(ops_gemm_precision p, char *err, size_t errlen) {
             ops_kernels_name(ops_kernels_active()));
     return -1;
   }
+  return 0;
+}
+
+int ops_gemm_precision_use(ops_gemm_precision p, char *err, size_t errlen) {
+  if (ops_gemm_precision_check(p, err, errlen) != 0) return -1;
   atomic_store(&ops_gemm_active, (int)p);
   return 0;
 }

@@ -56,8 +56,9 @@ void ops_kernels_use(ops_kernels path);
  * gradients, optimizer state). Still bit-identical across thread counts. A lower kernel path
  * chosen later runs its float32 GEMMs. */
 typedef enum { OPS_GEMM_FP32 = 0, OPS_GEMM_BF16 } ops_gemm_precision;
-/* Switch (between steps only); 0 on success, else -1 and err says in one line what the
- * CPU or the kernel path lacks. */
+/* Whether p can run on this CPU and the active kernel path: 0, else -1 and err says in one
+ * line what the CPU or the path lacks. _use switches to it (between steps only). */
+int ops_gemm_precision_check(ops_gemm_precision p, char *err, size_t errlen);
 int ops_gemm_precision_use(ops_gemm_precision p, char *err, size_t errlen);
 ops_gemm_precision ops_gemm_precision_active(void);
 /* "fp32", "bf16". */

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_kernels_cli.sh - the CPU kernel paths seen from the command line: --version names the
-# path that runs and those this CPU can run; `pollen bench` and `bench ops` run the path
+# path that runs and those this CPU can run, and whether bf16 GEMMs can; `pollen bench` and `bench ops` run the path
 # --kernels or POLLEN_KERNELS asks for and say so (human and --json); an unknown path, or one
 # this CPU lacks, is a one-line error naming it, exit 2 for the flag.
 set -u
@@ -19,6 +19,17 @@ case " $runs " in *" $active "*) ;; *) fail "the active path $active is not one 
 # The default is the best path the CPU runs: the last one listed.
 [ "$active" = "${runs##* }" ] || fail "default path $active is not the best of:$runs"
 echo "ok: --version: $line"
+# bf16 GEMMs: --version says whether they run here, as the CPU's flags and the path decide.
+bf16=$("$P" --version | grep '^bf16 GEMMs: ')
+if grep -qw avx512_bf16 /proc/cpuinfo && [ "$active" = avx512 ]; then
+  [ "$bf16" = "bf16 GEMMs: available (--precision bf16)" ] || fail "--version on an AVX512_BF16 CPU: $bf16"
+  lower=$(POLLEN_KERNELS=avx2 "$P" --version | grep '^bf16 GEMMs: ')
+  case "$lower" in "bf16 GEMMs: not here (bf16 GEMMs run on the avx512 kernel path, not 'avx2'"*) ;;
+    *) fail "--version on the avx2 path: $lower" ;; esac
+else
+  case "$bf16" in "bf16 GEMMs: not here ("*) ;; *) fail "--version without AVX512_BF16: $bf16" ;; esac
+fi
+echo "ok: --version: $bf16"
 
 bench() { "$P" bench --model mnv3-small --width 0.35 --size 64 --batch 2 --steps 1 --warmup 0 --threads 2 "$@"; }
 for path in $runs; do
