@@ -86,6 +86,22 @@ static inline __mmask16 lin_vmask(int b, int NB, __mmask16 last) {
   return b == NB - 1 ? last : (__mmask16)0xFFFF;
 }
 
+/* A tile's accumulators: from init's rows (stride init_ld; 0: one row for all, a bias), or
+ * zero when init is NULL; and back to C's rows. */
+LIN_INLINE void lin512_acc_init(__m512 acc[8][3], const float *init, long init_ld, int MR, int NB,
+                                __mmask16 last) {
+  for (int r = 0; r < MR; r++)
+    for (int b = 0; b < NB; b++)
+      acc[r][b] = init ? _mm512_maskz_loadu_ps(lin_vmask(b, NB, last), init + r * init_ld + 16 * b)
+                       : _mm512_setzero_ps();
+}
+LIN_INLINE void lin512_acc_store(float *C, long ldc, __m512 acc[8][3], int MR, int NB,
+                                 __mmask16 last) {
+  for (int r = 0; r < MR; r++)
+    for (int b = 0; b < NB; b++)
+      _mm512_mask_storeu_ps(C + r * ldc + 16 * b, lin_vmask(b, NB, last), acc[r][b]);
+}
+
 /* One tile, for all three products: C[r][cols] = init[r][cols] + sum over i < len of
  * A[r*ars + i*ais] * B[i*ldb][cols], r < MR, cols in (16*(NB-1), 16*NB]. init rows have
  * stride init_ld (0: one row for all, a bias; init NULL: zero). out and din walk A's rows
@@ -94,10 +110,7 @@ LIN_INLINE void lin512_tile(float *C, long ldc, const float *init, long init_ld,
                             long ars, long ais, const float *B, long ldb, long len, int MR,
                             int NB, __mmask16 last) {
   __m512 acc[8][3];
-  for (int r = 0; r < MR; r++)
-    for (int b = 0; b < NB; b++)
-      acc[r][b] = init ? _mm512_maskz_loadu_ps(lin_vmask(b, NB, last), init + r * init_ld + 16 * b)
-                       : _mm512_setzero_ps();
+  lin512_acc_init(acc, init, init_ld, MR, NB, last);
   for (long i = 0; i < len; i++) {
     __m512 bv[3];
     for (int b = 0; b < NB; b++)
@@ -107,9 +120,7 @@ LIN_INLINE void lin512_tile(float *C, long ldc, const float *init, long init_ld,
       for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(a, bv[b], acc[r][b]);
     }
   }
-  for (int r = 0; r < MR; r++)
-    for (int b = 0; b < NB; b++)
-      _mm512_mask_storeu_ps(C + r * ldc + 16 * b, lin_vmask(b, NB, last), acc[r][b]);
+  lin512_acc_store(C, ldc, acc, MR, NB, last);
 }
 
 /* Columns [n, end) in tiles: 48 wide, then one of 1-3 vectors with the last masked.
@@ -372,10 +383,7 @@ LIN_INLINE void lin_bf16_tile(float *C, long ldc, const float *init, long init_l
                               const uint32_t *A, long ars, long ais, const uint32_t *B, long ldb,
                               long npairs, int MR, int NB, __mmask16 last) {
   __m512 acc[8][3];
-  for (int r = 0; r < MR; r++)
-    for (int b = 0; b < NB; b++)
-      acc[r][b] = init ? _mm512_maskz_loadu_ps(lin_vmask(b, NB, last), init + r * init_ld + 16 * b)
-                       : _mm512_setzero_ps();
+  lin512_acc_init(acc, init, init_ld, MR, NB, last);
   for (long p = 0; p < npairs; p++) {
     __m512bh bv[3];
     for (int b = 0; b < NB; b++)
@@ -385,9 +393,7 @@ LIN_INLINE void lin_bf16_tile(float *C, long ldc, const float *init, long init_l
       for (int b = 0; b < NB; b++) acc[r][b] = _mm512_dpbf16_ps(acc[r][b], a, bv[b]);
     }
   }
-  for (int r = 0; r < MR; r++)
-    for (int b = 0; b < NB; b++)
-      _mm512_mask_storeu_ps(C + r * ldc + 16 * b, lin_vmask(b, NB, last), acc[r][b]);
+  lin512_acc_store(C, ldc, acc, MR, NB, last);
 }
 
 /* MR rows of C (row stride N), columns [n0, n1), from MR bf16 rows of A (kp words each). */
