@@ -38,7 +38,7 @@ printf '%s\n' "$secret" >"$tmp/secret"
 # Started as `pollen launch` starts a rank: its record of the launch in POLLEN_LAUNCH.
 launch_record='{"v":1,"attempt":3,"restarts":2,"hosts":["localhost"],"world":1,"ranks_per_node":1,"excluded":["h9"],"start_time":1796000000,"end_time":null,"resumed_step":null,"last_step":null,"exit_status":null,"outcome":"running","reason":"","decision":"","decision_reason":"","last_failure":{"reason":"lost host h9 (rank 1)","exit_status":1,"step":12,"time":1795999990,"down_s":7.5}}'
 POLLEN_LAUNCH=$launch_record timeout -k 5 300 "$POLLEN" train --data "$tmp/data" --job "$job" --size 64 --batch 16 --width 0.5 \
-  --epochs 30 --threads 2 --status-tcp 127.0.0.1:0 --status-token-file "$tmp/secret" >"$tmp/job.log" 2>&1 &
+  --epochs 5000 --threads 2 --status-tcp 127.0.0.1:0 --status-token-file "$tmp/secret" >"$tmp/job.log" 2>&1 &
 job_pid=$!
 deadline=$((SECONDS + 60))
 until grep -q "TCP port [0-9]" "$tmp/job.log" 2>/dev/null && [ -s "$job/status.token" ]; do
