@@ -74,6 +74,12 @@ static void bn_affine(float *out, const float *in, const float *mean, const floa
 /* Small per-call arrays: C floats or doubles each; C is at most a few thousand channels. */
 #define BN_MAXC_STACK 4096
 
+/* BN's per-channel scale gamma * rstd from the SAVED (float) rstd: the forward, its
+ * recomputation and the backward all take it from here, so they agree bit for bit. */
+static inline float bn_saved_scale(float gamma, float save_rstd) {
+  return (float)((double)gamma * (double)save_rstd);
+}
+
 /* Mean, rstd and the running statistics from the batch mean and (biased) variance. scale =
  * gamma*rstd is taken from the SAVED (float) rstd, so a backward that recomputes the output
  * from save_mean and save_rstd gets the forward's exact bits (the fused activation's break
@@ -86,7 +92,7 @@ static void bn_finish_moments(float *save_mean, float *save_rstd, float *scale,
     double rstd = 1.0 / sqrt(var[c] + (double)eps);
     save_mean[c] = (float)mean[c];
     save_rstd[c] = (float)rstd;
-    scale[c] = (float)((double)gamma[c] * (double)save_rstd[c]);
+    scale[c] = bn_saved_scale(gamma[c], save_rstd[c]);
     if (running_mean)
       running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * (float)mean[c];
     if (running_var) {
@@ -352,7 +358,7 @@ void batchnorm_act_recompute(float *y, const float *x, const float *save_mean,
                              int C, act_kind act) {
   POLLEN_ASSERT(C > 0 && C <= BN_MAXC_STACK && M > 0);
   float scale[C];
-  for (int c = 0; c < C; c++) scale[c] = (float)((double)gamma[c] * (double)save_rstd[c]); /* bn_finish_moments' */
+  for (int c = 0; c < C; c++) scale[c] = bn_saved_scale(gamma[c], save_rstd[c]);
   bn_affine_act(y, x, save_mean, scale, beta, M, C, act);
 }
 
@@ -433,7 +439,7 @@ void batchnorm_act_backward(float *din, float *dgamma, float *dbeta, const float
   double Sdy[C], Sdyx[C];
   float a[C], b[C], k[C], scale[C];
   const float *mu = save_mean;
-  for (int c = 0; c < C; c++) scale[c] = (float)((double)gamma[c] * (double)save_rstd[c]);
+  for (int c = 0; c < C; c++) scale[c] = bn_saved_scale(gamma[c], save_rstd[c]);
   const int nch = ops_nchunks(M, C);
   double *part = ops_scratch_get(&bn_partials, sizeof(double) * 2 * (size_t)nch * C);
 #pragma omp parallel for schedule(static) if ((long)M * C >= OPS_PAR_MIN)

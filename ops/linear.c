@@ -444,7 +444,6 @@ LIN_INLINE void lin_bf16_tn_kr(float *P, const uint32_t *Ap, const uint32_t *Bp,
 #undef LIN_TILE
 }
 
-
 /* lin_dw in bf16: each sub-block of rows packs in (A) and dout (B) as row pairs, then the
  * tiles walk A's columns onto the chunk's partial, as lin512_tn_kr does. */
 static void lin_bf16_dw(float *dw, const float *B, const float *A, long M, int K, int N) {

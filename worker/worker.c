@@ -70,7 +70,8 @@ static void end_job(const worker *w, int status, const char *why) {
 /* ---- set-up -------------------------------------------------------------------------- */
 
 /* --precision on the CPU: every rank must be able to run it (a node without AVX512_BF16
- * cannot take bf16), or the job ends naming the first such rank's reason. */
+ * cannot take bf16), or the job ends: with rank 0's reason when rank 0 is one of them, else
+ * with the count (the other ranks log their own reason). */
 static void use_cpu_precision(worker *w) {
   const comm *c = w->c;
   char err[256] = "";
