@@ -29,6 +29,7 @@ void job_config_defaults(job_config *c) {
   c->augment = 1;
   c->seed = 1;
   c->log_every = 10;
+  c->decoded_cache_mib = 1024;
   snprintf(c->device, sizeof c->device, "auto");
   snprintf(c->precision, sizeof c->precision, "fp32");
   c->keep = 3;

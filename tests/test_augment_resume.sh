@@ -2,7 +2,8 @@
 # test_augment_resume.sh - the stronger augmentations (TrivialAugmentWide, RandomErasing,
 # mixup and CutMix) keep pollen's resume exact: a job stopped at step 8 and relaunched ends
 # with the same weights, bit for bit, as one that ran through, on one rank and on two; and
-# they change training (the weights differ from the same job without them). Env: POLLEN,
+# they change training (the weights differ from the same job without them); the decoded-photo
+# cache changes nothing. Env: POLLEN,
 # POLLEN_SRC (set by ctest).
 set -uo pipefail
 POLLEN=${POLLEN:?set POLLEN to the pollen binary}
@@ -33,6 +34,12 @@ for ranks in 1 2; do
   [ -n "$a" ] && [ "$a" = "$b" ] || fail "$ranks rank(s): weights after stop and relaunch ($b) differ from the uninterrupted run's ($a)"
   echo "ok: $ranks rank(s), every augmentation on: stopped at step 8 and relaunched, weights hash $b as the uninterrupted run"
 done
+# The decoded-photo cache (on by default, its photos from epoch 1 feeding epochs 2 and 3) is not
+# part of the definition: without it, the same weights.
+run 1 "$tmp/nocache" "$tmp/nocache.log" "${base[@]}" "${aug[@]}" --decoded-cache 0 || fail "run with --decoded-cache 0"
+[ "$(hash_of "$tmp/nocache.log")" = "$(hash_of "$tmp/through1.log")" ] ||
+  fail "--decoded-cache 0 changed the weights ($(hash_of "$tmp/nocache.log") vs $(hash_of "$tmp/through1.log"))"
+echo "ok: --decoded-cache 0 trains the same weights as the default cache"
 run 1 "$tmp/plain" "$tmp/plain.log" "${base[@]}" || fail "run without the augmentations"
 [ "$(hash_of "$tmp/plain.log")" != "$(hash_of "$tmp/through1.log")" ] || fail "the augmentations did not change training"
 python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); assert c["mixup_alpha"] == 0.2 and c["cutmix_alpha"] == 1.0 and c["auto_augment"] == "ta_wide", c' \

@@ -36,6 +36,17 @@ expect 1 "different settings (--seed 7 here, 42 there).*--force" -- "$P" prepare
 ls "$T/d"/train-*-of-00003.shard > /dev/null 2>&1 && ! ls "$T/d"/train-*-of-00002.shard > /dev/null 2>&1 || fail "--force left old shards"
 "$P" bench loader --data "$T/d" --size 32 --batch 8 --threads 2 --json > "$T/out" 2>&1 || fail "bench-loader: $(cat "$T/out")"
 grep -q '"images":90' "$T/out" || fail "loader read $(cat "$T/out")"
+# Later epochs from the decoded-photo cache: one rate per epoch, the cache within its budget.
+"$P" bench loader --data "$T/d" --size 32 --batch 8 --threads 2 --epochs 2 --decoded-cache 1 --auto-augment ta_wide \
+  --random-erase 0.5 --json > "$T/out" 2>&1 || fail "bench-loader --epochs: $(cat "$T/out")"
+python3 - "$T/out" <<'PY' || fail "bench loader --epochs 2: $(cat "$T/out")"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert len(j["epochs_images_per_s"]) == 2 and j["images_per_s"] == j["epochs_images_per_s"][1], j
+assert 0 < j["cached_photos"] < 90 and 0 < j["cached_mib"] <= 1, j
+PY
+expect 2 "--auto-augment: 'rand' is not ta_wide" -- "$P" bench loader --data "$T/d" --auto-augment rand
+expect 2 "--decoded-cache" -- "$P" bench loader --data "$T/d" --decoded-cache -1
 
 # Damaged shards: a flipped byte inside a record, then a truncated file.
 shard=$(ls "$T/d"/train-00001-of-00003.shard)

@@ -338,6 +338,55 @@ static void test_loader(const char *tmp) {
   free(le2);
 }
 
+/* Three epochs of TrivialAugmentWide + RandomErasing batches at size S through one loader with
+ * a decoded-photo cache of `budget` bytes (0: none); the cache's photos and bytes after. */
+static float *cached_epochs(const char *dir, int S, int threads, size_t budget, const int64_t *order, int64_t n,
+                            int64_t *photos, size_t *bytes) {
+  loader_config cfg = {.data_dir = dir, .split = "train", .image_size = S, .batch = 7, .augment = 1,
+                       .trivial_augment = 1, .random_erase = 0.5, .seed = 9, .threads = threads};
+  loader *l = loader_open(&cfg);
+  loader_set_cache(l, budget);
+  size_t per = (size_t)S * S * 3;
+  float *all = xmalloc(sizeof(float) * per * (size_t)n * 3), *x = xmalloc(sizeof(float) * per * 7);
+  int y[7], got, total = 0;
+  for (int e = 0; e < 3; e++) {
+    loader_start_epoch(l, e, order, n);
+    while ((got = loader_next(l, x, y)) > 0) memcpy(all + per * (size_t)total, x, sizeof(float) * per * (size_t)got), total += got;
+  }
+  CHECK(total == 3 * n, "three epochs delivered %d of %lld samples", total, (long long)(3 * n));
+  *photos = loader_cached_photos(l, bytes);
+  loader_close(l);
+  free(x);
+  return all;
+}
+
+/* The decoded-photo cache changes no byte of any batch, whether it holds every photo, some
+ * (its budget spent) or none, with any thread count; at size 40 large crops want a reduced
+ * DCT scale, which the cache does not hold, at 64 few do. */
+static void test_decoded_cache(const char *tmp) {
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s/folder", tmp);
+  int64_t order[80], photos;
+  plan_shuffle(3, 1, 80, order);
+  size_t bytes, small = 300 * 1024;
+  for (int S = 40; S <= 64; S += 24) {
+    size_t floats = (size_t)S * S * 3 * 80 * 3;
+    float *none = cached_epochs(dir, S, 2, 0, order, 80, &photos, &bytes);
+    CHECK(photos == 0 && bytes == 0, "no cache holds nothing");
+    float *all = cached_epochs(dir, S, 1, 1 << 30, order, 80, &photos, &bytes);
+    CHECK(!memcmp(none, all, sizeof(float) * floats), "size %d: the same batches with a cache holding every photo", S);
+    CHECK(photos > 0 && photos <= 80 && bytes > (size_t)photos * 160 * 100 * 3, "size %d: %lld photos cached (%zu bytes)",
+          S, (long long)photos, bytes);
+    if (S == 64) CHECK(photos >= 50, "at size 64 most photos are cached after 3 epochs: %lld", (long long)photos);
+    int64_t most = photos;
+    float *some = cached_epochs(dir, S, 4, small, order, 80, &photos, &bytes);
+    CHECK(!memcmp(none, some, sizeof(float) * floats), "size %d: the same batches with a cache too small for all", S);
+    CHECK(photos > 0 && photos < most && bytes <= small, "size %d: the budget holds %lld photos in %zu bytes", S,
+          (long long)photos, bytes);
+    free(none), free(all), free(some);
+  }
+}
+
 int main(void) {
   char tmp[64] = "/tmp/pollen-test-loader-XXXXXX";
   if (!mkdtemp(tmp)) return 1;
@@ -346,6 +395,7 @@ int main(void) {
   test_tfrecord_matches_folder(tmp);
   test_test_split(tmp);
   test_loader(tmp);
+  test_decoded_cache(tmp);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);

@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,12 @@
 #define LOADER_RING 3
 #define MAX_PIXELS (200ll * 1000 * 1000)
 
+/* A photo decoded at full scale, kept for the epochs after (loader_set_cache). */
+typedef struct {
+  int w, h, label;
+  unsigned char rgb[]; /* w x h x 3 */
+} decoded_photo;
+
 struct loader {
   loader_config cfg;
   char *dir, *split;
@@ -30,6 +37,10 @@ struct loader {
   int64_t *first; /* first[j] = index of shard j's first sample; first[n_shards] = size */
   int64_t size;
   size_t image_floats;
+  /* cache[i]: sample i decoded, or NULL; published once, read lock-free by any thread. */
+  _Atomic(decoded_photo *) *cache;
+  size_t cache_budget;
+  atomic_size_t cache_used;
 
   pthread_mutex_t mu;
   pthread_cond_t work_cv, ready_cv, idle_cv;
@@ -51,8 +62,37 @@ typedef struct {
   size_t rgb_cap;
   int *x0, *x1, *y0, *y1;
   float *wx, *wy;
+  float *rows[2]; /* S x 3: two source rows interpolated across (resample_crop) */
+  int row_y[2];
   unsigned char *u8, *u8_scratch; /* S x S x 3: the crop as bytes, for TrivialAugmentWide */
 } worker_scratch;
+
+/* A decoder and the buffers for S x S outputs; -1 when TurboJPEG does not start. */
+static int scratch_open(worker_scratch *ws, int S) {
+  memset(ws, 0, sizeof *ws);
+  ws->tj = tjInitDecompress();
+  if (!ws->tj) return -1;
+  ws->x0 = xmalloc(sizeof(int) * (size_t)S);
+  ws->x1 = xmalloc(sizeof(int) * (size_t)S);
+  ws->y0 = xmalloc(sizeof(int) * (size_t)S);
+  ws->y1 = xmalloc(sizeof(int) * (size_t)S);
+  ws->wx = xmalloc(sizeof(float) * (size_t)S);
+  ws->wy = xmalloc(sizeof(float) * (size_t)S);
+  for (int i = 0; i < 2; i++) ws->rows[i] = xmalloc(sizeof(float) * (size_t)S * 3);
+  ws->u8 = xmalloc((size_t)S * S * 3);
+  ws->u8_scratch = xmalloc((size_t)S * S * 3);
+  return 0;
+}
+
+static void scratch_close(worker_scratch *ws) {
+  tjDestroy(ws->tj);
+  free(ws->buf.p);
+  free(ws->rgb);
+  free(ws->x0), free(ws->x1), free(ws->y0), free(ws->y1);
+  free(ws->wx), free(ws->wy);
+  free(ws->rows[0]), free(ws->rows[1]);
+  free(ws->u8), free(ws->u8_scratch);
+}
 
 /* RandomResizedCrop's box in source pixels, torchvision's algorithm with Philox draws. */
 static void random_resized_crop(int w, int h, uint64_t key, int64_t idx, int box[4]) {
@@ -90,14 +130,9 @@ int loader_decode_jpeg_checked(void *tj, const unsigned char *jpeg, size_t len, 
   return -1;
 }
 
-/* Decodes jpeg and writes the S x S crop of source box (x0, y0, cw, ch) to out, bilinear,
- * normalised, optionally mirrored. strict: a photo from a user, checked by
- * loader_decode_jpeg_checked (why gets the reason); else a shard record, already checked by
- * prepare. */
-static int crop_resize(worker_scratch *ws, const unsigned char *jpeg, size_t len, int w, int h, double bx,
-                       double by, double bw, double bh, int S, int flip, float *out, int strict, char *why,
-                       size_t whylen) {
-  /* Smallest DCT scale at which the crop still spans >= S pixels both ways. */
+/* The smallest DCT scale at which a crop of bw x bh source pixels still spans >= S pixels
+ * both ways (1/1 when none is smaller). */
+static tjscalingfactor dct_scale_for(double bw, double bh, int S) {
   double need = fmax(S / bw, S / bh);
   tjscalingfactor sf = {1, 1};
   int nsf;
@@ -106,20 +141,57 @@ static int crop_resize(worker_scratch *ws, const unsigned char *jpeg, size_t len
     double s = (double)f[i].num / f[i].denom;
     if (s <= 1.0 && s >= need && s < (double)sf.num / sf.denom) sf = f[i];
   }
+  return sf;
+}
+
+/* Decodes jpeg (w x h) at scale sf into rgb (TJSCALED size). strict: a photo from a user,
+ * checked by loader_decode_jpeg_checked (why gets the reason); else a shard record, already
+ * checked by prepare. */
+static int decode_scaled(tjhandle tj, const unsigned char *jpeg, size_t len, int w, int h, tjscalingfactor sf,
+                         unsigned char *rgb, int strict, char *why, size_t whylen) {
   int sw = TJSCALED(w, sf), sh = TJSCALED(h, sf);
-  if (ws->rgb_cap < (size_t)sw * sh * 3) {
-    ws->rgb = xrealloc(ws->rgb, (size_t)sw * sh * 3);
-    ws->rgb_cap = (size_t)sw * sh * 3;
-  }
-  if (strict) {
-    if (loader_decode_jpeg_checked(ws->tj, jpeg, len, ws->rgb, sw, sh, why, whylen) != 0) return -1;
-  } else if (tjDecompress2(ws->tj, jpeg, len, ws->rgb, sw, 0, sh, TJPF_RGB, 0) != 0 &&
-             tjGetErrorCode(ws->tj) != TJERR_WARNING) {
+  if (strict) return loader_decode_jpeg_checked(tj, jpeg, len, rgb, sw, sh, why, whylen);
+  if (tjDecompress2(tj, jpeg, len, rgb, sw, 0, sh, TJPF_RGB, 0) != 0 && tjGetErrorCode(tj) != TJERR_WARNING) {
     /* A shard's records passed the check at prepare: a warning now is harmless (trailing
      * bytes), only a fatal error fails. */
-    err_set(why, whylen, "%s", tjGetErrorStr2(ws->tj));
+    err_set(why, whylen, "%s", tjGetErrorStr2(tj));
     return -1;
   }
+  return 0;
+}
+
+static unsigned char *scratch_rgb(worker_scratch *ws, size_t bytes) {
+  if (ws->rgb_cap < bytes) {
+    ws->rgb = xrealloc(ws->rgb, bytes);
+    ws->rgb_cap = bytes;
+  }
+  return ws->rgb;
+}
+
+/* Source row y of rgb (sw wide) interpolated across to the S output columns, mirrored when
+ * flip, in one of the scratch's two row buffers: the one not holding row `keep`, which the
+ * caller still needs. Rows are reused by the output rows that share them (an upscaled crop
+ * reads each source row for several output rows). */
+static const float *across_row(worker_scratch *ws, const unsigned char *rgb, int sw, int y, int S, int flip, int keep) {
+  for (int i = 0; i < 2; i++)
+    if (ws->row_y[i] == y) return ws->rows[i];
+  int slot = ws->row_y[0] == keep ? 1 : 0;
+  const unsigned char *r = rgb + (size_t)y * sw * 3;
+  float *dst = ws->rows[slot];
+  for (int ox = 0; ox < S; ox++) {
+    int a = ws->x0[ox] * 3, b = ws->x1[ox] * 3;
+    float wx = ws->wx[ox], *px = dst + (size_t)(flip ? S - 1 - ox : ox) * 3;
+    for (int c = 0; c < 3; c++) px[c] = r[a + c] + wx * (r[b + c] - r[a + c]);
+  }
+  ws->row_y[slot] = y;
+  return dst;
+}
+
+/* Writes the S x S crop of source box (bx, by, bw, bh), in the coordinates of the w x h photo,
+ * to out: bilinear from rgb, the photo decoded at sw x sh (across, then down); normalised,
+ * optionally mirrored. */
+static void resample_crop(worker_scratch *ws, const unsigned char *rgb, int sw, int sh, int w, int h, double bx,
+                          double by, double bw, double bh, int S, int flip, float *out) {
   double fx = (double)sw / w, fy = (double)sh / h;
   double x0 = bx * fx, y0 = by * fy, stepx = bw * fx / S, stepy = bh * fy / S;
   for (int o = 0; o < S; o++) {
@@ -136,78 +208,137 @@ static int crop_resize(worker_scratch *ws, const unsigned char *jpeg, size_t len
     ws->y1[o] = yi + 1 < sh ? yi + 1 : yi;
     ws->wy[o] = (float)(sy - yi);
   }
+  ws->row_y[0] = ws->row_y[1] = -1;
   const float k = 1.0f / 127.5f;
   for (int oy = 0; oy < S; oy++) {
-    const unsigned char *r0 = ws->rgb + (size_t)ws->y0[oy] * sw * 3, *r1 = ws->rgb + (size_t)ws->y1[oy] * sw * 3;
-    float wy = ws->wy[oy];
-    float *row = out + (size_t)oy * S * 3;
-    for (int ox = 0; ox < S; ox++) {
-      int a = ws->x0[ox] * 3, b = ws->x1[ox] * 3;
-      float wx = ws->wx[ox];
-      float *px = row + (size_t)(flip ? S - 1 - ox : ox) * 3;
-      for (int c = 0; c < 3; c++) {
-        float top = r0[a + c] + wx * (r0[b + c] - r0[a + c]);
-        float bot = r1[a + c] + wx * (r1[b + c] - r1[a + c]);
-        px[c] = (top + wy * (bot - top)) * k - 1.0f;
-      }
-    }
+    const float *top = across_row(ws, rgb, sw, ws->y0[oy], S, flip, ws->y1[oy]);
+    const float *bot = across_row(ws, rgb, sw, ws->y1[oy], S, flip, ws->y0[oy]);
+    float wy = ws->wy[oy], *row = out + (size_t)oy * S * 3;
+    for (int i = 0; i < S * 3; i++) row[i] = (top[i] + wy * (bot[i] - top[i])) * k - 1.0f;
   }
-  return 0;
 }
 
 /* TrivialAugmentWide works on bytes, as on torchvision's PIL images: the crop is rounded to
  * bytes (what a PIL resize returns), augmented, and normalised again. */
 static void augment_bytes(worker_scratch *ws, float *img, int S, uint64_t key, int64_t sample) {
   size_t n = (size_t)S * S * 3;
+  /* Rounded half to even by adding and taking away 1.5 * 2^23 (as nearbyintf, exact for the
+   * crop's values, within [-1, 1]), then clamped as integers: a loop the compiler vectorises. */
+  const float to_even = 12582912.0f;
   for (size_t i = 0; i < n; i++) {
-    float v = nearbyintf((img[i] + 1.0f) * 127.5f);
-    ws->u8[i] = (unsigned char)(v < 0 ? 0 : v > 255 ? 255 : v);
+    int q = (int)(((img[i] + 1.0f) * 127.5f + to_even) - to_even);
+    ws->u8[i] = (unsigned char)(q < 0 ? 0 : q > 255 ? 255 : q);
   }
   trivial_augment_wide(ws->u8, S, ws->u8_scratch, key, sample);
   for (size_t i = 0; i < n; i++) img[i] = ws->u8[i] * (1.0f / 127.5f) - 1.0f;
 }
 
-static void load_sample(loader *l, worker_scratch *ws, int64_t sample, float *out, int *label) {
+static int shard_of(const loader *l, int64_t sample) {
   int lo = 0, hi = l->n_shards - 1;
   while (lo < hi) { /* last shard whose first sample <= sample */
     int mid = (lo + hi + 1) / 2;
     if (l->first[mid] <= sample) lo = mid;
     else hi = mid - 1;
   }
-  shard_reader *sr = l->shards[lo];
-  shard_record rec;
-  char err[SHARD_ERR_LEN];
+  return lo;
+}
+
+/* Dies naming the shard and record of sample: it is damaged and prepare must run again. */
+static _Noreturn void die_record(const loader *l, int64_t sample, const shard_record *rec, const char *what) {
+  int j = shard_of(l, sample);
   char shown[4 * SHARD_ERR_LEN + 1], name[4 * SHARD_MAX_NAME + 1];
-  if (shard_read(sr, sample - l->first[lo], &ws->buf, &rec, err, sizeof err) != 0)
+  die("shard %s: record %lld (%s) %s; regenerate the data with 'pollen prepare --force'",
+      name_escape(shard_path(l->shards[j]), shown, sizeof shown), (long long)(sample - l->first[j]),
+      name_escape(rec->name, name, sizeof name), what);
+}
+
+/* Reads sample's record into ws->buf and its photo's size from the JPEG header. */
+static void read_record(loader *l, worker_scratch *ws, int64_t sample, shard_record *rec, int *w, int *h) {
+  int j = shard_of(l, sample), ss, cs;
+  char err[SHARD_ERR_LEN], shown[4 * SHARD_ERR_LEN + 1];
+  if (shard_read(l->shards[j], sample - l->first[j], &ws->buf, rec, err, sizeof err) != 0)
     die("%s", name_escape(err, shown, sizeof shown));
-  int w, h, ss, cs;
-  if (tjDecompressHeader3(ws->tj, rec.data, rec.len, &w, &h, &ss, &cs) != 0 || w < 1 || h < 1 ||
-      (long long)w * h > MAX_PIXELS)
-    die("shard %s: record %lld (%s) is not a readable JPEG; regenerate the data with 'pollen prepare --force'",
-        name_escape(shard_path(sr), shown, sizeof shown), (long long)(sample - l->first[lo]),
-        name_escape(rec.name, name, sizeof name));
-  int S = l->cfg.image_size, flip = 0;
-  double bx, by, bw, bh;
+  if (tjDecompressHeader3(ws->tj, rec->data, rec->len, w, h, &ss, &cs) != 0 || *w < 1 || *h < 1 ||
+      (long long)*w * *h > MAX_PIXELS)
+    die_record(l, sample, rec, "is not a readable JPEG");
+}
+
+/* The source box a sample is cropped from: RandomResizedCrop and a coin for the flip when
+ * training, the center crop for evaluation. */
+static void sample_box(const loader *l, int64_t sample, int w, int h, double box[4], int *flip) {
+  *flip = 0;
   if (l->cfg.augment) {
-    int box[4];
-    random_resized_crop(w, h, l->key, sample, box);
-    bx = box[0], by = box[1], bw = box[2], bh = box[3];
+    int b[4];
+    random_resized_crop(w, h, l->key, sample, b);
+    for (int i = 0; i < 4; i++) box[i] = b[i];
     float u[4];
     philox_uniform4(l->key, (uint32_t)sample, (uint32_t)((uint64_t)sample >> 32), 10, u);
-    flip = u[0] < 0.5f;
+    *flip = u[0] < 0.5f;
   } else {
     double side = 0.875 * (w < h ? w : h); /* S pixels of a shorter side resized to S/0.875 */
-    bw = bh = side;
-    bx = (w - side) / 2;
-    by = (h - side) / 2;
+    box[0] = (w - side) / 2;
+    box[1] = (h - side) / 2;
+    box[2] = box[3] = side;
   }
-  if (crop_resize(ws, rec.data, rec.len, w, h, bx, by, bw, bh, S, flip, out, 0, err, sizeof err) != 0)
-    die("shard %s: record %lld (%s) does not decode (%s); regenerate the data with 'pollen prepare --force'",
-        name_escape(shard_path(sr), shown, sizeof shown), (long long)(sample - l->first[lo]),
-        name_escape(rec.name, name, sizeof name), err);
+}
+
+/* A new cache entry for a w x h photo, or NULL once the cache's budget is spent (then the
+ * photo is decoded afresh each epoch; entries are never evicted). */
+static decoded_photo *cache_reserve(loader *l, int w, int h) {
+  if (!l->cache) return NULL;
+  size_t bytes = sizeof(decoded_photo) + (size_t)w * h * 3;
+  if (atomic_fetch_add(&l->cache_used, bytes) + bytes > l->cache_budget) {
+    atomic_fetch_sub(&l->cache_used, bytes);
+    return NULL;
+  }
+  decoded_photo *d = xmalloc(bytes);
+  d->w = w, d->h = h;
+  return d;
+}
+
+/* Publishes d as sample's entry; a thread that decoded the same sample first keeps its own. */
+static void cache_publish(loader *l, int64_t sample, decoded_photo *d) {
+  decoded_photo *none = NULL;
+  if (atomic_compare_exchange_strong_explicit(&l->cache[sample], &none, d, memory_order_release, memory_order_relaxed))
+    return;
+  atomic_fetch_sub(&l->cache_used, sizeof(decoded_photo) + (size_t)d->w * d->h * 3);
+  free(d);
+}
+
+/* Phases: the photo's size (cache or header), its box, the pixels (cache or a decode at the
+ * box's DCT scale), the resampled crop, then the byte and float augmentations. A cached photo
+ * is the full-scale decode, so a crop that wants a reduced scale decodes the JPEG again: the
+ * result never depends on what the cache holds. */
+static void load_sample(loader *l, worker_scratch *ws, int64_t sample, float *out, int *label) {
+  decoded_photo *cached = l->cache ? atomic_load_explicit(&l->cache[sample], memory_order_acquire) : NULL;
+  shard_record rec = {0};
+  int w, h, have_record = !cached;
+  if (cached) w = cached->w, h = cached->h, *label = cached->label;
+  else read_record(l, ws, sample, &rec, &w, &h), *label = rec.label;
+  int S = l->cfg.image_size, flip;
+  double box[4];
+  sample_box(l, sample, w, h, box, &flip);
+  tjscalingfactor sf = dct_scale_for(box[2], box[3], S);
+  int sw = TJSCALED(w, sf), sh = TJSCALED(h, sf), full_scale = sw == w && sh == h;
+  const unsigned char *rgb;
+  decoded_photo *fresh = NULL;
+  if (cached && full_scale) {
+    rgb = cached->rgb;
+  } else {
+    if (!have_record) read_record(l, ws, sample, &rec, &w, &h);
+    if (full_scale) fresh = cache_reserve(l, w, h);
+    unsigned char *dst = fresh ? fresh->rgb : scratch_rgb(ws, (size_t)sw * sh * 3);
+    char err[SHARD_ERR_LEN], what[SHARD_ERR_LEN + 32];
+    if (decode_scaled(ws->tj, rec.data, rec.len, w, h, sf, dst, 0, err, sizeof err) != 0) {
+      snprintf(what, sizeof what, "does not decode (%s)", err);
+      die_record(l, sample, &rec, what);
+    }
+    rgb = dst;
+  }
+  resample_crop(ws, rgb, sw, sh, w, h, box[0], box[1], box[2], box[3], S, flip, out);
+  if (fresh) fresh->label = *label, cache_publish(l, sample, fresh);
   if (l->cfg.augment && l->cfg.trivial_augment) augment_bytes(ws, out, S, l->key, sample);
   if (l->cfg.augment && l->cfg.random_erase > 0) random_erase(out, S, l->cfg.random_erase, l->key, sample);
-  *label = rec.label;
 }
 
 /* ---------------------------------------------------------------- threads */
@@ -215,17 +346,8 @@ static void load_sample(loader *l, worker_scratch *ws, int64_t sample, float *ou
 static void *worker_main(void *arg) {
   loader *l = arg;
   int S = l->cfg.image_size;
-  worker_scratch ws = {0};
-  ws.tj = tjInitDecompress();
-  if (!ws.tj) die("cannot start TurboJPEG: %s", tjGetErrorStr2(NULL));
-  ws.x0 = xmalloc(sizeof(int) * (size_t)S);
-  ws.x1 = xmalloc(sizeof(int) * (size_t)S);
-  ws.y0 = xmalloc(sizeof(int) * (size_t)S);
-  ws.y1 = xmalloc(sizeof(int) * (size_t)S);
-  ws.wx = xmalloc(sizeof(float) * (size_t)S);
-  ws.wy = xmalloc(sizeof(float) * (size_t)S);
-  ws.u8 = xmalloc((size_t)S * S * 3);
-  ws.u8_scratch = xmalloc((size_t)S * S * 3);
+  worker_scratch ws;
+  if (scratch_open(&ws, S) != 0) die("cannot start TurboJPEG: %s", tjGetErrorStr2(NULL));
   pthread_mutex_lock(&l->mu);
   for (;;) {
     while (!l->stop && !(l->next_pos < l->n && l->next_pos / l->cfg.batch < l->consumed + LOADER_RING))
@@ -250,16 +372,7 @@ static void *worker_main(void *arg) {
     if (!l->busy) pthread_cond_broadcast(&l->idle_cv);
   }
   pthread_mutex_unlock(&l->mu);
-  tjDestroy(ws.tj);
-  free(ws.buf.p);
-  free(ws.rgb);
-  free(ws.x0);
-  free(ws.x1);
-  free(ws.y0);
-  free(ws.y1);
-  free(ws.wx);
-  free(ws.wy);
-  free(ws.u8), free(ws.u8_scratch);
+  scratch_close(&ws);
   return NULL;
 }
 
@@ -307,6 +420,7 @@ loader *loader_open(const loader_config *cfg) {
   l->size = l->first[l->n_shards];
   if (l->size > INT32_MAX) die("%s: %lld samples is more than the loader supports", dir, (long long)l->size);
   l->image_floats = (size_t)cfg->image_size * cfg->image_size * 3;
+  atomic_init(&l->cache_used, 0);
   for (int s = 0; s < LOADER_RING; s++) {
     l->slot_images[s] = xmalloc_aligned(sizeof(float) * l->image_floats * (size_t)cfg->batch);
     l->slot_labels[s] = xmalloc(sizeof(int) * (size_t)cfg->batch);
@@ -378,6 +492,21 @@ int loader_next(loader *l, float *images, int *labels) {
   return (int)size;
 }
 
+void loader_set_cache(loader *l, size_t bytes) {
+  if (l->order) die("loader_set_cache after the first epoch started (internal error)");
+  l->cache_budget = bytes;
+  if (bytes == 0 || l->cache) return;
+  l->cache = xmalloc(sizeof *l->cache * (size_t)(l->size ? l->size : 1));
+  for (int64_t i = 0; i < l->size; i++) atomic_init(&l->cache[i], NULL);
+}
+
+int64_t loader_cached_photos(const loader *l, size_t *bytes) {
+  int64_t n = 0;
+  for (int64_t i = 0; l->cache && i < l->size; i++) n += atomic_load_explicit(&l->cache[i], memory_order_acquire) != NULL;
+  if (bytes) *bytes = atomic_load(&l->cache_used);
+  return n;
+}
+
 void loader_close(loader *l) {
   if (!l) return;
   pthread_mutex_lock(&l->mu);
@@ -393,6 +522,8 @@ void loader_close(loader *l) {
     free(l->slot_images[s]);
     free(l->slot_labels[s]);
   }
+  for (int64_t i = 0; l->cache && i < l->size; i++) free(atomic_load_explicit(&l->cache[i], memory_order_relaxed));
+  free(l->cache);
   for (int j = 0; j < l->n_shards; j++) shard_close(l->shards[j]);
   free(l->shards);
   free(l->first);
@@ -408,28 +539,24 @@ void loader_close(loader *l) {
 
 int loader_preprocess_jpeg(const unsigned char *jpeg, size_t len, int size, float *out, char *err,
                            size_t errlen) {
-  worker_scratch ws = {0};
+  worker_scratch ws;
   int rc = -1, w, h, ss, cs;
-  ws.tj = tjInitDecompress();
-  if (!ws.tj) {
+  if (scratch_open(&ws, size) != 0) {
     snprintf(err, errlen, "cannot start TurboJPEG: %s", tjGetErrorStr2(NULL));
     return -1;
   }
-  ws.x0 = xmalloc(sizeof(int) * (size_t)size);
-  ws.x1 = xmalloc(sizeof(int) * (size_t)size);
-  ws.y0 = xmalloc(sizeof(int) * (size_t)size);
-  ws.y1 = xmalloc(sizeof(int) * (size_t)size);
-  ws.wx = xmalloc(sizeof(float) * (size_t)size);
-  ws.wy = xmalloc(sizeof(float) * (size_t)size);
   if (tjDecompressHeader3(ws.tj, jpeg, len, &w, &h, &ss, &cs) != 0 || w < 1 || h < 1 ||
       (long long)w * h > MAX_PIXELS) {
     snprintf(err, errlen, "not a readable JPEG");
   } else {
     double side = 0.875 * (w < h ? w : h); /* the same eval crop as load_sample */
-    if (crop_resize(&ws, jpeg, len, w, h, (w - side) / 2, (h - side) / 2, side, side, size, 0, out, 1, err, errlen) == 0)
+    tjscalingfactor sf = dct_scale_for(side, side, size);
+    int sw = TJSCALED(w, sf), sh = TJSCALED(h, sf);
+    if (decode_scaled(ws.tj, jpeg, len, w, h, sf, scratch_rgb(&ws, (size_t)sw * sh * 3), 1, err, errlen) == 0) {
+      resample_crop(&ws, ws.rgb, sw, sh, w, h, (w - side) / 2, (h - side) / 2, side, side, size, 0, out);
       rc = 0;
+    }
   }
-  tjDestroy(ws.tj);
-  free(ws.rgb), free(ws.x0), free(ws.x1), free(ws.y0), free(ws.y1), free(ws.wx), free(ws.wy);
+  scratch_close(&ws);
   return rc;
 }

@@ -209,6 +209,15 @@ static void log_evaluation_bn(const worker *w) {
                "restarted during the LR warm-up), BN statistics by precise BN", w->cfg->ema_decay, w->cfg->ema_every);
 }
 
+/* The decoded-photo budget split between the loaders in proportion to their photos, so both
+ * splits fit whole when the budget holds them all. Set before the first epoch starts. */
+static void share_decoded_cache(worker *w, size_t budget) {
+  double n_train = loader_size(w->train), n_val = loader_size(w->val);
+  size_t for_train = (size_t)(budget * (n_train / (n_train + n_val)));
+  loader_set_cache(w->train, for_train);
+  loader_set_cache(w->val, budget - for_train);
+}
+
 const job_plan *worker_load(worker *w) {
   job_config *cfg = w->cfg;
   comm *c = w->c;
@@ -222,6 +231,7 @@ const job_plan *worker_load(worker *w) {
   loader_config vc = {.data_dir = data_dir, .split = "val", .image_size = cfg->size, .batch = local_batch,
                       .seed = cfg->seed, .threads = cfg->loader_threads};
   w->val = loader_open(&vc);
+  share_decoded_cache(w, (size_t)cfg->decoded_cache_mib << 20);
   char err[512];
   if (plan_job(&w->plan, cfg, c->world, loader_size(w->train), loader_size(w->val),
                loader_num_classes(w->train), err, sizeof err) != 0)
