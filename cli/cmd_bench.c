@@ -31,6 +31,8 @@ static void usage(FILE *to) {
           "                  on a GPU also tf32, fp16\n"
           "  --kernels K     CPU kernels: baseline, avx2 or avx512 (default: the best this\n"
           "                  CPU runs; also POLLEN_KERNELS)\n"
+          "  --keep-activations  backward reads kept conv+BN+act outputs instead of recomputing\n"
+          "                  them (CPU; faster, more memory)\n"
           "  --steps N       timed steps (default 10)\n"
           "  --warmup N      untimed steps first (default 2)\n"
           "  --mode M        train, infer or both (default both)\n"
@@ -78,11 +80,12 @@ int cmd_bench(int argc, char **argv) {
       {"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
       {"device", required_argument, 0, 'd'}, {"precision", required_argument, 0, 'p'},
       {"profile", no_argument, 0, 'P'},     {"kernels", required_argument, 0, 'k'},
+      {"keep-activations", no_argument, 0, 'K'},
       {0, 0, 0, 0}};
   const char *model_name = "mnv3-small", *mode = "both", *precision = "fp32";
   int device = DEVICE_CPU, math = 0; /* fp32 */
   double width = 1.0;
-  int size = 224, batch = 32, threads = 0, steps = 10, warmup = 2, json = 0, profile = 0, c;
+  int size = 224, batch = 32, threads = 0, steps = 10, warmup = 2, json = 0, profile = 0, keep = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
@@ -96,6 +99,7 @@ int cmd_bench(int argc, char **argv) {
     case 'o': mode = optarg; break;
     case 'j': json = 1; break;
     case 'P': profile = 1; break;
+    case 'K': keep = 1; break;
     case 'k': cli_use_kernels(optarg); break;
     case 'd': device = cli_parse_device(optarg); break;
     case 'p':
@@ -117,6 +121,7 @@ int cmd_bench(int argc, char **argv) {
   model_config cfg = {(model_arch)arch, width, 5, 0.2};
   model m;
   model_init(&m, &cfg, 1);
+  model_keep_activations(&m, keep);
   model_prepare(&m, batch, size);
   int gpu = -1;
   device_kind dev = device_select((device_kind)device, 0, &gpu);

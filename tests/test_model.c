@@ -1,6 +1,7 @@
 /* test_model.c - the architectures match torchvision's (parameter and state-dict counts,
  * names), training steps reduce the loss, eval is deterministic, steps after the first
- * allocate nothing, and optimizers/schedules follow their formulas. */
+ * allocate nothing, recomputed activations give the kept ones' gradients, and
+ * optimizers/schedules follow their formulas. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +149,34 @@ static void test_optim_formulas(void) {
   CHECK(fabsf(lr_at(&st, 29, 100) - 1.0f) < 1e-6 && fabsf(lr_at(&st, 30, 100) - 0.1f) < 1e-6, "step schedule");
 }
 
+/* Backward that recomputes the conv+BN+act outputs gives the gradients of backward that reads
+ * them kept, bit for bit, with less activation memory (where the device recomputes). */
+static void test_recompute_matches_kept(const char *arch) {
+  model_config cfg = {(model_arch)model_arch_parse(arch), 0.5f, 5, 0.2f};
+  model kept, recomputed;
+  model_init(&kept, &cfg, 7);
+  model_init(&recomputed, &cfg, 7);
+  model_keep_activations(&kept, 1);
+  int n = 4, size = 64;
+  model_prepare(&kept, n, size);
+  model_prepare(&recomputed, n, size);
+  float *x = xmalloc((size_t)n * size * size * 3 * sizeof(float));
+  int labels[4];
+  fill_batch(x, labels, n, size, 11);
+  model *both[2] = {&kept, &recomputed};
+  for (int k = 0; k < 2; k++) {
+    both[k]->dropout_seed = 5;
+    model_zero_grads(both[k]);
+    model_forward(both[k], x, labels, n, 1, 0.1f);
+    model_backward(both[k], labels, n, 0.1f);
+  }
+  CHECK(!memcmp(kept.grads, recomputed.grads, sizeof(float) * kept.n_params), "%s: recomputed backward's gradients differ", arch);
+  CHECK(model_activation_bytes(&recomputed) < model_activation_bytes(&kept), "%s: recomputing kept %zu bytes, keeping %zu", arch,
+        model_activation_bytes(&recomputed), model_activation_bytes(&kept));
+  free(x);
+  model_free(&kept), model_free(&recomputed);
+}
+
 int main(void) {
   threads_set(0);
   test_counts();
@@ -155,5 +184,7 @@ int main(void) {
   test_training("mnv3-small", OPT_SGD, 0.05f);
   test_training("mnv3-large", OPT_ADAM, 0.002f);
   test_training("mnv2", OPT_RMSPROP, 0.001f);
+  test_recompute_matches_kept("mnv3-small");
+  test_recompute_matches_kept("mnv3-large");
     return check_status();
 }

@@ -301,7 +301,7 @@ static void set_shape(model *m, int t, int h, int w, int c) {
  * On MobileNetV3-Small at 224 px that saves 30% of the activation memory for 6% of the step
  * time (a pass over each conv output; BENCHMARKS.md). */
 static void plan_recompute(model *m) {
-  const int on = m->ops->bn_act_recompute != NULL;
+  const int on = m->ops->bn_act_recompute != NULL && !m->keep_activations;
   for (int t = 0; t < m->n_tensors; t++) m->tensors[t].producer = m->tensors[t].last_read = -1;
   for (int i = 0; i < m->n_layers; i++) {
     const layer *l = &m->layers[i];
@@ -311,6 +311,11 @@ static void plan_recompute(model *m) {
   }
   for (int t = 0; t < m->n_tensors; t++)
     if (m->tensors[t].last_read < m->tensors[t].producer) m->tensors[t].producer = -1;
+}
+
+void model_keep_activations(model *m, int keep) {
+  if (m->batch) die("model_keep_activations after model_prepare (internal error)");
+  m->keep_activations = !!keep;
 }
 
 void model_prepare(model *m, int batch, int size) {

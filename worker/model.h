@@ -112,6 +112,7 @@ typedef struct model {
 
   /* Allocated by model_prepare for (batch, size). */
   int batch, size;
+  int keep_activations;   /* model_keep_activations: no recomputation in backward */
   float *save;            /* BN mean/rstd, SE saved values */
   size_t n_save;
   float *scratch;         /* im2col */
@@ -157,6 +158,10 @@ void model_free(model *m);
 /* Allocates activations for batches of up to `batch` images of size x size. Idempotent for
  * the same shape; call again to change it. */
 void model_prepare(model *m, int batch, int size);
+
+/* keep = 1: backward reads every activation forward kept instead of recomputing the conv+BN+act
+ * outputs (faster, more memory; the same bits either way). Before model_prepare. */
+void model_keep_activations(model *m, int keep);
 
 /* Moves the engine to the current CUDA device (worker/device.h's device_select first):
  * uploads parameters and BN statistics, and re-allocates the prepared activations there.

@@ -241,6 +241,7 @@ const job_plan *worker_load(worker *w) {
   model_config mc = {(model_arch)model_arch_parse(cfg->model), cfg->width, w->plan.classes, (float)cfg->dropout};
   model_init(&w->m, &mc, cfg->seed);
   if (cfg->init_weights[0]) weights_import(&w->m, cfg->init_weights, 1);
+  model_keep_activations(&w->m, cfg->keep_activations);
   model_prepare(&w->m, local_batch, cfg->size);
   setup_optimizer(w);
   if (w->on_gpu && (cfg->mixup_alpha > 0 || cfg->cutmix_alpha > 0))
