@@ -9,7 +9,9 @@
 # Each round: `pollen bench --mode train`, then `pollen train --epochs 3` with the default
 # cache and with --decoded-cache 0; a training run's speed is the median of the images/s
 # reports of its third epoch (the cache filled in the first). Extra flags go to both trains
-# (default: --auto-augment ta_wide --random-erase 0.1, the README's recipe).
+# (default: the README recipe's augmentation, --auto-augment ta_wide --random-erase 0.1, with
+# the SGD update `pollen bench` times, so that only the loader differs; AdamW and the weight
+# EMA cost the step a few % more).
 # Needs: POLLEN (default build/pollen), a folder made by `pollen prepare` at DATA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +20,7 @@ DATA=${DATA:-/work/runs/flowers-t15}
 SIZE=${SIZE:-224} BATCH=${BATCH:-32} REPEATS=${REPEATS:-3} THREADS=${THREADS:-$(nproc)}
 [ -x "$POLLEN" ] || { echo "loader_cost: $POLLEN is not an executable pollen (set POLLEN)" >&2; exit 1; }
 [ -f "$DATA/manifest.json" ] || { echo "loader_cost: no prepared data at $DATA (set DATA; see pollen prepare)" >&2; exit 1; }
-[ $# -gt 0 ] || set -- --auto-augment ta_wide --random-erase 0.1
+[ $# -gt 0 ] || set -- --opt sgd --lr 0.01 --auto-augment ta_wide --random-erase 0.1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; flags: $(grep -o 'avx[^ ]*\|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
