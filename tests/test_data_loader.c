@@ -216,6 +216,27 @@ static void test_tfrecord_matches_folder(const char *tmp) {
     CHECK(!strcmp(a[i].cls, b[i].cls) && a[i].crc == b[i].crc && a[i].len == b[i].len, "record %d same class and bytes", i);
 }
 
+/* One epoch of l in `order` into all (and labels, unless NULL); the number of batches. */
+static int read_epoch(loader *l, int epoch, const int64_t *order, int64_t n, int batch, int S, float *all, int *labels) {
+  size_t per = (size_t)S * S * 3;
+  float *x = xmalloc(sizeof(float) * per * (size_t)batch);
+  int *y = xmalloc(sizeof(int) * (size_t)batch), got, total = 0, batches = 0;
+  loader_start_epoch(l, epoch, order, n);
+  while ((got = loader_next(l, x, y)) > 0) {
+    CHECK(total + got <= n && (got == batch || total + got == n), "batch sizes (%d)", got);
+    if (total + got > n) break;
+    memcpy(all + per * (size_t)total, x, sizeof(float) * per * (size_t)got);
+    if (labels) memcpy(labels + total, y, sizeof(int) * (size_t)got);
+    total += got;
+    batches++;
+  }
+  CHECK(total == n, "epoch delivers %lld samples, got %d", (long long)n, total);
+  CHECK(loader_next(l, x, y) == 0, "stays at end");
+  free(x);
+  free(y);
+  return batches;
+}
+
 static float *run_epoch(const char *dir, int threads, int augment, int epoch, const int64_t *order, int64_t n, int batch,
                         int **labels_out, int *batches) {
   /* augment 2: the crop and flip, then TrivialAugmentWide and RandomErasing(0.5) */
@@ -223,27 +244,10 @@ static float *run_epoch(const char *dir, int threads, int augment, int epoch, co
                        .trivial_augment = augment == 2, .random_erase = augment == 2 ? 0.5 : 0, .seed = 9,
                        .threads = threads};
   loader *l = loader_open(&cfg);
-  size_t per = 64 * 64 * 3;
-  float *all = xmalloc(sizeof(float) * per * (size_t)n);
-  int *labels = xmalloc(sizeof(int) * (size_t)n);
-  float *x = xmalloc(sizeof(float) * per * (size_t)batch);
-  int *y = xmalloc(sizeof(int) * (size_t)batch), got, total = 0;
-  *batches = 0;
-  loader_start_epoch(l, epoch, order, n);
-  while ((got = loader_next(l, x, y)) > 0) {
-    CHECK(total + got <= n && (got == batch || total + got == n), "batch sizes (%d)", got);
-    if (total + got > n) break;
-    memcpy(all + per * (size_t)total, x, sizeof(float) * per * (size_t)got);
-    memcpy(labels + total, y, sizeof(int) * (size_t)got);
-    total += got;
-    (*batches)++;
-  }
-  CHECK(total == n, "epoch delivers %lld samples, got %d", (long long)n, total);
-  CHECK(loader_next(l, x, y) == 0, "stays at end");
+  float *all = xmalloc(sizeof(float) * 64 * 64 * 3 * (size_t)n);
+  *labels_out = xmalloc(sizeof(int) * (size_t)n);
+  *batches = read_epoch(l, epoch, order, n, batch, 64, all, *labels_out);
   loader_close(l);
-  free(x);
-  free(y);
-  *labels_out = labels;
   return all;
 }
 
@@ -347,16 +351,10 @@ static float *cached_epochs(const char *dir, int S, int threads, size_t budget, 
   loader *l = loader_open(&cfg);
   loader_set_cache(l, budget);
   size_t per = (size_t)S * S * 3;
-  float *all = xmalloc(sizeof(float) * per * (size_t)n * 3), *x = xmalloc(sizeof(float) * per * 7);
-  int y[7], got, total = 0;
-  for (int e = 0; e < 3; e++) {
-    loader_start_epoch(l, e, order, n);
-    while ((got = loader_next(l, x, y)) > 0) memcpy(all + per * (size_t)total, x, sizeof(float) * per * (size_t)got), total += got;
-  }
-  CHECK(total == 3 * n, "three epochs delivered %d of %lld samples", total, (long long)(3 * n));
+  float *all = xmalloc(sizeof(float) * per * (size_t)n * 3);
+  for (int e = 0; e < 3; e++) read_epoch(l, e, order, n, 7, S, all + per * (size_t)n * e, NULL);
   *photos = loader_cached_photos(l, bytes);
   loader_close(l);
-  free(x);
   return all;
 }
 
