@@ -36,6 +36,7 @@ expect 2 "pollen: train: --status-token-file is the token of the TCP endpoint: g
 [ -e "$T/tok" ] && fail "--status-token-file without --status-tcp left $T/tok behind"
 expect 2 "pollen: train: --job DIR is required" -- train --job ""
 expect 2 "pollen: --decoded-cache: '-5'" -- train --job "$T/dc" --decoded-cache -5
+expect 2 "pollen: --loader-nice: '20' is not a whole number in \[0, 19\]" -- train --job "$T/dc" --loader-nice 20
 [ -e "$T/dc" ] && fail "a bad --decoded-cache left $T/dc behind"
 # --precision on the CPU: fp32, or bf16 where the CPU has AVX512_BF16 and the avx512 path runs.
 expect 2 "pollen: --precision fp16: 'fp16' GEMMs run on a GPU only; on the CPU use fp32 or bf16" -- \

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -385,6 +386,50 @@ static void test_decoded_cache(const char *tmp) {
   }
 }
 
+/* Threads of this process at nice value `nice` (/proc/self/task/T/stat: field 19). */
+static int threads_at_nice(int nice) {
+  DIR *d = opendir("/proc/self/task");
+  struct dirent *e;
+  int n = 0;
+  while (d && (e = readdir(d))) {
+    char path[300], text[1024];
+    snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+    FILE *f = e->d_name[0] != '.' ? fopen(path, "r") : NULL;
+    if (!f) continue;
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = 0;
+    const char *p = strrchr(text, ')'); /* fields 3.. follow the command name */
+    int field = 2, value = 0;
+    for (; p && *p && field < 19; p++)
+      if (*p == ' ') field++, value = atoi(p + 1);
+    n += field == 19 && value == nice;
+  }
+  if (d) closedir(d);
+  return n;
+}
+
+/* --loader-nice: the decode threads, and only they, run at that nice value. */
+static void test_loader_nice(const char *tmp) {
+  char dir[256];
+  snprintf(dir, sizeof dir, "%s/folder", tmp);
+  loader_config cfg = {.data_dir = dir, .split = "train", .image_size = 32, .batch = 4, .augment = 1, .seed = 1,
+                       .threads = 3, .nice = 7};
+  loader *l = loader_open(&cfg);
+  int64_t order[8];
+  for (int i = 0; i < 8; i++) order[i] = i;
+  float *x = xmalloc(sizeof(float) * 32 * 32 * 3 * 4);
+  int y[4];
+  loader_start_epoch(l, 0, order, 8);
+  while (loader_next(l, x, y) > 0) {
+  }
+  for (int wait = 0; wait < 200 && threads_at_nice(7) < 3; wait++) usleep(10000); /* each sets it as it starts */
+  CHECK(threads_at_nice(7) == 3, "3 decode threads at nice 7, found %d", threads_at_nice(7));
+  CHECK(getpriority(PRIO_PROCESS, 0) == 0, "the calling thread keeps nice 0");
+  loader_close(l);
+  free(x);
+}
+
 int main(void) {
   char tmp[64] = "/tmp/pollen-test-loader-XXXXXX";
   if (!mkdtemp(tmp)) return 1;
@@ -394,6 +439,7 @@ int main(void) {
   test_test_split(tmp);
   test_loader(tmp);
   test_decoded_cache(tmp);
+  test_loader_nice(tmp);
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
   if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmp);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <turbojpeg.h>
 #include <unistd.h>
 
@@ -348,6 +349,9 @@ static void *worker_main(void *arg) {
   int S = l->cfg.image_size;
   worker_scratch ws;
   if (scratch_open(&ws, S) != 0) die("cannot start TurboJPEG: %s", tjGetErrorStr2(NULL));
+  /* A nice value for this thread alone (Linux: a thread id is a PRIO_PROCESS target). */
+  if (l->cfg.nice > 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), l->cfg.nice) != 0)
+    log_warn("loader: cannot lower the decode threads' priority to nice %d; they run at the step's", l->cfg.nice);
   pthread_mutex_lock(&l->mu);
   for (;;) {
     while (!l->stop && !(l->next_pos < l->n && l->next_pos / l->cfg.batch < l->consumed + LOADER_RING))

@@ -30,6 +30,7 @@ typedef struct {
   double random_erase;  /* with augment: RandomErasing probability (0: off) */
   uint64_t seed;
   int threads;          /* decode threads, 0 = all cores */
+  int nice;             /* the decode threads' nice value (0..19): yield the cores to the step */
 } loader_config;
 
 typedef struct loader loader;
