@@ -283,11 +283,14 @@ static void sample_box(const loader *l, int64_t sample, int w, int h, double box
   }
 }
 
+/* What a cache entry for a w x h photo takes, as the budget counts it. */
+static size_t photo_bytes(int w, int h) { return sizeof(decoded_photo) + (size_t)w * h * 3; }
+
 /* A new cache entry for a w x h photo, or NULL once the cache's budget is spent (then the
  * photo is decoded afresh each epoch; entries are never evicted). */
 static decoded_photo *cache_reserve(loader *l, int w, int h) {
   if (!l->cache) return NULL;
-  size_t bytes = sizeof(decoded_photo) + (size_t)w * h * 3;
+  size_t bytes = photo_bytes(w, h);
   if (atomic_fetch_add(&l->cache_used, bytes) + bytes > l->cache_budget) {
     atomic_fetch_sub(&l->cache_used, bytes);
     return NULL;
@@ -302,7 +305,7 @@ static void cache_publish(loader *l, int64_t sample, decoded_photo *d) {
   decoded_photo *none = NULL;
   if (atomic_compare_exchange_strong_explicit(&l->cache[sample], &none, d, memory_order_release, memory_order_relaxed))
     return;
-  atomic_fetch_sub(&l->cache_used, sizeof(decoded_photo) + (size_t)d->w * d->h * 3);
+  atomic_fetch_sub(&l->cache_used, photo_bytes(d->w, d->h));
   free(d);
 }
 
@@ -313,7 +316,7 @@ static void cache_publish(loader *l, int64_t sample, decoded_photo *d) {
 static void load_sample(loader *l, worker_scratch *ws, int64_t sample, float *out, int *label) {
   decoded_photo *cached = l->cache ? atomic_load_explicit(&l->cache[sample], memory_order_acquire) : NULL;
   shard_record rec = {0};
-  int w, h, have_record = !cached;
+  int w, h;
   if (cached) w = cached->w, h = cached->h, *label = cached->label;
   else read_record(l, ws, sample, &rec, &w, &h), *label = rec.label;
   int S = l->cfg.image_size, flip;
@@ -326,7 +329,7 @@ static void load_sample(loader *l, worker_scratch *ws, int64_t sample, float *ou
   if (cached && full_scale) {
     rgb = cached->rgb;
   } else {
-    if (!have_record) read_record(l, ws, sample, &rec, &w, &h);
+    if (cached) read_record(l, ws, sample, &rec, &w, &h); /* a reduced scale: its JPEG after all */
     if (full_scale) fresh = cache_reserve(l, w, h);
     unsigned char *dst = fresh ? fresh->rgb : scratch_rgb(ws, (size_t)sw * sh * 3);
     char err[SHARD_ERR_LEN], what[SHARD_ERR_LEN + 32];
