@@ -5,7 +5,8 @@
 #   tools/flowers_seeds.sh [RECIPE FLAGS...]
 #   SEEDS="1 2 3" PARALLEL=1 OUT=/work/runs/seeds EVAL_SIZE=192 tools/flowers_seeds.sh --width 1.5 ...
 #
-# Prepares ../shared/data/flower_photos once (15% test by content hash, 15% validation), then
+# Prepares ../shared/data/flower_photos once (15% test by content hash, VAL_FRACTION validation,
+# default 0.15; the test split does not depend on it), then
 # trains `pollen train --data DATA --job OUT/seedS --seed S RECIPE` for each seed: one after
 # the other on all cores, or with PARALLEL=1 all at once with one compute and one loader thread
 # each (as many seeds as cores: the time per run is then about cores x the time alone). Each
@@ -21,6 +22,7 @@ PHOTOS=${PHOTOS:-../shared/data/flower_photos}
 OUT=${OUT:-/tmp/pollen-seeds}
 DATA=${DATA:-$OUT/flowers-t15}
 SEEDS=${SEEDS:-1 2 3}
+VAL_FRACTION=${VAL_FRACTION:-0.15}
 [ -x "$POLLEN" ] || { echo "flowers_seeds: $POLLEN is not an executable pollen (set POLLEN)" >&2; exit 1; }
 [ -d "$PHOTOS" ] || { echo "flowers_seeds: no photos at $PHOTOS (set PHOTOS)" >&2; exit 1; }
 [ $# -gt 0 ] || set -- --size 128 --batch 64 --epochs 200 --opt adamw --lr 0.003 --weight-decay 0.05 \
@@ -28,7 +30,7 @@ SEEDS=${SEEDS:-1 2 3}
 mkdir -p "$OUT"
 echo "cpu: $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores; flags: $(grep -o 'avx[^ ]*\|fma' /proc/cpuinfo | sort -u | tr '\n' ' ')"
 echo "recipe: $*"
-"$POLLEN" prepare --src "$PHOTOS" --out "$DATA" --max-side 256 --val-fraction 0.15 --test-fraction 0.15 > /dev/null
+"$POLLEN" prepare --src "$PHOTOS" --out "$DATA" --max-side 256 --val-fraction "$VAL_FRACTION" --test-fraction 0.15 > /dev/null
 
 train_seed() { # seed threads|all RECIPE...
   local s=$1 th=$2; shift 2

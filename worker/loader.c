@@ -23,10 +23,15 @@
 #define LOADER_RING 3
 #define MAX_PIXELS (200ll * 1000 * 1000)
 
-/* A photo decoded at full scale, kept for the epochs after (loader_set_cache). */
+/* The DCT scales m/8 (m = 1..8) a crop can be decoded at: a photo has one cache entry per
+ * scale its crops asked for. */
+#define CACHE_SCALES 8
+
+/* A photo (w x h) decoded at one DCT scale (sw x sh), kept for the epochs after
+ * (loader_set_cache). */
 typedef struct {
-  int w, h, label;
-  unsigned char rgb[]; /* w x h x 3 */
+  int w, h, sw, sh, label;
+  unsigned char rgb[]; /* sw x sh x 3 */
 } decoded_photo;
 
 struct loader {
@@ -38,7 +43,8 @@ struct loader {
   int64_t *first; /* first[j] = index of shard j's first sample; first[n_shards] = size */
   int64_t size;
   size_t image_floats;
-  /* cache[i]: sample i decoded, or NULL; published once, read lock-free by any thread. */
+  /* cache[i * CACHE_SCALES + m - 1]: sample i decoded at scale m/8, or NULL; published once,
+   * read lock-free by any thread. */
   _Atomic(decoded_photo *) *cache;
   size_t cache_budget;
   atomic_size_t cache_used;
@@ -61,9 +67,11 @@ typedef struct {
   shard_buf buf;
   unsigned char *rgb;
   size_t rgb_cap;
-  int *x0, *x1, *y0, *y1;
+  int *x0, *x1, *y0, *y1; /* x0, x1: byte offsets of the output columns' source pixels */
   float *wx, *wy;
-  float *rows[2]; /* S x 3: two source rows interpolated across (resample_crop) */
+  float *rows[2]; /* S x 3 (+1): two source rows interpolated across (resample_crop) */
+  float *src_row; /* one source row as floats (+1) */
+  size_t src_cap;
   int row_y[2];
   unsigned char *u8, *u8_scratch; /* S x S x 3: the crop as bytes, for TrivialAugmentWide */
 } worker_scratch;
@@ -79,7 +87,7 @@ static int scratch_open(worker_scratch *ws, int S) {
   ws->y1 = xmalloc(sizeof(int) * (size_t)S);
   ws->wx = xmalloc(sizeof(float) * (size_t)S);
   ws->wy = xmalloc(sizeof(float) * (size_t)S);
-  for (int i = 0; i < 2; i++) ws->rows[i] = xmalloc(sizeof(float) * (size_t)S * 3);
+  for (int i = 0; i < 2; i++) ws->rows[i] = xmalloc(sizeof(float) * ((size_t)S * 3 + 1));
   ws->u8 = xmalloc((size_t)S * S * 3);
   ws->u8_scratch = xmalloc((size_t)S * S * 3);
   return 0;
@@ -91,7 +99,7 @@ static void scratch_close(worker_scratch *ws) {
   free(ws->rgb);
   free(ws->x0), free(ws->x1), free(ws->y0), free(ws->y1);
   free(ws->wx), free(ws->wy);
-  free(ws->rows[0]), free(ws->rows[1]);
+  free(ws->rows[0]), free(ws->rows[1]), free(ws->src_row);
   free(ws->u8), free(ws->u8_scratch);
 }
 
@@ -161,28 +169,40 @@ static int decode_scaled(tjhandle tj, const unsigned char *jpeg, size_t len, int
   return 0;
 }
 
+/* Decoded pixels are followed by RGB_SLACK bytes: across_row reads each 3-byte pixel as 4. */
+#define RGB_SLACK 1
+
 static unsigned char *scratch_rgb(worker_scratch *ws, size_t bytes) {
+  bytes += RGB_SLACK;
   if (ws->rgb_cap < bytes) {
     ws->rgb = xrealloc(ws->rgb, bytes);
     ws->rgb_cap = bytes;
   }
+  ws->rgb[bytes - 1] = 0; /* the slack: defined, though no output keeps it */
   return ws->rgb;
 }
 
-/* Source row y of rgb (sw wide) interpolated across to the S output columns, mirrored when
- * flip, in one of the scratch's two row buffers: the one not holding row `keep`, which the
- * caller still needs. Rows are reused by the output rows that share them (an upscaled crop
- * reads each source row for several output rows). */
-static const float *across_row(worker_scratch *ws, const unsigned char *rgb, int sw, int y, int S, int flip, int keep) {
+/* Source row y of rgb (sw wide) interpolated across to the S output columns (the columns'
+ * sources already mirrored when flipping), in one of the scratch's two row buffers: the one
+ * not holding row `keep`, which the caller still needs. Rows are reused by the output rows
+ * that share them (an upscaled crop reads each source row for several output rows). The row
+ * is made floats first, so each output pixel is two 4-float loads and one 4-float store (the
+ * 4th lane a neighbour's, overwritten by the next pixel; RGB_SLACK covers the last): vector
+ * code from plain C, the same values as interpolating the bytes. */
+static const float *across_row(worker_scratch *ws, const unsigned char *rgb, int sw, int y, int S, int keep) {
   for (int i = 0; i < 2; i++)
     if (ws->row_y[i] == y) return ws->rows[i];
   int slot = ws->row_y[0] == keep ? 1 : 0;
   const unsigned char *r = rgb + (size_t)y * sw * 3;
-  float *dst = ws->rows[slot];
+  float *src = ws->src_row, *dst = ws->rows[slot];
+  for (size_t i = 0; i < (size_t)sw * 3 + RGB_SLACK; i++) src[i] = r[i];
+  const int *x0 = ws->x0, *x1 = ws->x1;
+  const float *wx = ws->wx;
   for (int ox = 0; ox < S; ox++) {
-    int a = ws->x0[ox] * 3, b = ws->x1[ox] * 3;
-    float wx = ws->wx[ox], *px = dst + (size_t)(flip ? S - 1 - ox : ox) * 3;
-    for (int c = 0; c < 3; c++) px[c] = r[a + c] + wx * (r[b + c] - r[a + c]);
+    const float *pa = src + x0[ox], *pb = src + x1[ox];
+    float px[4];
+    for (int c = 0; c < 4; c++) px[c] = pa[c] + wx[ox] * (pb[c] - pa[c]);
+    memcpy(dst + (size_t)ox * 3, px, sizeof px);
   }
   ws->row_y[slot] = y;
   return dst;
@@ -201,19 +221,23 @@ static void resample_crop(worker_scratch *ws, const unsigned char *rgb, int sw, 
     if (sx > sw - 1) sx = sw - 1;
     if (sy < 0) sy = 0;
     if (sy > sh - 1) sy = sh - 1;
-    int xi = (int)sx, yi = (int)sy;
-    ws->x0[o] = xi;
-    ws->x1[o] = xi + 1 < sw ? xi + 1 : xi;
-    ws->wx[o] = (float)(sx - xi);
+    int xi = (int)sx, yi = (int)sy, ox = flip ? S - 1 - o : o;
+    ws->x0[ox] = xi * 3;
+    ws->x1[ox] = (xi + 1 < sw ? xi + 1 : xi) * 3;
+    ws->wx[ox] = (float)(sx - xi);
     ws->y0[o] = yi;
     ws->y1[o] = yi + 1 < sh ? yi + 1 : yi;
     ws->wy[o] = (float)(sy - yi);
   }
   ws->row_y[0] = ws->row_y[1] = -1;
+  if (ws->src_cap < (size_t)sw * 3 + RGB_SLACK) {
+    ws->src_cap = (size_t)sw * 3 + RGB_SLACK;
+    ws->src_row = xrealloc(ws->src_row, sizeof(float) * ws->src_cap);
+  }
   const float k = 1.0f / 127.5f;
   for (int oy = 0; oy < S; oy++) {
-    const float *top = across_row(ws, rgb, sw, ws->y0[oy], S, flip, ws->y1[oy]);
-    const float *bot = across_row(ws, rgb, sw, ws->y1[oy], S, flip, ws->y0[oy]);
+    const float *top = across_row(ws, rgb, sw, ws->y0[oy], S, ws->y1[oy]);
+    const float *bot = across_row(ws, rgb, sw, ws->y1[oy], S, ws->y0[oy]);
     float wy = ws->wy[oy], *row = out + (size_t)oy * S * 3;
     for (int i = 0; i < S * 3; i++) row[i] = (top[i] + wy * (bot[i] - top[i])) * k - 1.0f;
   }
@@ -224,14 +248,16 @@ static void resample_crop(worker_scratch *ws, const unsigned char *rgb, int sw, 
 static void augment_bytes(worker_scratch *ws, float *img, int S, uint64_t key, int64_t sample) {
   size_t n = (size_t)S * S * 3;
   /* Rounded half to even by adding and taking away 1.5 * 2^23 (as nearbyintf, exact for the
-   * crop's values, within [-1, 1]), then clamped as integers: a loop the compiler vectorises. */
+   * crop's values, within [-1, 1]), then clamped as integers: a loop the compiler vectorises,
+   * once the byte stores cannot alias ws->u8 itself (hence the local pointer). */
   const float to_even = 12582912.0f;
+  unsigned char *u8 = ws->u8;
   for (size_t i = 0; i < n; i++) {
     int q = (int)(((img[i] + 1.0f) * 127.5f + to_even) - to_even);
-    ws->u8[i] = (unsigned char)(q < 0 ? 0 : q > 255 ? 255 : q);
+    u8[i] = (unsigned char)(q < 0 ? 0 : q > 255 ? 255 : q);
   }
-  trivial_augment_wide(ws->u8, S, ws->u8_scratch, key, sample);
-  for (size_t i = 0; i < n; i++) img[i] = ws->u8[i] * (1.0f / 127.5f) - 1.0f;
+  trivial_augment_wide(u8, S, ws->u8_scratch, key, sample);
+  for (size_t i = 0; i < n; i++) img[i] = u8[i] * (1.0f / 127.5f) - 1.0f;
 }
 
 static int shard_of(const loader *l, int64_t sample) {
@@ -283,54 +309,74 @@ static void sample_box(const loader *l, int64_t sample, int w, int h, double box
   }
 }
 
-/* What a cache entry for a w x h photo takes, as the budget counts it. */
-static size_t photo_bytes(int w, int h) { return sizeof(decoded_photo) + (size_t)w * h * 3; }
+/* What a cache entry of sw x sh pixels takes, as the budget counts it. */
+static size_t photo_bytes(int sw, int sh) { return sizeof(decoded_photo) + (size_t)sw * sh * 3 + RGB_SLACK; }
 
-/* A new cache entry for a w x h photo, or NULL once the cache's budget is spent (then the
- * photo is decoded afresh each epoch; entries are never evicted). */
-static decoded_photo *cache_reserve(loader *l, int w, int h) {
+/* m of a DCT scale m/8 (TurboJPEG's scales up to 1/1 are all eighths). */
+static int scale_eighths(tjscalingfactor sf) { return sf.num * 8 / sf.denom; }
+
+static _Atomic(decoded_photo *) *cache_slot(const loader *l, int64_t sample, int eighths) {
+  return &l->cache[sample * CACHE_SCALES + eighths - 1];
+}
+
+/* Any entry of sample (for its size and label), or NULL. */
+static decoded_photo *cache_any(const loader *l, int64_t sample) {
+  for (int m = CACHE_SCALES; l->cache && m >= 1; m--) {
+    decoded_photo *d = atomic_load_explicit(cache_slot(l, sample, m), memory_order_acquire);
+    if (d) return d;
+  }
+  return NULL;
+}
+
+/* A new cache entry for a w x h photo decoded at sw x sh, or NULL once the cache's budget is
+ * spent (then the photo is decoded afresh each time; entries are never evicted). */
+static decoded_photo *cache_reserve(loader *l, int w, int h, int sw, int sh) {
   if (!l->cache) return NULL;
-  size_t bytes = photo_bytes(w, h);
+  size_t bytes = photo_bytes(sw, sh);
   if (atomic_fetch_add(&l->cache_used, bytes) + bytes > l->cache_budget) {
     atomic_fetch_sub(&l->cache_used, bytes);
     return NULL;
   }
   decoded_photo *d = xmalloc(bytes);
-  d->w = w, d->h = h;
+  d->w = w, d->h = h, d->sw = sw, d->sh = sh;
+  d->rgb[(size_t)sw * sh * 3] = 0; /* RGB_SLACK */
   return d;
 }
 
-/* Publishes d as sample's entry; a thread that decoded the same sample first keeps its own. */
-static void cache_publish(loader *l, int64_t sample, decoded_photo *d) {
+/* Publishes d as sample's entry at its scale; a thread that decoded the same one first keeps
+ * its own. */
+static void cache_publish(loader *l, int64_t sample, int eighths, decoded_photo *d) {
   decoded_photo *none = NULL;
-  if (atomic_compare_exchange_strong_explicit(&l->cache[sample], &none, d, memory_order_release, memory_order_relaxed))
+  if (atomic_compare_exchange_strong_explicit(cache_slot(l, sample, eighths), &none, d, memory_order_release,
+                                              memory_order_relaxed))
     return;
-  atomic_fetch_sub(&l->cache_used, photo_bytes(d->w, d->h));
+  atomic_fetch_sub(&l->cache_used, photo_bytes(d->sw, d->sh));
   free(d);
 }
 
-/* Phases: the photo's size (cache or header), its box, the pixels (cache or a decode at the
- * box's DCT scale), the resampled crop, then the byte and float augmentations. A cached photo
- * is the full-scale decode, so a crop that wants a reduced scale decodes the JPEG again: the
- * result never depends on what the cache holds. */
+/* Phases: the photo's size (cache or header), its box, the pixels at the box's DCT scale
+ * (cache, or a decode at that scale), the resampled crop, then the byte and float
+ * augmentations. The cache keeps each scale's own decode, so the result never depends on what
+ * it holds. */
 static void load_sample(loader *l, worker_scratch *ws, int64_t sample, float *out, int *label) {
-  decoded_photo *cached = l->cache ? atomic_load_explicit(&l->cache[sample], memory_order_acquire) : NULL;
+  decoded_photo *known = cache_any(l, sample), *cached = NULL;
   shard_record rec = {0};
   int w, h;
-  if (cached) w = cached->w, h = cached->h, *label = cached->label;
+  if (known) w = known->w, h = known->h, *label = known->label;
   else read_record(l, ws, sample, &rec, &w, &h), *label = rec.label;
   int S = l->cfg.image_size, flip;
   double box[4];
   sample_box(l, sample, w, h, box, &flip);
   tjscalingfactor sf = dct_scale_for(box[2], box[3], S);
-  int sw = TJSCALED(w, sf), sh = TJSCALED(h, sf), full_scale = sw == w && sh == h;
+  int eighths = scale_eighths(sf), sw = TJSCALED(w, sf), sh = TJSCALED(h, sf);
+  if (l->cache) cached = atomic_load_explicit(cache_slot(l, sample, eighths), memory_order_acquire);
   const unsigned char *rgb;
   decoded_photo *fresh = NULL;
-  if (cached && full_scale) {
+  if (cached) {
     rgb = cached->rgb;
   } else {
-    if (cached) read_record(l, ws, sample, &rec, &w, &h); /* a reduced scale: its JPEG after all */
-    if (full_scale) fresh = cache_reserve(l, w, h);
+    if (known) read_record(l, ws, sample, &rec, &w, &h); /* a scale not cached yet */
+    fresh = cache_reserve(l, w, h, sw, sh);
     unsigned char *dst = fresh ? fresh->rgb : scratch_rgb(ws, (size_t)sw * sh * 3);
     char err[SHARD_ERR_LEN], what[SHARD_ERR_LEN + 32];
     if (decode_scaled(ws->tj, rec.data, rec.len, w, h, sf, dst, 0, err, sizeof err) != 0) {
@@ -340,7 +386,7 @@ static void load_sample(loader *l, worker_scratch *ws, int64_t sample, float *ou
     rgb = dst;
   }
   resample_crop(ws, rgb, sw, sh, w, h, box[0], box[1], box[2], box[3], S, flip, out);
-  if (fresh) fresh->label = *label, cache_publish(l, sample, fresh);
+  if (fresh) fresh->label = *label, cache_publish(l, sample, eighths, fresh);
   if (l->cfg.augment && l->cfg.trivial_augment) augment_bytes(ws, out, S, l->key, sample);
   if (l->cfg.augment && l->cfg.random_erase > 0) random_erase(out, S, l->cfg.random_erase, l->key, sample);
 }
@@ -503,13 +549,14 @@ void loader_set_cache(loader *l, size_t bytes) {
   if (l->order) die("loader_set_cache after the first epoch started (internal error)");
   l->cache_budget = bytes;
   if (bytes == 0 || l->cache) return;
-  l->cache = xmalloc(sizeof *l->cache * (size_t)(l->size ? l->size : 1));
-  for (int64_t i = 0; i < l->size; i++) atomic_init(&l->cache[i], NULL);
+  size_t slots = (size_t)(l->size ? l->size : 1) * CACHE_SCALES;
+  l->cache = xmalloc(sizeof *l->cache * slots);
+  for (size_t i = 0; i < slots; i++) atomic_init(&l->cache[i], NULL);
 }
 
 int64_t loader_cached_photos(const loader *l, size_t *bytes) {
   int64_t n = 0;
-  for (int64_t i = 0; l->cache && i < l->size; i++) n += atomic_load_explicit(&l->cache[i], memory_order_acquire) != NULL;
+  for (int64_t i = 0; l->cache && i < l->size; i++) n += cache_any(l, i) != NULL;
   if (bytes) *bytes = atomic_load(&l->cache_used);
   return n;
 }
@@ -529,7 +576,8 @@ void loader_close(loader *l) {
     free(l->slot_images[s]);
     free(l->slot_labels[s]);
   }
-  for (int64_t i = 0; l->cache && i < l->size; i++) free(atomic_load_explicit(&l->cache[i], memory_order_relaxed));
+  for (int64_t i = 0; l->cache && i < l->size * CACHE_SCALES; i++)
+    free(atomic_load_explicit(&l->cache[i], memory_order_relaxed));
   free(l->cache);
   for (int j = 0; j < l->n_shards; j++) shard_close(l->shards[j]);
   free(l->shards);

@@ -10,8 +10,9 @@
  *     S x S crop, done in one bilinear step from the matching center region of the photo.
  * JPEGs far larger than needed are decoded at a reduced DCT scale (1/2, 1/4, ... the smallest
  * that still covers the crop at S pixels), so the remaining bilinear downscale is under 2x.
- * Photos decoded at full scale can be kept (loader_set_cache) for the epochs after: decoding
- * is most of the loader's time, and the batches are the same bytes with or without it.
+ * Decoded photos can be kept (loader_set_cache) for the epochs after, one entry per DCT scale
+ * a photo's crops asked for: decoding is most of the loader's time, and the batches are the
+ * same bytes with or without it.
  * Every random choice comes from Philox keyed by (seed, epoch, sample index): the batches are
  * identical whatever the thread count or timing. Not for: the epoch order (proto/plan.h). */
 #ifndef POLLEN_LOADER_H
@@ -59,8 +60,9 @@ int loader_preprocess_jpeg(const unsigned char *jpeg, size_t len, int size, floa
  * error. Shards hold only photos that passed it. Returns 0, or -1 with the reason in why. */
 int loader_decode_jpeg_checked(void *tj, const unsigned char *jpeg, size_t len, unsigned char *rgb, int w,
                                int h, char *why, size_t whylen);
-/* Keeps up to `bytes` of photos decoded at full scale for later epochs (0: none, the default).
- * Before the first loader_start_epoch. */
+/* Keeps up to `bytes` of decoded photos (each at the DCT scales its crops asked for) for later
+ * epochs (0: none, the default); entries are never evicted. Before the first
+ * loader_start_epoch. */
 void loader_set_cache(loader *l, size_t bytes);
 /* What the decoded-photo cache holds now: photos and bytes. */
 int64_t loader_cached_photos(const loader *l, size_t *bytes);
