@@ -67,10 +67,10 @@ typedef struct {
   shard_buf buf;
   unsigned char *rgb;
   size_t rgb_cap;
-  int *x0, *x1, *y0, *y1; /* x0, x1: byte offsets of the output columns' source pixels */
+  int *x0, *x1, *y0, *y1; /* x0, x1: the output columns' source pixels, as offsets (x * 3) into a row */
   float *wx, *wy;
   float *rows[2]; /* S x 3 (+1): two source rows interpolated across (resample_crop) */
-  float *src_row; /* one source row as floats (+1) */
+  float *src_row; /* one source row as floats (+1 lane, zero) */
   size_t src_cap;
   int row_y[2];
   unsigned char *u8, *u8_scratch; /* S x S x 3: the crop as bytes, for TrivialAugmentWide */
@@ -169,16 +169,11 @@ static int decode_scaled(tjhandle tj, const unsigned char *jpeg, size_t len, int
   return 0;
 }
 
-/* Decoded pixels are followed by RGB_SLACK bytes: across_row reads each 3-byte pixel as 4. */
-#define RGB_SLACK 1
-
 static unsigned char *scratch_rgb(worker_scratch *ws, size_t bytes) {
-  bytes += RGB_SLACK;
   if (ws->rgb_cap < bytes) {
     ws->rgb = xrealloc(ws->rgb, bytes);
     ws->rgb_cap = bytes;
   }
-  ws->rgb[bytes - 1] = 0; /* the slack: defined, though no output keeps it */
   return ws->rgb;
 }
 
@@ -187,15 +182,15 @@ static unsigned char *scratch_rgb(worker_scratch *ws, size_t bytes) {
  * not holding row `keep`, which the caller still needs. Rows are reused by the output rows
  * that share them (an upscaled crop reads each source row for several output rows). The row
  * is made floats first, so each output pixel is two 4-float loads and one 4-float store (the
- * 4th lane a neighbour's, overwritten by the next pixel; RGB_SLACK covers the last): vector
- * code from plain C, the same values as interpolating the bytes. */
+ * 4th lane a neighbour's, overwritten by the next pixel; the row's extra zero lane serves the
+ * last): vector code from plain C, the same values as interpolating the bytes. */
 static const float *across_row(worker_scratch *ws, const unsigned char *rgb, int sw, int y, int S, int keep) {
   for (int i = 0; i < 2; i++)
     if (ws->row_y[i] == y) return ws->rows[i];
   int slot = ws->row_y[0] == keep ? 1 : 0;
   const unsigned char *r = rgb + (size_t)y * sw * 3;
   float *src = ws->src_row, *dst = ws->rows[slot];
-  for (size_t i = 0; i < (size_t)sw * 3 + RGB_SLACK; i++) src[i] = r[i];
+  for (size_t i = 0; i < (size_t)sw * 3; i++) src[i] = r[i];
   const int *x0 = ws->x0, *x1 = ws->x1;
   const float *wx = ws->wx;
   for (int ox = 0; ox < S; ox++) {
@@ -230,10 +225,11 @@ static void resample_crop(worker_scratch *ws, const unsigned char *rgb, int sw, 
     ws->wy[o] = (float)(sy - yi);
   }
   ws->row_y[0] = ws->row_y[1] = -1;
-  if (ws->src_cap < (size_t)sw * 3 + RGB_SLACK) {
-    ws->src_cap = (size_t)sw * 3 + RGB_SLACK;
+  if (ws->src_cap < (size_t)sw * 3 + 1) {
+    ws->src_cap = (size_t)sw * 3 + 1;
     ws->src_row = xrealloc(ws->src_row, sizeof(float) * ws->src_cap);
   }
+  ws->src_row[(size_t)sw * 3] = 0; /* the 4th lane of the last pixel */
   const float k = 1.0f / 127.5f;
   for (int oy = 0; oy < S; oy++) {
     const float *top = across_row(ws, rgb, sw, ws->y0[oy], S, ws->y1[oy]);
@@ -310,7 +306,7 @@ static void sample_box(const loader *l, int64_t sample, int w, int h, double box
 }
 
 /* What a cache entry of sw x sh pixels takes, as the budget counts it. */
-static size_t photo_bytes(int sw, int sh) { return sizeof(decoded_photo) + (size_t)sw * sh * 3 + RGB_SLACK; }
+static size_t photo_bytes(int sw, int sh) { return sizeof(decoded_photo) + (size_t)sw * sh * 3; }
 
 /* m of a DCT scale m/8 (TurboJPEG's scales up to 1/1 are all eighths). */
 static int scale_eighths(tjscalingfactor sf) { return sf.num * 8 / sf.denom; }
@@ -339,7 +335,6 @@ static decoded_photo *cache_reserve(loader *l, int w, int h, int sw, int sh) {
   }
   decoded_photo *d = xmalloc(bytes);
   d->w = w, d->h = h, d->sw = sw, d->sh = sh;
-  d->rgb[(size_t)sw * sh * 3] = 0; /* RGB_SLACK */
   return d;
 }
 
