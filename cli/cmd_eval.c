@@ -25,9 +25,9 @@ static void add_fixed6(cJSON *o, const char *key, double v) {
   cJSON_AddRawToObject(o, key, isfinite(v) ? text : "null");
 }
 
-/* Test-time flip: the mirrored batch's probabilities averaged into probs. Returns the
- * change to the batch's summed loss, which becomes the loss of the averaged probabilities. */
-static double add_mirrored(model *m, float *images, const int *labels, int n, int size, float *probs, int classes) {
+#define MAX_TTA_SIZES 8
+
+static void mirror_batch(float *images, int n, int size) {
   for (int b = 0; b < n; b++)
     for (int y = 0; y < size; y++) {
       float *row = images + ((size_t)b * size + y) * size * 3;
@@ -37,12 +37,52 @@ static double add_mirrored(model *m, float *images, const int *labels, int n, in
           row[x * 3 + c] = row[(size - 1 - x) * 3 + c], row[(size - 1 - x) * 3 + c] = t;
         }
     }
-  double before = 0, after = 0;
-  for (int b = 0; b < n; b++) before -= log(fmax(probs[b * classes + labels[b]], 1e-30));
-  model_forward(m, images, labels, n, 0, 0.0f);
-  for (int i = 0; i < n * classes; i++) probs[i] = 0.5f * (probs[i] + m->probs[i]);
-  for (int b = 0; b < n; b++) after -= log(fmax(probs[b * classes + labels[b]], 1e-30));
-  return after - before;
+}
+
+/* One pass over the split at one size: each image's class probabilities (and its mirror
+ * image's, with flip) times `weight` added to probs[image * classes ...]; labels in split order. */
+static void add_split_probs(model *m, loader *l, int n, int size, int tta_flip, double weight, float *images,
+                            int *batch_labels, double *probs, int *labels) {
+  int classes = m->cfg.num_classes, got, seen = 0;
+  int64_t *order = xmalloc((size_t)n * sizeof *order);
+  for (int i = 0; i < n; i++) order[i] = i;
+  loader_start_epoch(l, 0, order, n);
+  while ((got = loader_next(l, images, batch_labels)) > 0) {
+    for (int pass = 0; pass <= tta_flip; pass++) {
+      if (pass) mirror_batch(images, got, size);
+      model_forward(m, images, batch_labels, got, 0, 0.0f);
+      for (int i = 0; i < got * classes; i++) probs[(size_t)seen * classes + i] += weight * m->probs[i];
+    }
+    memcpy(labels + seen, batch_labels, (size_t)got * sizeof *labels);
+    seen += got;
+  }
+  if (seen != n) die("eval: the loader delivered %d of %d images (internal error)", seen, n);
+  free(order);
+}
+
+/* --size S[,S...]: the sizes to evaluate at, each in [32, 1024]. Returns how many. */
+static int parse_sizes(const char *text, int sizes[MAX_TTA_SIZES]) {
+  int n = 0;
+  for (const char *p = text;; p++) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    char one[16];
+    if (len == 0 || len >= sizeof one)
+      die_status(EXIT_USAGE, "--size: '%s' is not a size or a comma-separated list of sizes", text);
+    if (n == MAX_TTA_SIZES) die_status(EXIT_USAGE, "--size: at most %d sizes, got '%s'", MAX_TTA_SIZES, text);
+    memcpy(one, p, len), one[len] = 0;
+    sizes[n++] = (int)cli_parse_long("--size", one, 32, 1024);
+    if (!end) return n;
+    p = end;
+  }
+}
+
+/* "224" or "224+256": the sizes as the output names them. */
+static const char *sizes_text(const int *sizes, int n, char *out, size_t cap) {
+  size_t used = 0;
+  out[0] = 0;
+  for (int i = 0; i < n && used < cap; i++) used += (size_t)snprintf(out + used, cap - used, "%s%d", i ? "+" : "", sizes[i]);
+  return out;
 }
 
 static void usage(FILE *to) {
@@ -57,8 +97,9 @@ static void usage(FILE *to) {
           "  --split S        val (default), train, or test (the photos prepare held out by\n"
           "                   content hash: training and the choice of best weights never\n"
           "                   saw them)\n"
-          "  --size S         image size (default: the one the weights were trained at, else the\n"
-          "                   job's, else 224)\n"
+          "  --size S[,S...]  image size (default: the one the weights were trained at, else the\n"
+          "                   job's, else 224); several: multi-scale test-time augmentation,\n"
+          "                   the mean of the class probabilities at each size (at most 8)\n"
           "  --tta flip       test-time augmentation: the mean of the class probabilities of each\n"
           "                   image and its mirror image (default none); with --size larger than\n"
           "                   the training size, what helps after random-resized-crop training\n"
@@ -80,7 +121,7 @@ int cmd_eval(int argc, char **argv) {
       {"tta", required_argument, 0, 'T'},
       {0, 0, 0, 0}};
   const char *job = NULL, *weights = NULL, *data = NULL, *split = "val";
-  int size = 0, batch = 32, threads = 0, json = 0, device = DEVICE_AUTO, best = 0, tta_flip = 0, c;
+  int sizes[MAX_TTA_SIZES] = {0}, n_sizes = 0, batch = 32, threads = 0, json = 0, device = DEVICE_AUTO, best = 0, tta_flip = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
@@ -88,7 +129,7 @@ int cmd_eval(int argc, char **argv) {
     case 'w': weights = optarg; break;
     case 'd': data = optarg; break;
     case 's': split = optarg; break;
-    case 'z': size = (int)cli_parse_long("--size", optarg, 32, 1024); break;
+    case 'z': n_sizes = parse_sizes(optarg, sizes); break;
     case 'b': batch = (int)cli_parse_long("--batch", optarg, 1, 4096); break;
     case 't': threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
     case 'J': json = 1; break;
@@ -126,14 +167,19 @@ int cmd_eval(int argc, char **argv) {
   if (!data) die_status(EXIT_USAGE, "eval: --data DIR is required with --weights");
 
   st_file *f = st_open_or_die(weights);
-  if (!size) size = weights_image_size(f);
-  if (!size && job) size = jc.size;
-  if (!size) size = 224;
+  if (!n_sizes) {
+    sizes[0] = weights_image_size(f);
+    if (!sizes[0] && job) sizes[0] = jc.size;
+    if (!sizes[0]) sizes[0] = 224;
+    n_sizes = 1;
+  }
+  int largest = 0;
+  for (int i = 0; i < n_sizes; i++) largest = sizes[i] > largest ? sizes[i] : largest;
   model_config mc = {MODEL_MNV3_SMALL, 1.0, 5, 0.0};
   if (weights_read_config(f, &mc) != 0)
     die("%s has no pollen metadata (model, width, classes); export it with pollen export", name_escape(weights, b1, sizeof b1));
   mc.dropout = 0;
-  loader_config lc = {.data_dir = data, .split = split, .image_size = size, .batch = batch};
+  loader_config lc = {.data_dir = data, .split = split, .image_size = sizes[0], .batch = batch};
   loader *l = loader_open(&lc);
   int classes = loader_num_classes(l), n = loader_size(l);
   if (classes != mc.num_classes)
@@ -144,29 +190,35 @@ int cmd_eval(int argc, char **argv) {
   model_init(&m, &mc, 0);
   weights_load_state_dict(&m, f, "", 0, 1);
   st_close(f);
-  model_prepare(&m, batch, size);
+  model_prepare(&m, batch, sizes[0]);
   cli_use_device(&m, device);
 
-  int64_t *order = xmalloc((size_t)n * sizeof *order);
-  for (int i = 0; i < n; i++) order[i] = i;
-  loader_start_epoch(l, 0, order, n);
-  float *images = model_host_alloc(&m, (size_t)batch * size * size * 3 * sizeof(float));
-  int *labels = model_host_alloc(&m, (size_t)batch * sizeof(int));
+  /* Each image's class probabilities, averaged over the sizes and flips; then the argmax
+   * and the loss of the averaged probabilities. */
+  float *images = model_host_alloc(&m, (size_t)batch * largest * largest * 3 * sizeof(float));
+  int *batch_labels = model_host_alloc(&m, (size_t)batch * sizeof(int));
+  double *probs = xcalloc((size_t)n * classes, sizeof *probs);
+  int *labels = xmalloc((size_t)n * sizeof *labels);
+  double weight = 1.0 / (n_sizes * (1 + tta_flip));
+  for (int i = 0; i < n_sizes; i++) {
+    if (i) {
+      loader_close(l);
+      lc.image_size = sizes[i];
+      l = loader_open(&lc);
+      model_prepare(&m, batch, sizes[i]);
+    }
+    add_split_probs(&m, l, n, sizes[i], tta_flip, weight, images, batch_labels, probs, labels);
+  }
   long *confusion = xcalloc((size_t)classes * classes, sizeof *confusion);
   double loss_sum = 0;
-  int got, seen = 0;
-  float *probs = xmalloc((size_t)batch * classes * sizeof(float));
-  while ((got = loader_next(l, images, labels)) > 0) {
-    loss_sum += (double)model_forward(&m, images, labels, got, 0, 0.0f) * got;
-    memcpy(probs, m.probs, (size_t)got * classes * sizeof(float));
-    if (tta_flip) loss_sum += add_mirrored(&m, images, labels, got, size, probs, classes);
-    for (int b = 0; b < got; b++) {
-      int best = 0;
-      for (int k = 1; k < classes; k++) if (probs[b * classes + k] > probs[b * classes + best]) best = k;
-      confusion[labels[b] * classes + best]++;
-    }
-    seen += got;
+  for (int i = 0; i < n; i++) {
+    const double *p = probs + (size_t)i * classes;
+    int best = 0;
+    for (int k = 1; k < classes; k++) if (p[k] > p[best]) best = k;
+    confusion[labels[i] * classes + best]++;
+    loss_sum -= log(fmax(p[labels[i]], 1e-30));
   }
+  int seen = n;
   long correct = 0;
   for (int k = 0; k < classes; k++) correct += confusion[k * classes + k];
   double acc = (double)correct / seen;
@@ -175,7 +227,9 @@ int cmd_eval(int argc, char **argv) {
     cJSON_AddStringToObject(o, "weights", name_utf8(weights, b1, sizeof b1));
     cJSON_AddStringToObject(o, "data", name_utf8(data, b2, sizeof b2));
     cJSON_AddStringToObject(o, "split", split);
-    cJSON_AddNumberToObject(o, "image_size", size);
+    if (n_sizes == 1) cJSON_AddNumberToObject(o, "image_size", sizes[0]);
+    cJSON *by_size = cJSON_AddArrayToObject(o, "image_sizes");
+    for (int i = 0; i < n_sizes; i++) cJSON_AddItemToArray(by_size, cJSON_CreateNumber(sizes[i]));
     cJSON_AddStringToObject(o, "tta", tta_flip ? "flip" : "none");
     cJSON_AddNumberToObject(o, "images", seen);
     add_fixed6(o, "accuracy", acc);
@@ -199,8 +253,10 @@ int cmd_eval(int argc, char **argv) {
     cJSON_free(text);
     cJSON_Delete(o);
   } else {
-    printf("%s on %s (%s, %d images at %d px%s): accuracy %.4f, loss %.4f\n\n", name_escape(weights, b1, sizeof b1),
-           name_escape(data, b2, sizeof b2), split, seen, size, tta_flip ? ", flip TTA" : "", acc, loss_sum / seen);
+    char shown_sizes[MAX_TTA_SIZES * 6];
+    printf("%s on %s (%s, %d images at %s px%s): accuracy %.4f, loss %.4f\n\n", name_escape(weights, b1, sizeof b1),
+           name_escape(data, b2, sizeof b2), split, seen, sizes_text(sizes, n_sizes, shown_sizes, sizeof shown_sizes),
+           tta_flip ? ", flip TTA" : "", acc, loss_sum / seen);
     printf("%-14s %9s %9s %8s\n", "class", "precision", "recall", "support");
     for (int k = 0; k < classes; k++) {
       long tp = confusion[k * classes + k], pred = 0, truth = 0;
@@ -217,8 +273,8 @@ int cmd_eval(int argc, char **argv) {
       printf("\n");
     }
   }
-  model_host_free(&m, images), model_host_free(&m, labels);
-  free(order), free(confusion), free(probs);
+  model_host_free(&m, images), model_host_free(&m, batch_labels);
+  free(labels), free(confusion), free(probs);
   loader_close(l);
   model_free(&m);
   return EXIT_OK;

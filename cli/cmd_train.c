@@ -50,6 +50,8 @@ static void usage(FILE *to) {
 "  --label-smoothing S  (default 0)\n"
 "  --seed N             initial weights, shuffling, augmentation, dropout (default 1)\n"
 "  --no-augment         train on center crops (no random resized crop or flip)\n"
+"  --crop-scale MIN     RandomResizedCrop's smallest crop, a fraction of the photo's area\n"
+"                       (torchvision's scale=(MIN, 1); default 0.08)\n"
 "  --auto-augment P     after the crop and flip: ta_wide (torchvision's TrivialAugmentWide) or\n"
 "                       none (default)\n"
 "  --random-erase P     torchvision's RandomErasing with probability P (default 0: off)\n"
@@ -128,7 +130,7 @@ enum {
 };
 
 enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE, O_PRECISE_BN, O_EMA_DECAY, O_EMA_EVERY, O_AUTO_AUGMENT,
-       O_RANDOM_ERASE, O_MIXUP, O_CUTMIX, O_REPLICAS }; /* apart, so the table's enum stays one list */
+       O_RANDOM_ERASE, O_MIXUP, O_CUTMIX, O_REPLICAS, O_CROP_SCALE }; /* apart, so the table's enum stays one list */
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
   if (strlen(v) >= cap) die_status(EXIT_USAGE, "%s: value too long (%zu characters at most)", flag, cap - 1);
@@ -197,7 +199,7 @@ int cmd_train(int argc, char **argv) {
       {"ema-decay", required_argument, 0, O_EMA_DECAY}, {"ema-every", required_argument, 0, O_EMA_EVERY},
       {"auto-augment", required_argument, 0, O_AUTO_AUGMENT}, {"random-erase", required_argument, 0, O_RANDOM_ERASE},
       {"mixup-alpha", required_argument, 0, O_MIXUP}, {"cutmix-alpha", required_argument, 0, O_CUTMIX},
-      {"replicas", required_argument, 0, O_REPLICAS},
+      {"replicas", required_argument, 0, O_REPLICAS}, {"crop-scale", required_argument, 0, O_CROP_SCALE},
       {0, 0, 0, 0}};
   job_config cfg;
   job_config_defaults(&cfg);
@@ -289,6 +291,10 @@ int cmd_train(int argc, char **argv) {
       snprintf(cfg.auto_augment, sizeof cfg.auto_augment, "%s", strcmp(optarg, "none") ? optarg : "");
       break;
     case O_RANDOM_ERASE: cfg.random_erase = cli_parse_double("--random-erase", optarg, 0, 1); break;
+    case O_CROP_SCALE: /* the default is stored as 0, absent from config.json, so either spelling is one job */
+      cfg.crop_scale = cli_parse_double("--crop-scale", optarg, 0.01, 1);
+      if (cfg.crop_scale == 0.08) cfg.crop_scale = 0;
+      break;
     case O_MIXUP: cfg.mixup_alpha = cli_parse_double("--mixup-alpha", optarg, 0, 100); break;
     case O_CUTMIX: cfg.cutmix_alpha = cli_parse_double("--cutmix-alpha", optarg, 0, 100); break;
     case O_NO_TENSORBOARD: cfg.tensorboard = 0; break;

@@ -37,6 +37,7 @@ typedef struct {
   /* Added after version 1 froze: written only when set, so older jobs keep their hash. */
   char auto_augment[16]; /* "" none | "ta_wide" (TrivialAugmentWide, worker/augment.h) */
   double random_erase;   /* RandomErasing probability; 0 off */
+  double crop_scale;     /* RandomResizedCrop's smallest area fraction; 0: torchvision's 0.08 */
   double mixup_alpha, cutmix_alpha; /* Beta(alpha, alpha) of mixup / CutMix (worker/mix.h); 0 off */
   uint64_t seed;
   char init_weights[1024]; /* safetensors to start from ("" = torchvision init) */

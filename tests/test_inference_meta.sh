@@ -51,6 +51,26 @@ loss() { grep -o '"loss":[0-9.]*' <<<"$1"; }
 [ "$(loss "$etta")" != "$(loss "$edflt")" ] || fail "flip TTA left the loss as it was: $(loss "$etta")"
 run "$P" eval --weights "$W" --data "$T/data" --json --tta flip; [ "$out" = "$etta" ] || fail "flip TTA is not deterministic"
 run "$P" eval --weights "$W" --data "$T/data" --tta sideways; [ $rc = 2 ] && grep -q "not flip or none" <<<"$out" || fail "--tta sideways: $out"
+# Multi-scale TTA: the mean of the probabilities at each size. One size twice is that size;
+# two sizes score each image by the mean of its two probabilities, so the loss is at most
+# the mean of the two sizes' losses (-log is convex) and, for sizes that disagree, below it.
+acc() { grep -o '"accuracy":[0-9.]*' <<<"$1" | cut -d: -f2; }
+run "$P" eval --weights "$W" --data "$T/data" --json --size 64,64; [ $rc = 0 ] || fail "eval --size 64,64: $out"
+[ "$(loss "$out")" = "$(loss "$edflt")" ] && [ "$(acc "$out")" = "$(acc "$edflt")" ] || fail "--size 64,64 is not --size 64: $out / $edflt"
+run "$P" eval --weights "$W" --data "$T/data" --json --size 96; e96=$out
+for tta in none flip; do
+  run "$P" eval --weights "$W" --data "$T/data" --json --size 64 --tta $tta; a=$out
+  run "$P" eval --weights "$W" --data "$T/data" --json --size 96 --tta $tta; b=$out
+  run "$P" eval --weights "$W" --data "$T/data" --json --size 64,96 --tta $tta; [ $rc = 0 ] || fail "eval --size 64,96: $out"
+  grep -q '"image_sizes":\[64,96\]' <<<"$out" || fail "eval --json does not list the sizes: $out"
+  python3 -c 'import sys; a, b, m = (float(x.split(":")[1]) for x in sys.argv[1:]); sys.exit(not (m < (a + b) / 2 - 1e-6 and m not in (a, b)))' \
+    "$(loss "$a")" "$(loss "$b")" "$(loss "$out")" || fail "--size 64,96 --tta $tta: loss $(loss "$out") not below the mean of $(loss "$a") and $(loss "$b")"
+done
+run "$P" eval --weights "$W" --data "$T/data" --size 64,96; grep -q "at 64+96 px" <<<"$out" || fail "eval names the sizes: $out"
+for bad in 64, 64,x ,64 64,96,64,96,64,96,64,96,64 64,16; do
+  run "$P" eval --weights "$W" --data "$T/data" --size "$bad"
+  [ $rc = 2 ] && [ "$(grep -c '^pollen: --size' <<<"$out")" = 1 ] || fail "--size $bad: exit $rc: $out"
+done
 
 # --- PNG photos: scored (also under another name), a damaged one refused in one line ---
 python3 - "$T/photo.png" <<'PY'

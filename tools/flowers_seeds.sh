@@ -11,7 +11,8 @@
 # the other on all cores, or with PARALLEL=1 all at once with one compute and one loader thread
 # each (as many seeds as cores: the time per run is then about cores x the time alone). Each
 # run is scored with `pollen eval --split test --tta flip --size EVAL_SIZE` (default: the
-# training size), for the final and the best-validation weights. Prints one row per seed and
+# training size; a comma-separated list for multi-scale TTA, e.g. EVAL_SIZE=230,269,307), for
+# the final and the best-validation weights. Prints one row per seed and
 # the mean and spread (max - min) of the test accuracy; a seed already trained (OUT/seedS.seconds
 # exists) is scored again, not retrained.
 # Needs: POLLEN (default build/pollen), the photos at PHOTOS (default ../shared/data/flower_photos).

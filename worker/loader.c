@@ -103,13 +103,14 @@ static void scratch_close(worker_scratch *ws) {
   free(ws->u8), free(ws->u8_scratch);
 }
 
-/* RandomResizedCrop's box in source pixels, torchvision's algorithm with Philox draws. */
-static void random_resized_crop(int w, int h, uint64_t key, int64_t idx, int box[4]) {
+/* RandomResizedCrop's box in source pixels, torchvision's algorithm (scale (min_scale, 1),
+ * ratio (3/4, 4/3)) with Philox draws. */
+static void random_resized_crop(int w, int h, double min_scale, uint64_t key, int64_t idx, int box[4]) {
   double area = (double)w * h, lr0 = log(3.0 / 4.0), lr1 = log(4.0 / 3.0);
   for (uint32_t a = 0; a < 10; a++) {
     float u[4];
     philox_uniform4(key, (uint32_t)idx, (uint32_t)((uint64_t)idx >> 32), a, u);
-    double target = area * (0.08 + u[0] * (1.0 - 0.08));
+    double target = area * (min_scale + u[0] * (1.0 - min_scale));
     double ratio = exp(lr0 + u[1] * (lr1 - lr0));
     int cw = (int)lround(sqrt(target * ratio)), ch = (int)lround(sqrt(target / ratio));
     if (cw > 0 && cw <= w && ch > 0 && ch <= h) {
@@ -292,7 +293,7 @@ static void sample_box(const loader *l, int64_t sample, int w, int h, double box
   *flip = 0;
   if (l->cfg.augment) {
     int b[4];
-    random_resized_crop(w, h, l->key, sample, b);
+    random_resized_crop(w, h, l->cfg.crop_scale > 0 ? l->cfg.crop_scale : 0.08, l->key, sample, b);
     for (int i = 0; i < 4; i++) box[i] = b[i];
     float u[4];
     philox_uniform4(l->key, (uint32_t)sample, (uint32_t)((uint64_t)sample >> 32), 10, u);
@@ -429,6 +430,7 @@ loader *loader_open(const loader_config *cfg) {
     die("loader: split must be \"train\", \"val\" or \"test\"");
   if (cfg->image_size < 8 || cfg->image_size > 4096) die("loader: image size %d out of range [8, 4096]", cfg->image_size);
   if (cfg->batch < 1 || cfg->batch > 65536) die("loader: batch %d out of range [1, 65536]", cfg->batch);
+  if (!(cfg->crop_scale >= 0 && cfg->crop_scale <= 1)) die("loader: crop scale %g out of range [0, 1]", cfg->crop_scale);
   loader *l = xcalloc(1, sizeof *l);
   l->cfg = *cfg;
   l->dir = xstrdup(cfg->data_dir);

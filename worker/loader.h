@@ -29,6 +29,7 @@ typedef struct {
   int augment;          /* 1 train augmentation, 0 eval preprocessing */
   int trivial_augment;  /* with augment: TrivialAugmentWide after the crop and flip */
   double random_erase;  /* with augment: RandomErasing probability (0: off) */
+  double crop_scale;    /* with augment: RandomResizedCrop's smallest area fraction (0: 0.08) */
   uint64_t seed;
   int threads;          /* decode threads, 0 = all cores */
   int nice;             /* the decode threads' nice value (0..19): yield the cores to the step */
