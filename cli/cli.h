@@ -4,6 +4,7 @@
 #define POLLEN_CLI_H
 
 #include <getopt.h>
+#include <stddef.h>
 
 typedef struct {
   const char *name;
@@ -55,6 +56,17 @@ void cli_use_cpu_precision(const char *text);
  * asked for and cannot be had. Returns 1 on the GPU, 0 on the CPU. */
 struct model;
 int cli_use_device(struct model *m, int kind);
+/* Test-time augmentation (cli/tta.c), the same flags in eval and predict. --size S[,S...]:
+ * the sizes to score each image at (each in [32, 1024], at most CLI_MAX_SIZES), or exit 2;
+ * returns how many. */
+#define CLI_MAX_SIZES 8
+int cli_parse_sizes(const char *text, int sizes[CLI_MAX_SIZES]);
+/* --tta: "flip" -> 1, "none" -> 0, or exit 2. */
+int cli_parse_tta(const char *text);
+/* n images of size x size x 3 mirrored left to right, in place. */
+void cli_mirror_images(float *images, int n, int size);
+/* "224" or "224+256": the sizes as the output names them. */
+const char *cli_sizes_text(const int *sizes, int n, char *out, size_t cap);
 /* 1 when stdout is a terminal (human output), 0 when piped (plain/--json output). */
 int cli_is_tty(void);
 

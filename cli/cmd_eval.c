@@ -25,20 +25,6 @@ static void add_fixed6(cJSON *o, const char *key, double v) {
   cJSON_AddRawToObject(o, key, isfinite(v) ? text : "null");
 }
 
-#define MAX_TTA_SIZES 8
-
-static void mirror_batch(float *images, int n, int size) {
-  for (int b = 0; b < n; b++)
-    for (int y = 0; y < size; y++) {
-      float *row = images + ((size_t)b * size + y) * size * 3;
-      for (int x = 0; x < size / 2; x++)
-        for (int c = 0; c < 3; c++) {
-          float t = row[x * 3 + c];
-          row[x * 3 + c] = row[(size - 1 - x) * 3 + c], row[(size - 1 - x) * 3 + c] = t;
-        }
-    }
-}
-
 /* One pass over the split at one size: each image's class probabilities (and its mirror
  * image's, with flip) times `weight` added to probs[image * classes ...]; labels in split order. */
 static void add_split_probs(model *m, loader *l, int n, int size, int tta_flip, double weight, float *images,
@@ -49,7 +35,7 @@ static void add_split_probs(model *m, loader *l, int n, int size, int tta_flip, 
   loader_start_epoch(l, 0, order, n);
   while ((got = loader_next(l, images, batch_labels)) > 0) {
     for (int pass = 0; pass <= tta_flip; pass++) {
-      if (pass) mirror_batch(images, got, size);
+      if (pass) cli_mirror_images(images, got, size);
       model_forward(m, images, batch_labels, got, 0, 0.0f);
       for (int i = 0; i < got * classes; i++) probs[(size_t)seen * classes + i] += weight * m->probs[i];
     }
@@ -58,31 +44,6 @@ static void add_split_probs(model *m, loader *l, int n, int size, int tta_flip, 
   }
   if (seen != n) die("eval: the loader delivered %d of %d images (internal error)", seen, n);
   free(order);
-}
-
-/* --size S[,S...]: the sizes to evaluate at, each in [32, 1024]. Returns how many. */
-static int parse_sizes(const char *text, int sizes[MAX_TTA_SIZES]) {
-  int n = 0;
-  for (const char *p = text;; p++) {
-    const char *end = strchr(p, ',');
-    size_t len = end ? (size_t)(end - p) : strlen(p);
-    char one[16];
-    if (len == 0 || len >= sizeof one)
-      die_status(EXIT_USAGE, "--size: '%s' is not a size or a comma-separated list of sizes", text);
-    if (n == MAX_TTA_SIZES) die_status(EXIT_USAGE, "--size: at most %d sizes, got '%s'", MAX_TTA_SIZES, text);
-    memcpy(one, p, len), one[len] = 0;
-    sizes[n++] = (int)cli_parse_long("--size", one, 32, 1024);
-    if (!end) return n;
-    p = end;
-  }
-}
-
-/* "224" or "224+256": the sizes as the output names them. */
-static const char *sizes_text(const int *sizes, int n, char *out, size_t cap) {
-  size_t used = 0;
-  out[0] = 0;
-  for (int i = 0; i < n && used < cap; i++) used += (size_t)snprintf(out + used, cap - used, "%s%d", i ? "+" : "", sizes[i]);
-  return out;
 }
 
 static void usage(FILE *to) {
@@ -121,7 +82,7 @@ int cmd_eval(int argc, char **argv) {
       {"tta", required_argument, 0, 'T'},
       {0, 0, 0, 0}};
   const char *job = NULL, *weights = NULL, *data = NULL, *split = "val";
-  int sizes[MAX_TTA_SIZES] = {0}, n_sizes = 0, batch = 32, threads = 0, json = 0, device = DEVICE_AUTO, best = 0, tta_flip = 0, c;
+  int sizes[CLI_MAX_SIZES] = {0}, n_sizes = 0, batch = 32, threads = 0, json = 0, device = DEVICE_AUTO, best = 0, tta_flip = 0, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
@@ -129,15 +90,12 @@ int cmd_eval(int argc, char **argv) {
     case 'w': weights = optarg; break;
     case 'd': data = optarg; break;
     case 's': split = optarg; break;
-    case 'z': n_sizes = parse_sizes(optarg, sizes); break;
+    case 'z': n_sizes = cli_parse_sizes(optarg, sizes); break;
     case 'b': batch = (int)cli_parse_long("--batch", optarg, 1, 4096); break;
     case 't': threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
     case 'J': json = 1; break;
     case 'B': best = 1; break;
-    case 'T':
-      if (strcmp(optarg, "flip") && strcmp(optarg, "none")) die_status(EXIT_USAGE, "--tta: '%s' is not flip or none", optarg);
-      tta_flip = !strcmp(optarg, "flip");
-      break;
+    case 'T': tta_flip = cli_parse_tta(optarg); break;
     case 'D': device = cli_parse_device(optarg); break;
     case 'h': usage(stdout); return EXIT_OK;
     default: return cli_usage_error("eval");
@@ -253,9 +211,9 @@ int cmd_eval(int argc, char **argv) {
     cJSON_free(text);
     cJSON_Delete(o);
   } else {
-    char shown_sizes[MAX_TTA_SIZES * 6];
+    char shown_sizes[CLI_MAX_SIZES * 6];
     printf("%s on %s (%s, %d images at %s px%s): accuracy %.4f, loss %.4f\n\n", name_escape(weights, b1, sizeof b1),
-           name_escape(data, b2, sizeof b2), split, seen, sizes_text(sizes, n_sizes, shown_sizes, sizeof shown_sizes),
+           name_escape(data, b2, sizeof b2), split, seen, cli_sizes_text(sizes, n_sizes, shown_sizes, sizeof shown_sizes),
            tta_flip ? ", flip TTA" : "", acc, loss_sum / seen);
     printf("%-14s %9s %9s %8s\n", "class", "precision", "recall", "support");
     for (int k = 0; k < classes; k++) {

@@ -28,13 +28,15 @@ static void add_fixed6(cJSON *o, const char *key, double v) {
 
 static void usage(FILE *to) {
   fprintf(to,
-          "usage: pollen predict --weights FILE [--top K] [--size S] [--json] IMAGE.jpg|png...\n"
+          "usage: pollen predict --weights FILE [--top K] [--size S[,S...]] [--tta flip] [--json] IMAGE.jpg|png...\n"
           "       pollen predict --weights FILE --tensor FILE\n\n"
           "Prints the K most likely classes of each photo with their probabilities (eval\n"
           "preprocessing: shorter side to S/0.875, center S x S crop).\n\n"
           "  --weights FILE   weights exported by pollen train/export (JOB/weights.safetensors)\n"
           "  --top K          classes per photo (default 3)\n"
-          "  --size S         image size (default: the one the weights were trained at, else 224)\n"
+          "  --size S[,S...]  image size (default: the one the weights were trained at, else 224);\n"
+          "                   several: the mean of the class probabilities at each size (as eval)\n"
+          "  --tta flip       also average with the mirror image's probabilities (as eval)\n"
           "  --threads N\n"
           "  --device D       cpu, cuda or auto (default: cuda when built with it and a GPU is\n"
           "                   visible)\n"
@@ -108,21 +110,51 @@ static void predict_tensor(model *m, const char *path, int device) {
   st_close(in);
 }
 
+/* Softmax of the model's logits for its one image, times weight, added to probs. */
+static void add_softmax(const model *m, double weight, double *probs) {
+  const float *logits = model_logits(m);
+  int classes = m->cfg.num_classes;
+  double mx = logits[0], sum = 0;
+  for (int k = 1; k < classes; k++) mx = fmax(mx, logits[k]);
+  for (int k = 0; k < classes; k++) sum += exp(logits[k] - mx);
+  for (int k = 0; k < classes; k++) probs[k] += weight * exp(logits[k] - mx) / sum;
+}
+
+/* A photo's class probabilities, averaged over the sizes (and the mirror image with flip).
+ * Returns 0, or -1 with the reason in why (loader_preprocess_jpeg's). */
+static int score_photo(model *m, const unsigned char *jpeg, size_t len, const int *sizes, int n_sizes, int tta_flip,
+                       float *image, double *probs, char *why, size_t whylen) {
+  for (int k = 0; k < m->cfg.num_classes; k++) probs[k] = 0;
+  double weight = 1.0 / (n_sizes * (1 + tta_flip));
+  for (int s = 0; s < n_sizes; s++) {
+    if (loader_preprocess_jpeg(jpeg, len, sizes[s], image, why, whylen) != 0) return -1;
+    model_prepare(m, 1, sizes[s]);
+    for (int pass = 0; pass <= tta_flip; pass++) {
+      if (pass) cli_mirror_images(image, 1, sizes[s]);
+      model_forward(m, image, NULL, 1, 0, 0.0f);
+      add_softmax(m, weight, probs);
+    }
+  }
+  return 0;
+}
+
 int cmd_predict(int argc, char **argv) {
   static const struct option opts[] = {
       {"weights", required_argument, 0, 'w'}, {"top", required_argument, 0, 'k'},
       {"size", required_argument, 0, 's'},    {"threads", required_argument, 0, 't'},
       {"json", no_argument, 0, 'j'},          {"tensor", required_argument, 0, 'T'},
       {"device", required_argument, 0, 'D'},  {"help", no_argument, 0, 'h'},
+      {"tta", required_argument, 0, 'F'},
       {0, 0, 0, 0}};
   const char *weights = NULL, *tensor = NULL;
-  int top = 3, size = 0, threads = 0, json = 0, device = DEVICE_AUTO, c;
+  int top = 3, sizes[CLI_MAX_SIZES] = {0}, n_sizes = 0, tta_flip = 0, threads = 0, json = 0, device = DEVICE_AUTO, c;
   optind = 1;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     switch (c) {
     case 'w': weights = optarg; break;
     case 'k': top = (int)cli_parse_long("--top", optarg, 1, 100000); break;
-    case 's': size = (int)cli_parse_long("--size", optarg, 32, 1024); break;
+    case 's': n_sizes = cli_parse_sizes(optarg, sizes); break;
+    case 'F': tta_flip = cli_parse_tta(optarg); break;
     case 't': threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
     case 'j': json = 1; break;
     case 'T': tensor = optarg; break;
@@ -157,14 +189,20 @@ int cmd_predict(int argc, char **argv) {
     return EXIT_OK;
   }
   char **names = weights_class_names(f, mc.num_classes);
-  if (!size) size = weights_image_size(f);
-  if (!size) size = 224;
+  if (!n_sizes) {
+    sizes[0] = weights_image_size(f);
+    if (!sizes[0]) sizes[0] = 224;
+    n_sizes = 1;
+  }
+  int largest = 0;
+  for (int s = 0; s < n_sizes; s++) largest = sizes[s] > largest ? sizes[s] : largest;
   st_close(f);
-  model_prepare(&m, 1, size);
+  model_prepare(&m, 1, sizes[0]);
   cli_use_device(&m, device);
   if (top > mc.num_classes) top = mc.num_classes;
-  float *image = xmalloc_aligned((size_t)size * size * 3 * sizeof(float));
+  float *image = xmalloc_aligned((size_t)largest * largest * 3 * sizeof(float));
   int *rank = xmalloc((size_t)mc.num_classes * sizeof(int));
+  double *probs = xmalloc((size_t)mc.num_classes * sizeof(double));
   int failures = 0;
   for (int i = optind; i < argc; i++) {
     size_t n = 0;
@@ -189,7 +227,7 @@ int cmd_predict(int argc, char **argv) {
       }
       bytes = jpeg, n = jn;
     }
-    int rc = loader_preprocess_jpeg(bytes, n, size, image, why, sizeof why);
+    int rc = score_photo(&m, bytes, n, sizes, n_sizes, tta_flip, image, probs, why, sizeof why);
     free(bytes);
     if (rc != 0) {
       fprintf(stderr, "pollen: %s: %s; not scored: give %s\n", shown, why,
@@ -197,15 +235,11 @@ int cmd_predict(int argc, char **argv) {
       failures++;
       continue;
     }
-    model_forward(&m, image, NULL, 1, 0, 0.0f);
-    const float *logits = model_logits(&m);
-    /* Softmax, then the top k by a partial selection sort. */
-    double mx = logits[0], sum = 0;
-    for (int k = 1; k < mc.num_classes; k++) mx = fmax(mx, logits[k]);
-    for (int k = 0; k < mc.num_classes; k++) sum += exp(logits[k] - mx), rank[k] = k;
+    /* The top k by a partial selection sort. */
+    for (int k = 0; k < mc.num_classes; k++) rank[k] = k;
     for (int a = 0; a < top; a++)
       for (int b = a + 1; b < mc.num_classes; b++)
-        if (logits[rank[b]] > logits[rank[a]]) { int tmp = rank[a]; rank[a] = rank[b]; rank[b] = tmp; }
+        if (probs[rank[b]] > probs[rank[a]]) { int tmp = rank[a]; rank[a] = rank[b]; rank[b] = tmp; }
     cJSON *o = NULL, *arr = NULL;
     if (json) {
       o = cJSON_CreateObject();
@@ -216,7 +250,7 @@ int cmd_predict(int argc, char **argv) {
     }
     for (int a = 0; a < top; a++) {
       int k = rank[a];
-      double p = exp(logits[k] - mx) / sum;
+      double p = probs[k];
       char fallback[32];
       snprintf(fallback, sizeof fallback, "class %d", k);
       const char *name = names ? names[k] : fallback; /* from the weights file: untrusted */
@@ -242,7 +276,7 @@ int cmd_predict(int argc, char **argv) {
     for (int k = 0; k < mc.num_classes; k++) free(names[k]);
     free(names);
   }
-  free(image), free(rank);
+  free(image), free(rank), free(probs);
   model_free(&m);
   return failures ? EXIT_FAILED : EXIT_OK;
 }

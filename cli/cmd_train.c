@@ -89,6 +89,10 @@ static void usage(FILE *to) {
 "  --loader-nice N      decode threads at nice N (0..19, default 0): on a node the job has to\n"
 "                       itself, 19 leaves the cores to the step while it runs (a few %% faster\n"
 "                       on 2 cores); on a shared node they could starve\n"
+"  --loader-inline      no decode threads: each batch is decoded when the step asks for it,\n"
+"                       on the compute threads (CPU jobs that use every core: the same work\n"
+"                       without a decode thread pre-empting a compute thread mid-step); the\n"
+"                       same batches either way\n"
 "  --decoded-cache MIB  memory per rank for decoded photos (at the DCT scales crops asked for)\n"
 "                       kept for the next epochs (default 1024; 0: decode every epoch); same\n"
 "                       batches either way\n"
@@ -130,7 +134,7 @@ enum {
 };
 
 enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE, O_PRECISE_BN, O_EMA_DECAY, O_EMA_EVERY, O_AUTO_AUGMENT,
-       O_RANDOM_ERASE, O_MIXUP, O_CUTMIX, O_REPLICAS, O_CROP_SCALE }; /* apart, so the table's enum stays one list */
+       O_RANDOM_ERASE, O_MIXUP, O_CUTMIX, O_REPLICAS, O_CROP_SCALE, O_LOADER_INLINE }; /* apart, so the table's enum stays one list */
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
   if (strlen(v) >= cap) die_status(EXIT_USAGE, "%s: value too long (%zu characters at most)", flag, cap - 1);
@@ -200,6 +204,7 @@ int cmd_train(int argc, char **argv) {
       {"auto-augment", required_argument, 0, O_AUTO_AUGMENT}, {"random-erase", required_argument, 0, O_RANDOM_ERASE},
       {"mixup-alpha", required_argument, 0, O_MIXUP}, {"cutmix-alpha", required_argument, 0, O_CUTMIX},
       {"replicas", required_argument, 0, O_REPLICAS}, {"crop-scale", required_argument, 0, O_CROP_SCALE},
+      {"loader-inline", no_argument, 0, O_LOADER_INLINE},
       {0, 0, 0, 0}};
   job_config cfg;
   job_config_defaults(&cfg);
@@ -262,6 +267,7 @@ int cmd_train(int argc, char **argv) {
     case O_THREADS: cfg.threads = (int)cli_parse_long("--threads", optarg, 1, 1024); break;
     case O_LTHREADS: cfg.loader_threads = (int)cli_parse_long("--loader-threads", optarg, 1, 1024); break;
     case O_KEEP_ACTS: cfg.keep_activations = 1; break;
+    case O_LOADER_INLINE: cfg.loader_inline = 1; break;
     case O_LOADER_NICE: cfg.loader_nice = (int)cli_parse_long("--loader-nice", optarg, 0, 19); break;
     case O_DECODED_CACHE: cfg.decoded_cache_mib = (int)cli_parse_long("--decoded-cache", optarg, 0, 1 << 24); break;
     case O_LOG_EVERY: cfg.log_every = (int)cli_parse_long("--log-every", optarg, 1, 1000000); break;

@@ -46,6 +46,7 @@ typedef struct {
   int decoded_cache_mib; /* per rank, for the train and val loaders together; 0 off */
   int keep_activations;  /* 1: backward reads kept conv+BN+act outputs, no recomputation */
   int loader_nice;       /* the decode threads' nice value, 0..19 */
+  int loader_inline;     /* 1: batches decoded on the compute threads between steps, no decode threads */
   int64_t max_steps;     /* stop after this many steps (0 = all epochs): for tests and trials */
   int ckpt_every;        /* steps; 0 = only at epoch ends and on request */
   double ckpt_seconds;   /* also every this many seconds; 0 = off */

@@ -283,6 +283,21 @@ static void test_loader(const char *tmp) {
   float *t4 = run_epoch(dir, 4, 2, 1, order, n, 7, &lt4, &nbt);
   CHECK(!memcmp(t1, t4, sizeof(float) * per * (size_t)n), "TrivialAugmentWide + RandomErasing identical with 1 and 4 threads");
   CHECK(memcmp(t1, a, sizeof(float) * per * (size_t)n) != 0, "TrivialAugmentWide + RandomErasing change the batches");
+  /* Decoded inline on the caller's OpenMP threads (1 and 3 of them): the same batches. */
+  for (int omp = 1; omp <= 3; omp += 2) {
+    threads_set(omp);
+    loader_config ic = {.data_dir = dir, .split = "train", .image_size = 64, .batch = 7, .augment = 1,
+                        .trivial_augment = 1, .random_erase = 0.5, .seed = 9, .inline_decode = 1};
+    loader *il = loader_open(&ic);
+    float *in = xmalloc(sizeof(float) * per * (size_t)n);
+    int *lin = xmalloc(sizeof(int) * (size_t)n);
+    CHECK(read_epoch(il, 1, order, n, 7, 64, in, lin) == 12, "inline: 12 batches");
+    CHECK(!memcmp(in, t1, sizeof(float) * per * (size_t)n) && !memcmp(lin, lt1, sizeof(int) * (size_t)n),
+          "inline decoding on %d OpenMP threads gives the decode threads' batches", omp);
+    loader_close(il);
+    free(in), free(lin);
+  }
+  threads_set(0);
   free(t1), free(t4), free(lt1), free(lt4);
   /* Another epoch: other crops of the same samples. */
   float *c = run_epoch(dir, 4, 1, 2, order, n, 7, &l4b, &nb4);

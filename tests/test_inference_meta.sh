@@ -69,8 +69,24 @@ done
 run "$P" eval --weights "$W" --data "$T/data" --size 64,96; grep -q "at 64+96 px" <<<"$out" || fail "eval names the sizes: $out"
 for bad in 64, 64,x ,64 64,96,64,96,64,96,64,96,64 64,16; do
   run "$P" eval --weights "$W" --data "$T/data" --size "$bad"
-  [ $rc = 2 ] && [ "$(grep -c '^pollen: --size' <<<"$out")" = 1 ] || fail "--size $bad: exit $rc: $out"
+  [ $rc = 2 ] && [ "$(grep -c '^pollen: --size' <<<"$out")" = 1 ] || fail "eval --size $bad: exit $rc: $out"
+  run "$P" predict --weights "$W" --size "$bad" "$photo"
+  [ $rc = 2 ] && [ "$(grep -c '^pollen: --size' <<<"$out")" = 1 ] || fail "predict --size $bad: exit $rc: $out"
 done
+# predict takes the same TTA: one size twice is that size; two sizes give each class the mean
+# of its two probabilities; flip changes them.
+top_all=(--top 5 --json)
+run "$P" predict --weights "$W" "${top_all[@]}" --size 64,64 "$photo"; [ "$out" = "$("$P" predict --weights "$W" "${top_all[@]}" "$photo")" ] ||
+  fail "predict --size 64,64 is not --size 64: $out"
+p64=$("$P" predict --weights "$W" "${top_all[@]}" --size 64 "$photo") p96=$("$P" predict --weights "$W" "${top_all[@]}" --size 96 "$photo")
+run "$P" predict --weights "$W" "${top_all[@]}" --size 64,96 "$photo"; [ $rc = 0 ] || fail "predict --size 64,96: $out"
+python3 - "$p64" "$p96" "$out" <<'PY' || fail "predict --size 64,96 is not the mean of 64's and 96's probabilities: $out"
+import json, sys
+a, b, m = ({c["index"]: c["probability"] for c in json.loads(t)["top"]} for t in sys.argv[1:])
+assert len(m) == 5 and all(abs(m[k] - (a[k] + b[k]) / 2) <= 2e-6 for k in m), (a, b, m)
+PY
+run "$P" predict --weights "$W" "${top_all[@]}" --tta flip "$photo"; [ $rc = 0 ] && [ "$out" != "$p64" ] || fail "predict --tta flip: $out"
+run "$P" predict --weights "$W" --tta upside-down "$photo"; [ $rc = 2 ] && grep -q "not flip or none" <<<"$out" || fail "predict --tta upside-down: $out"
 
 # --- PNG photos: scored (also under another name), a damaged one refused in one line ---
 python3 - "$T/photo.png" <<'PY'

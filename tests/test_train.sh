@@ -136,6 +136,11 @@ echo "ok: --max-steps then a relaunch gives the uninterrupted run's weights ($(h
 [ "$(hash_of "$T/knobs.log")" = "$(hash_of "$T/whole.log")" ] ||
   fail "--keep-activations --decoded-cache 0 changed the weights: $(hash_of "$T/knobs.log") vs $(hash_of "$T/whole.log")"
 echo "ok: --keep-activations --decoded-cache 0 --loader-nice 19 train the same weights"
+# Batches decoded on the compute threads between steps instead of by decode threads.
+"$P" train "${short[@]}" --job "$T/inline" --loader-inline > "$T/inline.log" 2>&1 || { cat "$T/inline.log"; fail "--loader-inline run failed"; }
+[ "$(hash_of "$T/inline.log")" = "$(hash_of "$T/whole.log")" ] ||
+  fail "--loader-inline changed the weights: $(hash_of "$T/inline.log") vs $(hash_of "$T/whole.log")"
+echo "ok: --loader-inline trains the same weights"
 
 expect_status 1 "no such folder" -- "$P" train --job "$T/x" --data "$T/missing"
 expect_status 1 "fewer than one global batch" -- "$P" train --job "$T/y" --data "$T/data" --batch 1000

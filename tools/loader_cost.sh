@@ -1,18 +1,20 @@
 #!/bin/bash
 # loader_cost.sh - what JPEG loading costs the whole job: `pollen train` (loader threads on
-# the same cores as the step) against `pollen bench` (the step alone, on random images), with
-# and without the decoded-photo cache, interleaved, medians of REPEATS rounds (issue 15's
+# the same cores as the step) against `pollen bench` (the step alone, on random images), for
+# a few ways of running the loader, interleaved, medians of REPEATS rounds (issue 15's
 # "whole-job speed: the loader under 10%").
 #
 #   DATA=/work/runs/flowers-t15 SIZE=224 BATCH=32 REPEATS=3 EPOCHS=6 tools/loader_cost.sh [TRAIN FLAGS...]
+#   VARIANTS="--loader-inline;--loader-nice 19" SIZE=128 BATCH=64 tools/loader_cost.sh
 #
 # Each round: `pollen bench --mode train`, then `pollen train --epochs EPOCHS` (default 6) with
-# the default cache and with --decoded-cache 0; a training run's speed is the median of the
-# images/s reports of its last epoch (the cache holds most photos from the first epoch on, and
-# most of the scales their crops ask for a few epochs later). Extra flags go to both trains
-# (default: the README recipe's augmentation, --auto-augment ta_wide --random-erase 0.1, with
-# the SGD update `pollen bench` times, so that only the loader differs; AdamW and the weight
-# EMA cost the step a few % more).
+# the default loader and with each of VARIANTS (';'-separated flag sets; default
+# "--decoded-cache 0"); a training run's speed is the median of the images/s reports of its
+# last epoch (the cache holds most photos from the first epoch on, and most of the scales
+# their crops ask for a few epochs later). Extra flags go to every train (default: the README
+# recipe's augmentation, --auto-augment ta_wide --random-erase 0.1, with the SGD update `pollen
+# bench` times, so that only the loader differs; AdamW and the weight EMA cost the step a few
+# % more).
 # Needs: POLLEN (default build/pollen), a folder made by `pollen prepare` at DATA.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,17 +42,27 @@ train_speed() { # job-name extra-flags...
     --log-every 5 --no-tensorboard --precise-bn 0 "$@" > "$job.log" 2>&1 || { tail -n 3 "$job.log" >&2; exit 1; }
   last_epoch_speed "$job/metrics.jsonl"
 }
-bench=() cached=() uncached=()
+IFS=';' read -r -a variants <<< "${VARIANTS:---decoded-cache 0}"
+speeds=() # speeds[v]: the speeds of column v, space-separated (0: bench, 1: the default loader, 2...: VARIANTS)
 for r in $(seq "$REPEATS"); do
-  bench+=("$("$POLLEN" bench --size "$SIZE" --batch "$BATCH" --mode train --threads "$THREADS" --steps 10 --json |
-    python3 -c 'import json,sys; print("%.1f" % json.load(sys.stdin)["images_per_s"])')")
-  cached+=("$(train_speed cached "$@")")
-  uncached+=("$(train_speed uncached --decoded-cache 0 "$@")")
-  echo "round $r: bench ${bench[-1]}, train ${cached[-1]} (cache), ${uncached[-1]} (--decoded-cache 0) images/s"
+  line="round $r:"
+  b=$("$POLLEN" bench --size "$SIZE" --batch "$BATCH" --mode train --threads "$THREADS" --steps 10 --json |
+    python3 -c 'import json,sys; print("%.1f" % json.load(sys.stdin)["images_per_s"])')
+  speeds[0]+="$b " line+=" bench $b,"
+  t=$(train_speed default "$@")
+  speeds[1]+="$t " line+=" train $t (default loader)"
+  for v in "${!variants[@]}"; do
+    read -r -a flags <<< "${variants[$v]}"
+    t=$(train_speed "variant$v" "${flags[@]}" "$@")
+    speeds[$((v + 2))]+="$t " line+=", $t (${variants[$v]})"
+  done
+  echo "$line images/s"
 done
-python3 - "${bench[*]}" "${cached[*]}" "${uncached[*]}" <<'PY'
+python3 - "default loader" "${variants[@]}" -- "${speeds[@]}" <<'PY'
 import statistics, sys
-b, c, u = (statistics.median(map(float, a.split())) for a in sys.argv[1:])
-print(f"median: bench {b:.1f}, train {c:.1f} with the cache (loader costs {100 * (1 - c / b):.0f}%), "
-      f"{u:.1f} without ({100 * (1 - u / b):.0f}%) images/s")
+args = sys.argv[1:]
+names, cols = args[:args.index("--")], args[args.index("--") + 1:]
+med = [statistics.median(map(float, c.split())) for c in cols]
+print(f"median: bench {med[0]:.1f}; " + "; ".join(
+    f"train {m:.1f} with {n} (loader costs {100 * (1 - m / med[0]):.1f}%)" for n, m in zip(names, med[1:])) + " images/s")
 PY

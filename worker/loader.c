@@ -1,4 +1,5 @@
-/* loader.c - background decode threads filling a bounded ring of batches.
+/* loader.c - background decode threads filling a bounded ring of batches, or (inline_decode)
+ * each batch decoded when it is asked for, on the caller's OpenMP threads.
  *
  * Workers claim single samples (not whole batches) so every thread stays busy even with a
  * short ring; a batch becomes ready when all its samples are written. The ring holds
@@ -6,6 +7,7 @@
 #include "worker/loader.h"
 
 #include <math.h>
+#include <omp.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -58,11 +60,13 @@ struct loader {
   float *slot_images[LOADER_RING];
   int *slot_labels[LOADER_RING];
   int64_t slot_batch[LOADER_RING], slot_done[LOADER_RING];
+  struct worker_scratch *inline_ws; /* inline_decode: one per OpenMP thread */
+  int n_inline_ws;
 };
 
 /* ---------------------------------------------------------------- preprocessing */
 
-typedef struct {
+typedef struct worker_scratch {
   tjhandle tj;
   shard_buf buf;
   unsigned char *rgb;
@@ -471,7 +475,7 @@ loader *loader_open(const loader_config *cfg) {
   if (l->size > INT32_MAX) die("%s: %lld samples is more than the loader supports", dir, (long long)l->size);
   l->image_floats = (size_t)cfg->image_size * cfg->image_size * 3;
   atomic_init(&l->cache_used, 0);
-  for (int s = 0; s < LOADER_RING; s++) {
+  for (int s = 0; s < LOADER_RING && !cfg->inline_decode; s++) {
     l->slot_images[s] = xmalloc_aligned(sizeof(float) * l->image_floats * (size_t)cfg->batch);
     l->slot_labels[s] = xmalloc(sizeof(int) * (size_t)cfg->batch);
     l->slot_batch[s] = -1;
@@ -481,8 +485,8 @@ loader *loader_open(const loader_config *cfg) {
   pthread_cond_init(&l->ready_cv, NULL);
   pthread_cond_init(&l->idle_cv, NULL);
   l->n_threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-  if (l->n_threads < 1) l->n_threads = 1;
-  l->threads = xcalloc((size_t)l->n_threads, sizeof(pthread_t));
+  if (l->n_threads < 1 || cfg->inline_decode) l->n_threads = cfg->inline_decode ? 0 : 1;
+  l->threads = xcalloc((size_t)(l->n_threads ? l->n_threads : 1), sizeof(pthread_t));
   for (int t = 0; t < l->n_threads; t++)
     if (pthread_create(&l->threads[t], NULL, worker_main, l) != 0) die("loader: cannot start decode thread %d", t);
   return l;
@@ -518,7 +522,27 @@ void loader_start_epoch(loader *l, int epoch, const int64_t *order, int64_t n) {
   pthread_mutex_unlock(&l->mu);
 }
 
+/* inline_decode: the next batch decoded now, its samples spread over the OpenMP threads
+ * (each with its own decoder and buffers, opened the first time it is needed). */
+static int next_inline(loader *l, float *images, int *labels) {
+  if (l->consumed >= l->n_batches) return 0;
+  int64_t first = l->consumed++ * l->cfg.batch, size = l->n - first;
+  if (size > l->cfg.batch) size = l->cfg.batch;
+  int threads = omp_get_max_threads();
+  if (threads > l->n_inline_ws) {
+    l->inline_ws = xrealloc(l->inline_ws, sizeof *l->inline_ws * (size_t)threads);
+    for (; l->n_inline_ws < threads; l->n_inline_ws++)
+      if (scratch_open(&l->inline_ws[l->n_inline_ws], l->cfg.image_size) != 0)
+        die("cannot start TurboJPEG: %s", tjGetErrorStr2(NULL));
+  }
+#pragma omp parallel for schedule(dynamic, 1) if (size > 1)
+  for (int64_t k = 0; k < size; k++)
+    load_sample(l, &l->inline_ws[omp_get_thread_num()], l->order[first + k], images + (size_t)k * l->image_floats, &labels[k]);
+  return (int)size;
+}
+
 int loader_next(loader *l, float *images, int *labels) {
+  if (l->cfg.inline_decode) return next_inline(l, images, labels);
   pthread_mutex_lock(&l->mu);
   if (l->consumed >= l->n_batches) {
     pthread_mutex_unlock(&l->mu);
@@ -573,6 +597,8 @@ void loader_close(loader *l) {
     free(l->slot_images[s]);
     free(l->slot_labels[s]);
   }
+  for (int t = 0; t < l->n_inline_ws; t++) scratch_close(&l->inline_ws[t]);
+  free(l->inline_ws);
   for (int64_t i = 0; l->cache && i < l->size * CACHE_SCALES; i++)
     free(atomic_load_explicit(&l->cache[i], memory_order_relaxed));
   free(l->cache);

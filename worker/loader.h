@@ -32,6 +32,8 @@ typedef struct {
   double crop_scale;    /* with augment: RandomResizedCrop's smallest area fraction (0: 0.08) */
   uint64_t seed;
   int threads;          /* decode threads, 0 = all cores */
+  int inline_decode;    /* 1: no decode threads; loader_next decodes its batch on the caller's
+                           OpenMP threads (no overlap with the step, no pre-empted compute thread) */
   int nice;             /* the decode threads' nice value (0..19): yield the cores to the step */
 } loader_config;
 

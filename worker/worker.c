@@ -227,10 +227,11 @@ const job_plan *worker_load(worker *w) {
   loader_config lc = {.data_dir = data_dir, .split = "train", .image_size = cfg->size, .batch = local_batch,
                       .augment = cfg->augment, .trivial_augment = !strcmp(cfg->auto_augment, "ta_wide"),
                       .random_erase = cfg->random_erase, .crop_scale = cfg->crop_scale, .seed = cfg->seed, .threads = cfg->loader_threads,
-                      .nice = cfg->loader_nice};
+                      .inline_decode = cfg->loader_inline, .nice = cfg->loader_nice};
   w->train = loader_open(&lc);
   loader_config vc = {.data_dir = data_dir, .split = "val", .image_size = cfg->size, .batch = local_batch,
-                      .seed = cfg->seed, .threads = cfg->loader_threads, .nice = cfg->loader_nice};
+                      .seed = cfg->seed, .threads = cfg->loader_threads,
+                      .inline_decode = cfg->loader_inline, .nice = cfg->loader_nice};
   w->val = loader_open(&vc);
   share_decoded_cache(w, (size_t)cfg->decoded_cache_mib << 20);
   char err[512];
