@@ -109,6 +109,9 @@ static int select_device(worker *w) {
   }
   char what[256];
   device_describe(kind, gpu, what, sizeof what);
+  if (kind == DEVICE_CUDA && w->cfg->loader_inline && c->rank == 0)
+    log_warn("--loader-inline on a GPU: the GPU waits while the CPU decodes each batch; leave it out to decode "
+             "beside the step");
   if (kind == DEVICE_CUDA)
     worker_log(w, "training on %s, GEMMs in %s%s", what, w->cfg->precision,
                c->world > 1 ? " (rank 0's; every rank takes its node-local GPU)" : "");
