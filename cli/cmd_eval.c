@@ -176,10 +176,9 @@ int cmd_eval(int argc, char **argv) {
     confusion[labels[i] * classes + best]++;
     loss_sum -= log(fmax(p[labels[i]], 1e-30));
   }
-  int seen = n;
   long correct = 0;
   for (int k = 0; k < classes; k++) correct += confusion[k * classes + k];
-  double acc = (double)correct / seen;
+  double acc = (double)correct / n;
   if (json) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "weights", name_utf8(weights, b1, sizeof b1));
@@ -189,9 +188,9 @@ int cmd_eval(int argc, char **argv) {
     cJSON *by_size = cJSON_AddArrayToObject(o, "image_sizes");
     for (int i = 0; i < n_sizes; i++) cJSON_AddItemToArray(by_size, cJSON_CreateNumber(sizes[i]));
     cJSON_AddStringToObject(o, "tta", tta_flip ? "flip" : "none");
-    cJSON_AddNumberToObject(o, "images", seen);
+    cJSON_AddNumberToObject(o, "images", n);
     add_fixed6(o, "accuracy", acc);
-    add_fixed6(o, "loss", loss_sum / seen);
+    add_fixed6(o, "loss", loss_sum / n);
     cJSON *arr = cJSON_AddArrayToObject(o, "classes");
     for (int k = 0; k < classes; k++) {
       long tp = confusion[k * classes + k], pred = 0, truth = 0;
@@ -213,8 +212,8 @@ int cmd_eval(int argc, char **argv) {
   } else {
     char shown_sizes[CLI_MAX_SIZES * 6];
     printf("%s on %s (%s, %d images at %s px%s): accuracy %.4f, loss %.4f\n\n", name_escape(weights, b1, sizeof b1),
-           name_escape(data, b2, sizeof b2), split, seen, cli_sizes_text(sizes, n_sizes, shown_sizes, sizeof shown_sizes),
-           tta_flip ? ", flip TTA" : "", acc, loss_sum / seen);
+           name_escape(data, b2, sizeof b2), split, n, cli_sizes_text(sizes, n_sizes, shown_sizes, sizeof shown_sizes),
+           tta_flip ? ", flip TTA" : "", acc, loss_sum / n);
     printf("%-14s %9s %9s %8s\n", "class", "precision", "recall", "support");
     for (int k = 0; k < classes; k++) {
       long tp = confusion[k * classes + k], pred = 0, truth = 0;

@@ -16,6 +16,7 @@
 #include "worker/collective.h"
 #include "worker/dataset_prepare.h"
 #include "worker/device.h"
+#include "worker/loader.h"
 #include "worker/model.h"
 #include "worker/optim.h"
 
@@ -299,7 +300,7 @@ int cmd_train(int argc, char **argv) {
     case O_RANDOM_ERASE: cfg.random_erase = cli_parse_double("--random-erase", optarg, 0, 1); break;
     case O_CROP_SCALE: /* the default is stored as 0, absent from config.json, so either spelling is one job */
       cfg.crop_scale = cli_parse_double("--crop-scale", optarg, 0.01, 1);
-      if (cfg.crop_scale == 0.08) cfg.crop_scale = 0;
+      if (cfg.crop_scale == LOADER_CROP_SCALE_DEFAULT) cfg.crop_scale = 0;
       break;
     case O_MIXUP: cfg.mixup_alpha = cli_parse_double("--mixup-alpha", optarg, 0, 100); break;
     case O_CUTMIX: cfg.cutmix_alpha = cli_parse_double("--cutmix-alpha", optarg, 0, 100); break;

@@ -297,7 +297,7 @@ static void sample_box(const loader *l, int64_t sample, int w, int h, double box
   *flip = 0;
   if (l->cfg.augment) {
     int b[4];
-    random_resized_crop(w, h, l->cfg.crop_scale > 0 ? l->cfg.crop_scale : 0.08, l->key, sample, b);
+    random_resized_crop(w, h, l->cfg.crop_scale > 0 ? l->cfg.crop_scale : LOADER_CROP_SCALE_DEFAULT, l->key, sample, b);
     for (int i = 0; i < 4; i++) box[i] = b[i];
     float u[4];
     philox_uniform4(l->key, (uint32_t)sample, (uint32_t)((uint64_t)sample >> 32), 10, u);
@@ -485,8 +485,9 @@ loader *loader_open(const loader_config *cfg) {
   pthread_cond_init(&l->ready_cv, NULL);
   pthread_cond_init(&l->idle_cv, NULL);
   l->n_threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-  if (l->n_threads < 1 || cfg->inline_decode) l->n_threads = cfg->inline_decode ? 0 : 1;
-  l->threads = xcalloc((size_t)(l->n_threads ? l->n_threads : 1), sizeof(pthread_t));
+  if (l->n_threads < 1) l->n_threads = 1;
+  if (cfg->inline_decode) l->n_threads = 0; /* loader_next decodes */
+  l->threads = xcalloc((size_t)l->n_threads + 1, sizeof(pthread_t));
   for (int t = 0; t < l->n_threads; t++)
     if (pthread_create(&l->threads[t], NULL, worker_main, l) != 0) die("loader: cannot start decode thread %d", t);
   return l;

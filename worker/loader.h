@@ -21,6 +21,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* torchvision's RandomResizedCrop scale=(0.08, 1): the smallest crop when crop_scale is 0. */
+#define LOADER_CROP_SCALE_DEFAULT 0.08
+
 typedef struct {
   const char *data_dir; /* holds manifest.json */
   const char *split;    /* "train" | "val" */
@@ -29,7 +32,7 @@ typedef struct {
   int augment;          /* 1 train augmentation, 0 eval preprocessing */
   int trivial_augment;  /* with augment: TrivialAugmentWide after the crop and flip */
   double random_erase;  /* with augment: RandomErasing probability (0: off) */
-  double crop_scale;    /* with augment: RandomResizedCrop's smallest area fraction (0: 0.08) */
+  double crop_scale;    /* with augment: RandomResizedCrop's smallest area fraction (0: the default) */
   uint64_t seed;
   int threads;          /* decode threads, 0 = all cores */
   int inline_decode;    /* 1: no decode threads; loader_next decodes its batch on the caller's

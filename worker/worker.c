@@ -229,8 +229,8 @@ const job_plan *worker_load(worker *w) {
   int local_batch = cfg->batch / c->world;
   loader_config lc = {.data_dir = data_dir, .split = "train", .image_size = cfg->size, .batch = local_batch,
                       .augment = cfg->augment, .trivial_augment = !strcmp(cfg->auto_augment, "ta_wide"),
-                      .random_erase = cfg->random_erase, .crop_scale = cfg->crop_scale, .seed = cfg->seed, .threads = cfg->loader_threads,
-                      .inline_decode = cfg->loader_inline, .nice = cfg->loader_nice};
+                      .random_erase = cfg->random_erase, .crop_scale = cfg->crop_scale, .seed = cfg->seed,
+                      .threads = cfg->loader_threads, .inline_decode = cfg->loader_inline, .nice = cfg->loader_nice};
   w->train = loader_open(&lc);
   loader_config vc = {.data_dir = data_dir, .split = "val", .image_size = cfg->size, .batch = local_batch,
                       .seed = cfg->seed, .threads = cfg->loader_threads,
