@@ -118,7 +118,7 @@ int cmd_bench(int argc, char **argv) {
   if (!do_train && !do_infer) die_status(EXIT_USAGE, "--mode: '%s' is not train, infer or both", mode);
   threads_set(threads);
 
-  model_config cfg = {(model_arch)arch, width, 5, 0.2};
+  model_config cfg = {(model_arch)arch, width, 5, 0.2, 0};
   model m;
   model_init(&m, &cfg, 1);
   model_keep_activations(&m, keep);

@@ -133,7 +133,7 @@ int cmd_eval(int argc, char **argv) {
   }
   int largest = 0;
   for (int i = 0; i < n_sizes; i++) largest = sizes[i] > largest ? sizes[i] : largest;
-  model_config mc = {MODEL_MNV3_SMALL, 1.0, 5, 0.0};
+  model_config mc = {MODEL_MNV3_SMALL, 1.0, 5, 0.0, 0};
   if (weights_read_config(f, &mc) != 0)
     die("%s has no pollen metadata (model, width, classes); export it with pollen export", name_escape(weights, b1, sizeof b1));
   mc.dropout = 0;

@@ -22,7 +22,7 @@ static int classes_from_params(const ckpt_loaded *l, const job_config *jc) {
   const ckptf_section *params = ckpt_loaded_find(l, TRAIN_STATE_PARAMS);
   size_t n[2]; /* with 2 and 3 classes */
   for (int i = 0; i < 2; i++) {
-    model_config probe = {(model_arch)model_arch_parse(jc->model), jc->width, 2 + i, 0.0};
+    model_config probe = {(model_arch)model_arch_parse(jc->model), jc->width, 2 + i, 0.0, 0};
     model m;
     model_init(&m, &probe, 0);
     n[i] = m.n_params;
@@ -111,7 +111,7 @@ int cmd_export(int argc, char **argv) {
   manifest_info *dm = manifest_read(jc.data_dir, err, sizeof err);
   int classes = extra.num_classes ? extra.num_classes : dm ? dm->num_classes : classes_from_params(&l, &jc);
   if (dm && dm->num_classes != classes) manifest_free(dm), dm = NULL;
-  model_config mc = {(model_arch)model_arch_parse(jc.model), jc.width, classes, 0.0};
+  model_config mc = {(model_arch)model_arch_parse(jc.model), jc.width, classes, 0.0, 0};
   model m;
   model_init(&m, &mc, 0);
   train_state_shape shape = {m.n_params, 0, m.n_stats, m.n_bn};

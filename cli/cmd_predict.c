@@ -174,11 +174,10 @@ int cmd_predict(int argc, char **argv) {
   threads_set(threads);
   char shown[4 * 4096 + 1];
   st_file *f = st_open_or_die(weights);
-  model_config mc;
+  model_config mc = {0}; /* no dropout or stochastic depth: inference */
   if (weights_read_config(f, &mc) != 0)
     die("%s has no pollen metadata (model, width, classes); export it with pollen export",
         name_escape(weights, shown, sizeof shown));
-  mc.dropout = 0;
   model m;
   model_init(&m, &mc, 0);
   weights_load_state_dict(&m, f, "", 0, 1);

@@ -48,6 +48,9 @@ static void usage(FILE *to) {
 "  --max-steps N        stop after N optimizer steps in total (default: all epochs); the\n"
 "                       LR schedule still spans all epochs, so a relaunch continues it\n"
 "  --dropout P          before the last Linear (default 0.2)\n"
+"  --drop-path P        stochastic depth: each residual block's branch is dropped per sample\n"
+"                       with probability P x block/blocks, from 0 at the first block to P near\n"
+"                       the last (torchvision's EfficientNet, timm's drop_path_rate; default 0)\n"
 "  --label-smoothing S  (default 0)\n"
 "  --seed N             initial weights, shuffling, augmentation, dropout (default 1)\n"
 "  --no-augment         train on center crops (no random resized crop or flip)\n"
@@ -135,7 +138,7 @@ enum {
 };
 
 enum { O_CONFIG = O_HELP + 100, O_STATUS_TOKEN_FILE, O_PRECISE_BN, O_EMA_DECAY, O_EMA_EVERY, O_AUTO_AUGMENT,
-       O_RANDOM_ERASE, O_MIXUP, O_CUTMIX, O_REPLICAS, O_CROP_SCALE, O_LOADER_INLINE }; /* apart, so the table's enum stays one list */
+       O_RANDOM_ERASE, O_MIXUP, O_CUTMIX, O_REPLICAS, O_CROP_SCALE, O_LOADER_INLINE, O_DROP_PATH }; /* apart, so the table's enum stays one list */
 
 static void copy_flag(char *dst, size_t cap, const char *flag, const char *v) {
   if (strlen(v) >= cap) die_status(EXIT_USAGE, "%s: value too long (%zu characters at most)", flag, cap - 1);
@@ -205,7 +208,7 @@ int cmd_train(int argc, char **argv) {
       {"auto-augment", required_argument, 0, O_AUTO_AUGMENT}, {"random-erase", required_argument, 0, O_RANDOM_ERASE},
       {"mixup-alpha", required_argument, 0, O_MIXUP}, {"cutmix-alpha", required_argument, 0, O_CUTMIX},
       {"replicas", required_argument, 0, O_REPLICAS}, {"crop-scale", required_argument, 0, O_CROP_SCALE},
-      {"loader-inline", no_argument, 0, O_LOADER_INLINE},
+      {"loader-inline", no_argument, 0, O_LOADER_INLINE}, {"drop-path", required_argument, 0, O_DROP_PATH},
       {0, 0, 0, 0}};
   job_config cfg;
   job_config_defaults(&cfg);
@@ -236,6 +239,7 @@ int cmd_train(int argc, char **argv) {
     case O_EPOCHS: cfg.epochs = (int)cli_parse_long("--epochs", optarg, 1, 100000); break;
     case O_MAX_STEPS: cfg.max_steps = cli_parse_long("--max-steps", optarg, 1, LONG_MAX); break;
     case O_DROPOUT: cfg.dropout = cli_parse_double("--dropout", optarg, 0, 0.99); break;
+    case O_DROP_PATH: cfg.drop_path = cli_parse_double("--drop-path", optarg, 0, 0.99); break;
     case O_SMOOTH: cfg.label_smoothing = cli_parse_double("--label-smoothing", optarg, 0, 1); break;
     case O_SEED: cfg.seed = (uint64_t)cli_parse_long("--seed", optarg, 0, LONG_MAX); break;
     case O_INIT: copy_flag(cfg.init_weights, sizeof cfg.init_weights, "--init-weights", optarg); break;

@@ -119,6 +119,15 @@
   OPS_API_VOID(residual_forward, (float *out, const float *a, const float *b, size_t n),         \
                (out, a, b, n))                                                                    \
   OPS_API_VOID(residual_backward, (float *da, const float *dout, size_t n), (da, dout, n))       \
+  OPS_API_RET(float, drop_path_scale, (int n, float p, uint64_t seed), (n, p, seed))             \
+  OPS_API_VOID(drop_path_forward,                                                                 \
+               (float *out, const float *branch, const float *skip, int N, size_t per_image,      \
+                float p, uint64_t seed),                                                          \
+               (out, branch, skip, N, per_image, p, seed))                                        \
+  OPS_API_VOID(drop_path_backward,                                                                \
+               (float *dbranch, const float *dout, int N, size_t per_image, float p,              \
+                uint64_t seed),                                                                   \
+               (dbranch, dout, N, per_image, p, seed))                                            \
   OPS_API_VOID(dropout_forward, (float *out, const float *in, size_t n, float p, uint64_t seed), \
                (out, in, n, p, seed))                                                             \
   OPS_API_VOID(dropout_backward,                                                                  \

@@ -207,6 +207,17 @@ void se_backward(float *din, float *dw1, float *db1, float *dw2, float *db2, con
 void residual_forward(float *out, const float *a, const float *b, size_t n);
 void residual_backward(float *da, const float *dout, size_t n);
 
+/* ---- stochastic depth ("drop path", row mode): out = branch * s_n + skip over N samples of
+ * per_image floats, s_n = drop_path_scale(n, p, seed): 0 for a dropped sample, 1/(1-p) for a
+ * kept one, a pure function of (seed, n). The skip branch's gradient is dout unchanged (give
+ * it with residual_backward); drop_path_backward writes the branch's, dbranch = dout * s_n.
+ * out may alias branch or skip; dbranch may alias dout. ---- */
+float drop_path_scale(int n, float p, uint64_t seed);
+void drop_path_forward(float *out, const float *branch, const float *skip, int N, size_t per_image,
+                       float p, uint64_t seed);
+void drop_path_backward(float *dbranch, const float *dout, int N, size_t per_image, float p,
+                        uint64_t seed);
+
 /* ---- dropout (inverted: kept values scaled by 1/(1-p)). The mask is a pure function of
  * (seed, index) through Philox, so backward regenerates it instead of storing it, and the
  * result does not depend on the thread count. out may alias in; din may alias dout. ---- */

@@ -64,7 +64,7 @@ static const field fields[] = {
     S(schedule), D(warmup_epochs), D(step_gamma), D(min_lr), I(step_epochs),
     D(label_smoothing), D(dropout), I(augment), U(seed), S(init_weights),
     OPT_S(auto_augment), OPT_D(random_erase), OPT_D(mixup_alpha), OPT_D(cutmix_alpha),
-    OPT_D(crop_scale),
+    OPT_D(crop_scale), OPT_D(drop_path),
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 

@@ -39,6 +39,7 @@ typedef struct {
   double random_erase;   /* RandomErasing probability; 0 off */
   double crop_scale;     /* RandomResizedCrop's smallest area fraction; 0: torchvision's 0.08 */
   double mixup_alpha, cutmix_alpha; /* Beta(alpha, alpha) of mixup / CutMix (worker/mix.h); 0 off */
+  double drop_path;      /* stochastic depth at the last block (worker/model.h); 0 off */
   uint64_t seed;
   char init_weights[1024]; /* safetensors to start from ("" = torchvision init) */
   /* run-time knobs */

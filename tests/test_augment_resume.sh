@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test_augment_resume.sh - the stronger augmentations (TrivialAugmentWide, RandomErasing,
-# mixup and CutMix) keep pollen's resume exact: a job stopped at step 8 and relaunched ends
+# mixup and CutMix) and stochastic depth (--drop-path) keep pollen's resume exact: a job stopped at step 8 and relaunched ends
 # with the same weights, bit for bit, as one that ran through, on one rank and on two; and
 # they change training (the weights differ from the same job without them); the decoded-photo
 # cache changes nothing. Env: POLLEN,
@@ -16,7 +16,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 "$POLLEN" prepare --src "$SRC/tests/data/flowers_sample" --out "$tmp/data" --max-side 64 >/dev/null 2>&1 || fail "prepare"
 base=(--data "$tmp/data" --size 64 --batch 16 --width 0.5 --threads 1 --epochs 3)
-aug=(--auto-augment ta_wide --random-erase 0.25 --mixup-alpha 0.2 --cutmix-alpha 1.0)
+aug=(--auto-augment ta_wide --random-erase 0.25 --mixup-alpha 0.2 --cutmix-alpha 1.0 --drop-path 0.3)
 # run RANKS JOB LOG ARGS...: pollen train on RANKS ranks (mpirun for 2)
 run() {
   local ranks=$1 job=$2 log=$3

@@ -156,7 +156,7 @@ static float train_step_grads(const model_config *cfg, int threads, const float 
 
 static void check_model(void) {
   const int batch = 4, size = 64;
-  model_config cfg = {MODEL_MNV3_SMALL, 1.0, 5, 0.0f};
+  model_config cfg = {MODEL_MNV3_SMALL, 1.0, 5, 0.0f, 0};
   model probe;
   model_init(&probe, &cfg, 42);
   const size_t np = probe.n_params, npix = (size_t)batch * size * size * 3;

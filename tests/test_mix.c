@@ -98,7 +98,7 @@ static void test_cutmix(void) {
 
 /* The mixed loss and gradient are the lam-weighted sum of the two labels' ones. */
 static void test_mixed_loss(void) {
-  model_config cfg = {(model_arch)model_arch_parse("mnv3-small"), 0.35, 5, 0.0f};
+  model_config cfg = {(model_arch)model_arch_parse("mnv3-small"), 0.35, 5, 0.0f, 0};
   enum { B = 4, SZ = 32 };
   static float x[B * SZ * SZ * 3];
   for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = sinf(0.013f * (float)i);

@@ -29,7 +29,7 @@ static const struct {
 
 static void test_counts(void) {
   for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
-    model_config cfg = {(model_arch)model_arch_parse(expected[i].name), expected[i].width, 5, 0.2f};
+    model_config cfg = {(model_arch)model_arch_parse(expected[i].name), expected[i].width, 5, 0.2f, 0};
     model m;
     model_init(&m, &cfg, 1);
     int state = m.n_param + 3 * m.n_bn;
@@ -41,7 +41,7 @@ static void test_counts(void) {
            expected[i].name, (double)expected[i].width, m.n_params, state, model_macs(&m, 224) / 1e6);
     model_free(&m);
   }
-  model_config cfg = {MODEL_MNV3_SMALL, 1.0f, 5, 0.2f};
+  model_config cfg = {MODEL_MNV3_SMALL, 1.0f, 5, 0.2f, 0};
   model m;
   model_init(&m, &cfg, 1);
   CHECK(model_find_param(&m, "features.0.0.weight") && model_find_param(&m, "features.1.block.1.fc1.weight") &&
@@ -62,7 +62,7 @@ static void fill_batch(float *x, int *labels, int n, int size, uint64_t seed) {
 }
 
 static void test_training(const char *arch, opt_kind kind, float lr) {
-  model_config cfg = {(model_arch)model_arch_parse(arch), 0.5f, 5, 0.2f};
+  model_config cfg = {(model_arch)model_arch_parse(arch), 0.5f, 5, 0.2f, 0};
   model m;
   model_init(&m, &cfg, 42);
   int n = 8, size = 64;
@@ -103,7 +103,7 @@ static void test_training(const char *arch, opt_kind kind, float lr) {
 
 static void test_optim_formulas(void) {
   /* One parameter tensor driven through each optimizer, compared with the formulas. */
-  model_config cfg = {MODEL_MNV3_SMALL, 0.35f, 5, 0.2f};
+  model_config cfg = {MODEL_MNV3_SMALL, 0.35f, 5, 0.2f, 0};
   model m;
   model_init(&m, &cfg, 1);
   size_t n = m.n_params;
@@ -151,8 +151,8 @@ static void test_optim_formulas(void) {
 
 /* Backward that recomputes the conv+BN+act outputs gives the gradients of backward that reads
  * them kept, bit for bit, with less activation memory (where the device recomputes). */
-static void test_recompute_matches_kept(const char *arch) {
-  model_config cfg = {(model_arch)model_arch_parse(arch), 0.5f, 5, 0.2f};
+static void test_recompute_matches_kept(const char *arch, float drop_path) {
+  model_config cfg = {(model_arch)model_arch_parse(arch), 0.5f, 5, 0.2f, drop_path};
   model kept, recomputed;
   model_init(&kept, &cfg, 7);
   model_init(&recomputed, &cfg, 7);
@@ -177,6 +177,76 @@ static void test_recompute_matches_kept(const char *arch) {
   model_free(&kept), model_free(&recomputed);
 }
 
+/* Whether any gradient of ADD layer a's branch (the layers after its block's input up to a)
+ * is non-zero; and whether any gradient before the block is. */
+static void branch_gradients(const model *m, int a, int *branch_nonzero, int *before_nonzero) {
+  const layer *add = &m->layers[a];
+  int first = a - 1;
+  while (m->layers[first].in != add->skip) first--;
+  /* Parameters are laid out in layer order; the branch ends with its projection's BN beta. */
+  const layer *projection = &m->layers[a - 1];
+  size_t lo = m->layers[first].weight, end = projection->beta + (size_t)projection->cout;
+  *branch_nonzero = *before_nonzero = 0;
+  for (size_t i = 0; i < m->n_params; i++) {
+    if (m->grads[i] == 0.0f) continue;
+    if (i >= lo && i < end) *branch_nonzero = 1;
+    if (i < lo) *before_nonzero = 1;
+  }
+}
+
+/* Stochastic depth changes training only: evaluation is the plain network's; a training
+ * forward depends on the step's seed; and with one image (so BN couples no samples) a block
+ * whose branch the mask drops gets exactly zero gradients while the layers before it still
+ * learn through the skip, and a kept branch gets gradients. */
+static void test_drop_path(void) {
+  model_config plain_cfg = {MODEL_MNV3_SMALL, 0.5f, 5, 0.0f, 0}, cfg = plain_cfg;
+  cfg.drop_path = 0.8f;
+  model plain, m;
+  model_init(&plain, &plain_cfg, 9);
+  model_init(&m, &cfg, 9);
+  int n = 8, size = 48, labels[8];
+  model_prepare(&plain, n, size);
+  model_prepare(&m, n, size);
+  float *x = xmalloc((size_t)n * size * size * 3 * sizeof(float));
+  fill_batch(x, labels, n, size, 13);
+  model_forward(&plain, x, NULL, n, 0, 0.0f);
+  model_forward(&m, x, NULL, n, 0, 0.0f);
+  CHECK(!memcmp(model_logits(&plain), model_logits(&m), 5 * (size_t)n * sizeof(float)),
+        "stochastic depth changed evaluation");
+  plain.dropout_seed = m.dropout_seed = 3;
+  float plain_loss = model_forward(&plain, x, labels, n, 1, 0.0f);
+  float loss = model_forward(&m, x, labels, n, 1, 0.0f);
+  float again = model_forward(&m, x, labels, n, 1, 0.0f);
+  m.dropout_seed = 4;
+  float other = model_forward(&m, x, labels, n, 1, 0.0f);
+  CHECK(loss != plain_loss && loss == again && other != loss,
+        "training loss: plain %.6f, seed 3 %.6f then %.6f, seed 4 %.6f", plain_loss, loss, again, other);
+
+  int dropped_seen = 0, kept_seen = 0;
+  for (uint64_t seed = 1; seed <= 12; seed++) {
+    m.dropout_seed = seed;
+    model_zero_grads(&m);
+    model_forward(&m, x, labels, 1, 1, 0.0f);
+    model_backward(&m, labels, 1, 0.0f);
+    for (int a = 0; a < m.n_layers; a++) {
+      const layer *l = &m.layers[a];
+      if (l->kind != LAYER_ADD || l->drop_path <= 0.0f) continue;
+      /* model.c's mask key for ADD layer a: the step's seed mixed with the layer's index */
+      int dropped = drop_path_scale(0, l->drop_path, hash_mix(seed, (uint64_t)a)) == 0.0f;
+      int branch, before;
+      branch_gradients(&m, a, &branch, &before);
+      CHECK(branch == !dropped && before, "seed %llu, layer %d (rate %.3f): dropped %d, branch gradients %d, earlier %d",
+            (unsigned long long)seed, a, (double)l->drop_path, dropped, branch, before);
+      dropped_seen += dropped, kept_seen += !dropped;
+    }
+  }
+  CHECK(dropped_seen > 0 && kept_seen > 0, "branches dropped %d, kept %d", dropped_seen, kept_seen);
+  printf("stochastic depth: evaluation unchanged; %d dropped branches got no gradient, %d kept ones did\n",
+         dropped_seen, kept_seen);
+  free(x);
+  model_free(&plain), model_free(&m);
+}
+
 int main(void) {
   threads_set(0);
   test_counts();
@@ -184,7 +254,9 @@ int main(void) {
   test_training("mnv3-small", OPT_SGD, 0.05f);
   test_training("mnv3-large", OPT_ADAM, 0.002f);
   test_training("mnv2", OPT_RMSPROP, 0.001f);
-  test_recompute_matches_kept("mnv3-small");
-  test_recompute_matches_kept("mnv3-large");
+  test_recompute_matches_kept("mnv3-small", 0.0f);
+  test_recompute_matches_kept("mnv3-large", 0.0f);
+  test_recompute_matches_kept("mnv2", 0.5f);
+  test_drop_path();
     return check_status();
 }

@@ -45,7 +45,7 @@ static void step(const model_config *cfg, int threads, int batch, int size, cons
 }
 
 static void check_arch(const char *arch, double width, int batch, int size) {
-  model_config cfg = {(model_arch)model_arch_parse(arch), width, 5, 0.2f};
+  model_config cfg = {(model_arch)model_arch_parse(arch), width, 5, 0.2f, 0};
   size_t npix = (size_t)batch * size * size * 3;
   float *images = malloc(npix * sizeof(float));
   int labels[64];

@@ -2,8 +2,8 @@
  * (torch.optim.swa_utils.update_bn): after K batches every BN layer's running mean and
  * variance are the plain average of the K batches' own statistics, computed here directly
  * (one train-mode forward per batch with momentum 1, which leaves exactly that batch's mean
- * and unbiased variance); the weights, the momentum and nothing else change; and the result
- * does not depend on the thread count. */
+ * and unbiased variance); the weights, the momentum and nothing else change; the result
+ * does not depend on the thread count; and stochastic depth does not enter it. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +29,8 @@ static int next_batch(void *ctx, float *images) {
   return BATCH;
 }
 
-static model make_model(int threads) {
-  model_config cfg = {(model_arch)model_arch_parse("mnv3-small"), 0.35, 5, 0.2f};
+static model make_model(int threads, float drop_path) {
+  model_config cfg = {(model_arch)model_arch_parse("mnv3-small"), 0.35, 5, 0.2f, drop_path};
   model m;
   threads_set(threads);
   model_init(&m, &cfg, 42);
@@ -39,8 +39,8 @@ static model make_model(int threads) {
 }
 
 /* The running statistics after model_precise_bn over the batches, with `threads` threads. */
-static float *precise(const float *all, int threads, uint64_t *params_hash, float *momentum) {
-  model m = make_model(threads);
+static float *precise(const float *all, int threads, float drop_path, uint64_t *params_hash, float *momentum) {
+  model m = make_model(threads, drop_path);
   /* Statistics from earlier training must not leak in: start from something else. */
   for (size_t i = 0; i < m.n_stats; i++) m.stats[i] = 7.0f;
   uint64_t before = model_hash_params(&m);
@@ -70,7 +70,7 @@ int main(void) {
   }
 
   /* Direct average: each batch's own statistics, summed and divided. */
-  model m = make_model(1);
+  model m = make_model(1, 0.0f);
   float momentum_trained = m.bn_momentum;
   double *sum = xcalloc(m.n_stats, sizeof *sum);
   for (int b = 0; b < BATCHES; b++) {
@@ -84,8 +84,11 @@ int main(void) {
 
   uint64_t h1, h2;
   float mom1, mom2;
-  float *got = precise(all, 1, &h1, &mom1);
-  float *got2 = precise(all, 2, &h2, &mom2);
+  float *got = precise(all, 1, 0.0f, &h1, &mom1);
+  float *got2 = precise(all, 2, 0.0f, &h2, &mom2);
+  /* The statistics are those of the network evaluation runs: no block dropped. */
+  float *dropping = precise(all, 1, 0.6f, &h2, &mom2);
+  CHECK(!memcmp(got, dropping, ns * sizeof(float)), "precise BN with stochastic depth = without");
   double worst = 0;
   for (size_t i = 0; i < ns; i++) {
     double want = sum[i] / BATCHES, err = fabs(got[i] - want) / (fabs(want) + 1e-3);
@@ -96,6 +99,6 @@ int main(void) {
   CHECK(!memcmp(got, got2, ns * sizeof(float)), "identical with 1 and 2 threads");
   printf("ok: precise BN over %d batches = direct average (worst relative error %.2g), weights untouched, "
          "thread-count independent\n", BATCHES, worst);
-  free(got), free(got2), free(sum), free(all);
+  free(got), free(got2), free(dropping), free(sum), free(all);
   return check_status();
 }

@@ -25,24 +25,28 @@ diff = {k for k in a if a[k] != b.get(k)}
 assert diff == {"epochs", "lr"}, diff
 PY
 grep -q '"val_acc"' "$T/b/metrics.jsonl" || fail "job b trained no epoch"
-# The augmentations added after config version 1 froze: absent at their defaults (so older
+# The augmentations (and stochastic depth) added after config version 1 froze: absent at their defaults (so older
 # jobs keep their config hash), recorded when set, and read back through --config.
-python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); sys.exit("auto_augment" in c or "random_erase" in c or "crop_scale" in c)' \
+python3 -c 'import json,sys; c=json.load(open(sys.argv[1])); sys.exit("auto_augment" in c or "random_erase" in c or "crop_scale" in c or "drop_path" in c)' \
   "$T/a/config.json" || fail "a job without the new augmentations records them"
 run timeout -k 5 300 "$P" train --data "$T/data" --job "$T/aug" --size 64 --batch 16 --width 0.5 --epochs 1 \
-  --threads 2 --auto-augment ta_wide --random-erase 0.25 --crop-scale 0.3
-[ $rc = 0 ] || fail "train with --auto-augment ta_wide --random-erase 0.25 --crop-scale 0.3: $out"
+  --threads 2 --auto-augment ta_wide --random-erase 0.25 --crop-scale 0.3 --drop-path 0.2
+[ $rc = 0 ] || fail "train with --auto-augment ta_wide --random-erase 0.25 --crop-scale 0.3 --drop-path 0.2: $out"
+grep -q "stochastic depth: [0-9]* residual branches .*--drop-path 0.2" <<<"$out" || fail "the log does not say stochastic depth is on: $out"
 run timeout -k 5 300 "$P" train --config "$T/aug/config.json" --job "$T/aug2" --epochs 1 --threads 2
 python3 - "$T/aug/config.json" "$T/aug2/config.json" <<'PY' || fail "the augmentations are not recorded or not read back"
 import json, sys
 for p in sys.argv[1:]:
     c = json.load(open(p))
     assert c["auto_augment"] == "ta_wide" and c["random_erase"] == 0.25 and c["crop_scale"] == 0.3, c
+    assert c["drop_path"] == 0.2, c
 PY
 run timeout -k 5 300 "$P" train --data "$T/data" --job "$T/aug" --size 64 --batch 16 --width 0.5 --epochs 1 --threads 2 --auto-augment ta_wide --random-erase 0.5 --crop-scale 0.3
 [ $rc != 0 ] && grep -q "random_erase" <<<"$out" || fail "a resume with another --random-erase was not refused: $out"
 run "$P" train --data "$T/data" --job "$T/cs" --crop-scale 0
 [ $rc = 2 ] && [ "$(grep -c '^pollen: --crop-scale' <<<"$out")" = 1 ] || fail "--crop-scale 0 not refused in one line: exit $rc: $out"
+run "$P" train --data "$T/data" --job "$T/dp" --drop-path 1
+[ $rc = 2 ] && [ "$(grep -c '^pollen: --drop-path' <<<"$out")" = 1 ] || fail "--drop-path 1 not refused in one line: exit $rc: $out"
 # Errors: one line each.
 run "$P" train --config "$T/none.json" --job "$T/c"
 [ $rc = 2 ] && [ "$(grep -c '^pollen: --config .*none.json: no such file' <<<"$out")" = 1 ] || fail "missing file: exit $rc: $out"

@@ -31,6 +31,12 @@ static const v3_block v3_large[] = {
     {112, 5, 672, 160, 1, 1, 2}, {160, 5, 960, 160, 1, 1, 1}, {160, 5, 960, 160, 1, 1, 1},
 };
 
+/* Stochastic depth grows linearly with depth, from 0 at the first block (torchvision's
+ * EfficientNet: stochastic_depth_prob * block_id / total_blocks). */
+static float block_drop_path(const model *m, int block, int blocks) {
+  return m->cfg.drop_path * (float)block / (float)blocks;
+}
+
 static void build_v3(model *m, const v3_block *table, int n_blocks, int last_channel) {
   double wm = m->cfg.width;
   char a[96], b[96];
@@ -61,7 +67,7 @@ static void build_v3(model *m, const v3_block *table, int n_blocks, int last_cha
     snprintf(a, sizeof a, "features.%d.block.%d.0", i + 1, j);
     snprintf(b, sizeof b, "features.%d.block.%d.1", i + 1, j);
     t = build_conv_bn_act(m, a, b, t, exp, cout, 1, 1, CONV_POINTWISE, ACT_NONE);
-    if (c->stride == 1 && cin == cout) t = build_add(m, t, block_in);
+    if (c->stride == 1 && cin == cout) t = build_add(m, t, block_in, block_drop_path(m, i, n_blocks));
   }
   int last_in = build_channels(m, t), last_out = 6 * last_in;
   snprintf(a, sizeof a, "features.%d.0", n_blocks + 1);
@@ -83,7 +89,8 @@ static void build_v2(model *m) {
   int last = make_divisible(1280 * (wm > 1.0 ? wm : 1.0), 8);
   int t = build_conv_bn_act(m, "features.0.0", "features.0.1", 0, 3, cin, 3, 2, CONV_FULL,
                             ACT_RELU6);
-  int index = 1;
+  int index = 1, blocks = 0;
+  for (int s = 0; s < 7; s++) blocks += setting[s][2];
   for (int s = 0; s < 7; s++) {
     int expand = setting[s][0], cout = make_divisible(setting[s][1] * wm, 8);
     for (int r = 0; r < setting[s][2]; r++, index++) {
@@ -103,7 +110,7 @@ static void build_v2(model *m) {
       snprintf(a, sizeof a, "features.%d.conv.%d", index, j);
       snprintf(b, sizeof b, "features.%d.conv.%d", index, j + 1);
       t = build_conv_bn_act(m, a, b, t, hidden, cout, 1, 1, CONV_POINTWISE, ACT_NONE);
-      if (stride == 1 && cin == cout) t = build_add(m, t, block_in);
+      if (stride == 1 && cin == cout) t = build_add(m, t, block_in, block_drop_path(m, index - 1, blocks));
       cin = cout;
     }
   }

@@ -125,7 +125,7 @@ int build_se(model *m, const char *prefix, int in, int channels, int squeeze) {
   return l->out;
 }
 
-int build_add(model *m, int in, int skip) {
+int build_add(model *m, int in, int skip, float drop_path) {
   /* The sum overwrites the projection's output in place when that output feeds nothing else:
    * neither add's nor an activation-free conv+BN's backward reads it (BN's reads the conv
    * output), so storing both would only cost memory. */
@@ -133,6 +133,7 @@ int build_add(model *m, int in, int skip) {
   int in_place = prev && prev->kind == LAYER_CONV && prev->act == ACT_NONE && prev->out == in;
   layer *l = new_layer(m, LAYER_ADD, in);
   l->skip = skip;
+  l->drop_path = drop_path;
   l->cin = l->cout = build_channels(m, in);
   l->out = in_place ? in : new_tensor(m, l->cout);
   return l->out;
@@ -218,6 +219,8 @@ static void init_params(model *m, uint64_t seed) {
   model_reset_bn_stats(m);
 }
 
+static void forward_layers(model *m, const float *images, const int *labels, int N, int train, int stochastic);
+
 void model_precise_bn(model *m, int (*next_batch)(void *ctx, float *images), void *ctx, float *images) {
   model_reset_bn_stats(m);
   model_sync_to_device(m);
@@ -225,7 +228,7 @@ void model_precise_bn(model *m, int (*next_batch)(void *ctx, float *images), voi
   int n;
   for (int k = 1; (n = next_batch(ctx, images)) > 0; k++) {
     m->bn_momentum = 1.0f / (float)k; /* the k-th batch weighs as much as each before it */
-    model_forward(m, images, NULL, n, 1, 0.0f);
+    forward_layers(m, images, NULL, n, 1, 0); /* the statistics of the network evaluation runs */
   }
   m->bn_momentum = momentum;
   model_sync_to_host(m);
@@ -560,7 +563,12 @@ static void release_after(model *m, int i, int t) {
   }
 }
 
-static void forward_layers(model *m, const float *images, const int *labels, int N, int train) {
+/* The stochastic-depth mask of ADD layer i this step: its own stream of the step's seed. */
+static uint64_t drop_path_seed(const model *m, int i) { return hash_mix(m->dropout_seed, (uint64_t)i); }
+
+/* train: BN normalises with the batch's statistics and updates its running averages;
+ * stochastic: dropout and stochastic depth drop (training, but not precise BN's passes). */
+static void forward_layers(model *m, const float *images, const int *labels, int N, int train, int stochastic) {
   POLLEN_ASSERT(m->batch > 0 && N >= 1 && N <= m->batch);
   const model_ops *ops = m->ops;
   /* read-only: the stem reads it again in backward */
@@ -597,8 +605,12 @@ static void forward_layers(model *m, const float *images, const int *labels, int
                       P + l->bias2, N, l->h * l->w, l->cin, l->squeeze);
       break;
     case LAYER_ADD:
-      ops->residual_forward(m, out, in, m->tensors[l->skip].data,
-                            (size_t)N * m->tensors[l->out].per_image);
+      if (stochastic && l->drop_path > 0.0f)
+        ops->drop_path_forward(m, out, in, m->tensors[l->skip].data, N,
+                               m->tensors[l->out].per_image, l->drop_path, drop_path_seed(m, i));
+      else
+        ops->residual_forward(m, out, in, m->tensors[l->skip].data,
+                              (size_t)N * m->tensors[l->out].per_image);
       break;
     case LAYER_POOL:
       ops->avgpool_forward(m, out, in, N, l->h * l->w, l->cin);
@@ -614,7 +626,7 @@ static void forward_layers(model *m, const float *images, const int *labels, int
       break;
     case LAYER_DROPOUT: {
       size_t n = (size_t)N * l->cout;
-      if (train && m->cfg.dropout > 0.0f)
+      if (stochastic && m->cfg.dropout > 0.0f)
         ops->dropout_forward(m, out, in, n, m->cfg.dropout, m->dropout_seed);
       else
         ops->copy(m, out, in, n * sizeof(float));
@@ -628,7 +640,7 @@ static void forward_layers(model *m, const float *images, const int *labels, int
 }
 
 float model_forward(model *m, const float *images, const int *labels, int N, int train, float smoothing) {
-  forward_layers(m, images, labels, N, train);
+  forward_layers(m, images, labels, N, train, train);
   return m->ops->loss_forward(m, labels, N, smoothing);
 }
 
@@ -637,7 +649,7 @@ float model_forward(model *m, const float *images, const int *labels, int N, int
 float model_forward_mixed(model *m, const float *images, const int *labels, const int *labels2, float lam, int N,
                           float smoothing) {
   POLLEN_ASSERT(!m->dev); /* the GPU's loss reads its own copy of the labels */
-  forward_layers(m, images, labels, N, 1);
+  forward_layers(m, images, labels, N, 1, 1);
   float second = m->ops->loss_forward(m, labels2, N, smoothing);
   float first = m->ops->loss_forward(m, labels, N, smoothing); /* m->probs are the same either way */
   return lam * first + (1.0f - lam) * second;
@@ -735,8 +747,9 @@ void model_backward_mixed(model *m, const int *labels, const int *labels2, float
       pool_release(m, g);
       break;
     case LAYER_ADD: {
-      size_t n = (size_t)N * m->tensors[l->out].per_image;
-      /* The skip branch gets its own copy; the main branch takes over g. */
+      size_t per_image = m->tensors[l->out].per_image, n = (size_t)N * per_image;
+      /* The skip branch gets its own copy; the main branch takes over g (scaled by its
+       * stochastic-depth mask, after the copy). */
       if (m->grad_of[l->skip]) {
         ops->residual_backward(m, m->grad_of[l->skip], g, n);
       } else {
@@ -744,6 +757,8 @@ void model_backward_mixed(model *m, const int *labels, const int *labels2, float
         ops->copy(m, s, g, n * sizeof(float));
         m->grad_of[l->skip] = s;
       }
+      if (l->drop_path > 0.0f)
+        ops->drop_path_backward(m, g, g, N, per_image, l->drop_path, drop_path_seed(m, i));
       if (m->grad_of[l->in]) {
         ops->residual_backward(m, m->grad_of[l->in], g, n);
         pool_release(m, g);

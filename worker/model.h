@@ -22,6 +22,7 @@ typedef struct {
   double width;     /* width multiplier (double, as torchvision rounds channels in double), e.g. 1.0, 0.75, 0.5 */
   int num_classes;
   float dropout;    /* before the last Linear; torchvision's default 0.2 */
+  float drop_path;  /* stochastic depth: the last block's rate, block b's is drop_path * b / blocks */
 } model_config;
 
 /* "mnv3-small" | "mnv3-large" | "mnv2" -> arch; returns -1 for an unknown name. */
@@ -73,6 +74,7 @@ typedef struct {
   size_t gamma, beta;     /* batch norm */
   int bn;                 /* index into bn_info, -1 if none */
   size_t save;            /* offset into the save arena: BN mean/rstd or SE state */
+  float drop_path;        /* ADD: probability of dropping the branch `in` per sample (training) */
 } layer;
 
 typedef struct {
@@ -122,7 +124,7 @@ typedef struct model {
   int n_grad_pool, grad_pool_cap;
   size_t grad_floats;
   float **grad_of;        /* per tensor: its gradient buffer during backward, or NULL */
-  uint64_t dropout_seed;  /* set per step by the worker: dropout masks depend only on it */
+  uint64_t dropout_seed;  /* set per step by the worker: dropout and stochastic-depth masks depend only on it */
   /* Called during backward after each layer with parameters: every gradient at offset >=
    * lowest is final (the collectives start all-reducing it). May be NULL. */
   void (*grads_ready)(void *ctx, size_t lowest);
@@ -150,8 +152,9 @@ void model_reset_bn_stats(model *m);
 /* Precise BN with torch.optim.swa_utils.update_bn's semantics: the running statistics become
  * the plain average of the batch statistics (mean, unbiased variance) of the batches that
  * next_batch puts in images (returning their count, 0 at the end), from train-mode forwards
- * without backward: momentum 1/k at the k-th batch, from mean 0 and variance 1. Host copies
- * current afterwards. */
+ * without backward: momentum 1/k at the k-th batch, from mean 0 and variance 1. No block is
+ * dropped (stochastic depth): the statistics are those of the network evaluation runs. Host
+ * copies current afterwards. */
 void model_precise_bn(model *m, int (*next_batch)(void *ctx, float *images), void *ctx, float *images);
 void model_free(model *m);
 
@@ -190,7 +193,8 @@ void model_host_free(const model *m, void *p);
 
 /* Forward on N <= batch images [N][size][size][3], which are not copied: they must stay
  * unchanged until the matching model_backward. train: batch statistics (running stats
- * updated) and dropout; else running statistics, no dropout. With labels, returns the mean
+ * updated), dropout and stochastic depth (masks from dropout_seed); else running statistics,
+ * the whole network. With labels, returns the mean
  * cross-entropy (label smoothing `smoothing`) and fills m->probs; else returns 0. */
 float model_forward(model *m, const float *images, const int *labels, int N, int train,
                     float smoothing);

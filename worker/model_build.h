@@ -10,7 +10,8 @@
 int build_conv_bn_act(model *m, const char *conv_name, const char *bn_prefix, int in, int cin,
                       int cout, int k, int stride, conv_kind kind, act_kind act);
 int build_se(model *m, const char *prefix, int in, int channels, int squeeze);
-int build_add(model *m, int in, int skip);
+/* in + skip, in's branch dropped per sample with probability drop_path while training. */
+int build_add(model *m, int in, int skip, float drop_path);
 int build_pool(model *m, int in);
 int build_linear(model *m, const char *prefix, int in, int cin, int cout, act_kind act);
 int build_dropout(model *m, int in);

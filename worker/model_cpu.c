@@ -136,6 +136,16 @@ static void cpu_residual_backward(model *m, float *da, const float *dout, size_t
   residual_backward(da, dout, n);
 }
 
+static void cpu_drop_path_forward(model *m, float *out, const float *branch, const float *skip,
+                                  int N, size_t per_image, float p, uint64_t seed) {
+  drop_path_forward(out, branch, skip, N, per_image, p, seed);
+}
+
+static void cpu_drop_path_backward(model *m, float *dbranch, const float *dout, int N,
+                                   size_t per_image, float p, uint64_t seed) {
+  drop_path_backward(dbranch, dout, N, per_image, p, seed);
+}
+
 static void cpu_dropout_forward(model *m, float *out, const float *in, size_t n, float p,
                                 uint64_t seed) {
   dropout_forward(out, in, n, p, seed);
@@ -180,6 +190,8 @@ const model_ops model_cpu_ops = {
     .se_backward = cpu_se_backward,
     .residual_forward = cpu_residual_forward,
     .residual_backward = cpu_residual_backward,
+    .drop_path_forward = cpu_drop_path_forward,
+    .drop_path_backward = cpu_drop_path_backward,
     .dropout_forward = cpu_dropout_forward,
     .dropout_backward = cpu_dropout_backward,
 };

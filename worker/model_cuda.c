@@ -257,6 +257,16 @@ static void gpu_residual_backward(model *m, float *da, const float *dout, size_t
   cuda_residual_backward(CTX(m), da, dout, n);
 }
 
+static void gpu_drop_path_forward(model *m, float *out, const float *branch, const float *skip,
+                                  int N, size_t per_image, float p, uint64_t seed) {
+  cuda_drop_path_forward(CTX(m), out, branch, skip, N, per_image, p, seed);
+}
+
+static void gpu_drop_path_backward(model *m, float *dbranch, const float *dout, int N,
+                                   size_t per_image, float p, uint64_t seed) {
+  cuda_drop_path_backward(CTX(m), dbranch, dout, N, per_image, p, seed);
+}
+
 static void gpu_dropout_forward(model *m, float *out, const float *in, size_t n, float p,
                                 uint64_t seed) {
   cuda_dropout_forward(CTX(m), out, in, n, p, seed);
@@ -300,6 +310,8 @@ static const model_ops model_cuda_ops = {
     .se_backward = gpu_se_backward,
     .residual_forward = gpu_residual_forward,
     .residual_backward = gpu_residual_backward,
+    .drop_path_forward = gpu_drop_path_forward,
+    .drop_path_backward = gpu_drop_path_backward,
     .dropout_forward = gpu_dropout_forward,
     .dropout_backward = gpu_dropout_backward,
 };

@@ -96,6 +96,10 @@ struct model_ops {
                       const float *w2, int N, int HW, int C, int Cs);
   void (*residual_forward)(model *m, float *out, const float *a, const float *b, size_t n);
   void (*residual_backward)(model *m, float *da, const float *dout, size_t n);
+  void (*drop_path_forward)(model *m, float *out, const float *branch, const float *skip, int N,
+                            size_t per_image, float p, uint64_t seed);
+  void (*drop_path_backward)(model *m, float *dbranch, const float *dout, int N,
+                             size_t per_image, float p, uint64_t seed);
   void (*dropout_forward)(model *m, float *out, const float *in, size_t n, float p,
                           uint64_t seed);
   void (*dropout_backward)(model *m, float *din, const float *dout, size_t n, float p,

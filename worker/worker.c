@@ -212,6 +212,22 @@ static void log_evaluation_bn(const worker *w) {
                "restarted during the LR warm-up), BN statistics by precise BN", w->cfg->ema_decay, w->cfg->ema_every);
 }
 
+/* Stochastic depth's per-block probabilities, from the model (they grow with depth). */
+static void log_drop_path(const worker *w) {
+  int blocks = 0;
+  float lo = 1.0f, hi = 0.0f;
+  for (int i = 0; i < w->m.n_layers; i++) {
+    const layer *l = &w->m.layers[i];
+    if (l->kind != LAYER_ADD || l->drop_path <= 0.0f) continue;
+    blocks++;
+    if (l->drop_path < lo) lo = l->drop_path;
+    if (l->drop_path > hi) hi = l->drop_path;
+  }
+  if (blocks)
+    worker_log(w, "stochastic depth: %d residual branches dropped per sample while training, with probability %.3f to %.3f "
+               "(--drop-path %g)", blocks, lo, hi, w->cfg->drop_path);
+}
+
 /* The decoded-photo budget split between the loaders in proportion to their photos, so both
  * splits fit whole when the budget holds them all. Set before the first epoch starts. */
 static void share_decoded_cache(worker *w, size_t budget) {
@@ -243,7 +259,8 @@ const job_plan *worker_load(worker *w) {
     die("%s: %s", data_dir, err);
 
   /* Engine. */
-  model_config mc = {(model_arch)model_arch_parse(cfg->model), cfg->width, w->plan.classes, (float)cfg->dropout};
+  model_config mc = {(model_arch)model_arch_parse(cfg->model), cfg->width, w->plan.classes, (float)cfg->dropout,
+                     (float)cfg->drop_path};
   model_init(&w->m, &mc, cfg->seed);
   if (cfg->init_weights[0]) weights_import(&w->m, cfg->init_weights, 1);
   model_keep_activations(&w->m, cfg->keep_activations);
@@ -271,6 +288,7 @@ const job_plan *worker_load(worker *w) {
   if (cfg->ema_decay > 0) ema_init(&w->ema, w->m.n_params, cfg->ema_decay);
   if (c->rank == 0) w->stats_msgs = xmalloc(ranks * (sizeof(bn_stats_msg) + w->m.n_stats * sizeof(float)));
   log_evaluation_bn(w);
+  log_drop_path(w);
   return &w->plan;
 }
 

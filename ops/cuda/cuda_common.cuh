@@ -33,6 +33,21 @@ static inline unsigned cu_blocks(size_t n) {
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n); \
        i += (size_t)gridDim.x * blockDim.x)
 
+/* Philox4x32-10 on v in place: base/core.c's rounds, word for word, so the GPU's dropout and
+ * stochastic-depth masks are the CPU's. */
+__device__ __forceinline__ void cu_philox4x32(uint32_t v[4], uint64_t key) {
+  uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+  for (int round = 0; round < 10; round++) {
+    uint64_t p0 = (uint64_t)0xD2511F53u * v[0];
+    uint64_t p1 = (uint64_t)0xCD9E8D57u * v[2];
+    uint32_t n0 = (uint32_t)(p1 >> 32) ^ v[1] ^ k0, n1 = (uint32_t)p1;
+    uint32_t n2 = (uint32_t)(p0 >> 32) ^ v[3] ^ k1, n3 = (uint32_t)p0;
+    v[0] = n0, v[1] = n1, v[2] = n2, v[3] = n3;
+    k0 += 0x9E3779B9u;
+    k1 += 0xBB67AE85u;
+  }
+}
+
 /* Per-channel work over M rows of C channels (NHWC): each thread keeps one channel c and
  * strides over rows, and a block spans cw channels x lanes consecutive rows, so a block's
  * loads are one contiguous range (cw = C up to 1024) and no element needs a division. */

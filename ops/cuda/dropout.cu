@@ -1,28 +1,15 @@
 /* dropout.cu - inverted dropout with ops/dropout.c's exact mask: element i is kept iff
  * u >= p, u = lane i%4 of philox4x32(counter = {i/4 low, i/4 high, 0, 0}, key = seed) as a
- * float from its 24 high bits. The Philox rounds below are base/core.c's, word for word, so a
+ * float from its 24 high bits. cu_philox4x32 is base/core.c's Philox, word for word, so a
  * CPU run and a GPU run drop the same elements. One thread per group of 4 elements. */
 #include "ops/cuda/cuda_common.cuh"
-
-__device__ __forceinline__ void dropout_philox(uint32_t v[4], uint64_t key) {
-  uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
-  for (int round = 0; round < 10; round++) {
-    uint64_t p0 = (uint64_t)0xD2511F53u * v[0];
-    uint64_t p1 = (uint64_t)0xCD9E8D57u * v[2];
-    uint32_t n0 = (uint32_t)(p1 >> 32) ^ v[1] ^ k0, n1 = (uint32_t)p1;
-    uint32_t n2 = (uint32_t)(p0 >> 32) ^ v[3] ^ k1, n3 = (uint32_t)p0;
-    v[0] = n0, v[1] = n1, v[2] = n2, v[3] = n3;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-}
 
 __global__ void dropout_k(float *out, const float *in, size_t n, float p, float scale,
                           uint64_t seed) {
   CU_FOR(g, (n + 3) / 4) {
     uint64_t ctr = (uint64_t)g;
     uint32_t v[4] = {(uint32_t)ctr, (uint32_t)(ctr >> 32), 0u, 0u};
-    dropout_philox(v, seed);
+    cu_philox4x32(v, seed);
     size_t base = g * 4;
     for (int l = 0; l < 4 && base + (size_t)l < n; l++) {
       float u = (float)(v[l] >> 8) * (1.0f / 16777216.0f);

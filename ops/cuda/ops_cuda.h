@@ -133,6 +133,11 @@ void cuda_se_backward(cuda_ctx *ctx, float *din, float *dw1, float *db1, float *
 
 void cuda_residual_forward(cuda_ctx *ctx, float *out, const float *a, const float *b, size_t n);
 void cuda_residual_backward(cuda_ctx *ctx, float *da, const float *dout, size_t n);
+/* Stochastic depth (ops.h's drop_path_*; the same masks), 0 < p < 1. */
+void cuda_drop_path_forward(cuda_ctx *ctx, float *out, const float *branch, const float *skip,
+                            int N, size_t per_image, float p, uint64_t seed);
+void cuda_drop_path_backward(cuda_ctx *ctx, float *dbranch, const float *dout, int N,
+                             size_t per_image, float p, uint64_t seed);
 
 void cuda_dropout_forward(cuda_ctx *ctx, float *out, const float *in, size_t n, float p,
                           uint64_t seed);

@@ -50,7 +50,7 @@ int main(int argc, char **argv) {
   c.stall_timeout = timeout;
   int gpu = -1;
   device_select(DEVICE_CUDA, c.local_rank, &gpu);
-  model_config mc = {MODEL_MNV3_SMALL, 1.0, 5, 0.2f};
+  model_config mc = {MODEL_MNV3_SMALL, 1.0, 5, 0.2f, 0};
   model m;
   model_init(&m, &mc, 1);
   model_use_cuda(&m, 0);

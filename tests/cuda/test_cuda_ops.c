@@ -2,8 +2,8 @@
  * same random inputs, odd shapes included: forward outputs and every backward output
  * (accumulating parameter gradients start non-zero, so += is checked too). Tolerances:
  * |gpu - cpu| <= rtol*(|cpu| + 1e-2*max|cpu|) per element, rtol 1e-4 forward and 1e-3
- * backward (summation orders differ); activations, residual, dropout and avgpool's backward
- * must match bit for bit (same formulas, no sums). Also: the GEMM precisions, and that a GPU
+ * backward (summation orders differ); activations, residual, dropout, stochastic depth's
+ * backward and avgpool's backward must match bit for bit (same formulas, no sums). Also: the GEMM precisions, and that a GPU
  * result is identical from run to run. Built only with -DPOLLEN_CUDA=ON; without a GPU it
  * prints "SKIP: no CUDA device: why" and exits 77. */
 #include <math.h>
@@ -326,6 +326,27 @@ static void test_dropout(size_t n, float p, uint64_t seed) {
   free(x), free(g), free(out), free(din);
 }
 
+/* Stochastic depth: the CPU's per-sample masks; forward within FWD (the CPU may fuse the
+ * multiply-add), backward (a product) bit for bit. */
+static void test_drop_path(int N, size_t per_image, float p, uint64_t seed) {
+  size_t n = (size_t)N * per_image;
+  float *x = rnd(n, 0.5, 1.5), *skip = rnd(n, -1, 1), *g = rnd(n, -1, 1);
+  float *out = GC_NEWF(n), *dbranch = GC_NEWF(n);
+  drop_path_forward(out, x, skip, N, per_image, p, seed);
+  drop_path_backward(dbranch, g, N, per_image, p, seed);
+  float *dx = dev_copy(x, n), *dskip = dev_copy(skip, n), *dg = dev_copy(g, n);
+  float *dout = dev_zero(n), *ddb = dev_zero(n);
+  cuda_drop_path_forward(ctx, dout, dx, dskip, N, per_image, p, seed);
+  cuda_drop_path_backward(ctx, ddb, dg, N, per_image, p, seed);
+  char w[96];
+  snprintf(w, sizeof w, "drop path N%d x %zu p%.2f: the CPU's masks", N, per_image, p);
+  cmp(w, dout, out, n, FWD);
+  snprintf(w, sizeof w, "drop path N%d x %zu p%.2f backward", N, per_image, p);
+  cmp(w, ddb, dbranch, n, 0);
+  cuda_free(dx), cuda_free(dskip), cuda_free(dg), cuda_free(dout), cuda_free(ddb);
+  free(x), free(skip), free(g), free(out), free(dbranch);
+}
+
 static void test_crossentropy(int N, int K, float smoothing) {
   size_t n = (size_t)N * K;
   float *logits = rnd(n, -4, 4), *probs = GC_NEWF(n), *dl = GC_NEWF(n);
@@ -422,6 +443,8 @@ int main(void) {
   test_dropout(7, 0.5f, 99);
   test_dropout(1000, 0.0f, 5);
   test_dropout(1000, 1.0f, 5);
+  test_drop_path(37, 5 * 3 * 8, 0.3f, 4242);
+  test_drop_path(3, 1001, 0.5f, 7);
   test_crossentropy(7, 5, 0.1f);
   test_crossentropy(128, 1000, 0.0f);
   test_gemm_math();

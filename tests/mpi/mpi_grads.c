@@ -40,7 +40,7 @@ int main(int argc, char **argv) {
   comm_init(&c, &argc, &argv);
   threads_set(1);
   int failures = 0;
-  model_config cfg = {MODEL_MNV3_SMALL, 0.35, 5, 0.0};
+  model_config cfg = {MODEL_MNV3_SMALL, 0.35, 5, 0.0, 0};
   float *x = xmalloc((size_t)B * S * S * 3 * sizeof(float));
   int labels[B];
   for (int overlap = 0; overlap <= 1; overlap++) {
