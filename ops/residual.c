@@ -27,9 +27,9 @@ void residual_backward(float *da, const float *dout, size_t n) {
 float drop_path_scale(int n, float p, uint64_t seed) {
   if (p <= 0.0f) return 1.0f;
   if (p >= 1.0f) return 0.0f;
-  philox_ctr c = {{(uint32_t)n, 0u, 0u, 0u}};
-  float u = (float)(philox4x32(c, seed).v[0] >> 8) * (1.0f / 16777216.0f);
-  return u >= p ? 1.0f / (1.0f - p) : 0.0f;
+  float u[4];
+  philox_uniform4(seed, (uint32_t)n, 0, 0, u);
+  return u[0] >= p ? 1.0f / (1.0f - p) : 0.0f;
 }
 
 void drop_path_forward(float *out, const float *branch, const float *skip, int N, size_t per_image,
